@@ -1,0 +1,1 @@
+"""The V2X wire and air: codec, link models, pose error, delivery in simulated time (numpy only)."""

@@ -1,0 +1,1 @@
+"""Orchestration: the simulation driver, experiments, the cosim CLI and outputs."""

@@ -1,0 +1,16 @@
+"""The ``cosim`` command line (typer): each capability registers its sub-commands here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation.")
+
+
+@app.callback()
+def main() -> None:
+    """v2x-cosim: simulate, train and evaluate cooperative LiDAR perception."""
+
+
+if __name__ == "__main__":
+    app()

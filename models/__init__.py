@@ -1,0 +1,1 @@
+"""The torch side: voxelization, encoders, fusion, diffusion refiner, head, metrics, training."""
