@@ -1,0 +1,34 @@
+# Two entry points for a new machine: `make run` (the main job) and `make test` (the test suite).
+# Each one creates .venv with the CPU build of PyTorch pinned, then installs the project.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cosim scenarios export intersection --frames 20 --out outputs/intersection_opv2v
+	$(BIN)/cosim scenarios render intersection --frame 10 --out outputs/intersection_bev.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	for script in bench/bench_*.py; do $(BIN)/python $$script; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) outputs
