@@ -183,7 +183,10 @@ def _decode_compressed(
         )
     if need == 0:
         return np.zeros(0, dtype=dtype)
-    plain = lzf.decompress(bytes(body[8 : 8 + compressed_size]), raw_size)
+    try:
+        plain = lzf.decompress(bytes(body[8 : 8 + compressed_size]), raw_size)
+    except ValueError:
+        plain = None
     if plain is None or len(plain) != raw_size:
         raise _fail(path, "binary_compressed body is not valid LZF data")
     records = np.zeros(header.points, dtype=dtype)
