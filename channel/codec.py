@@ -1,0 +1,366 @@
+"""Feature-map messages on the wire: msgpack framing, zstandard payload, checksum; never pickle.
+
+Wire layout (format version 1), one msgpack array of five items::
+
+    [MAGIC: bin "V2XF", version: int, header: bin, payload: bin, checksum: bin(16)]
+
+* ``header`` is itself a msgpack map (sender, send time, reported 4x4 float64 pose as 128
+  little-endian bytes, grid as five floats, ``(C, H, W)``, value dtype, sparse flag, number
+  of sent cells). It is carried as bytes so the checksum covers its exact encoding.
+* ``payload`` is one zstandard frame (content size recorded) of: the packed cell mask
+  (``np.packbits``, row-major, only when sparse), then the int8 parameters (float32 scale,
+  int8 zero point per channel, only for int8), then the ``(C, N)`` values, channel-major.
+* ``checksum`` is BLAKE2b-128 over the length-prefixed header and payload: it detects
+  truncation, bit flips and tampering (it is an integrity check, not authentication).
+
+The decoder checks the version before anything else, computes the exact decompressed size
+from the header, refuses sizes above a cap (no decompression bombs: the frame's declared
+content size must equal it and decompression is bounded by it), and raises
+:class:`CodecError` -- never another exception -- for anything it cannot accept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import zstandard
+from numpy.typing import NDArray
+
+from channel.quantize import DTYPES, decode_values, encode_values, param_nbytes, value_itemsize
+from channel.sparsify import (
+    pack_mask,
+    packed_mask_nbytes,
+    select_mask,
+    unpack_mask,
+    validate_sparsity,
+)
+
+FORMAT_VERSION = 1
+MAGIC = b"V2XF"
+CHECKSUM_BYTES = 16
+DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 2**20
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+_HEADER_KEYS = frozenset({"sender", "t", "pose", "grid", "shape", "dtype", "sparse", "n"})
+
+
+class CodecError(ValueError):
+    """A message cannot be encoded or decoded; the text says what is wrong."""
+
+
+@dataclass(frozen=True)
+class GridHeader:
+    """BEV grid of a feature map as plain numbers (metres, sender LiDAR frame).
+
+    ``x`` spans the ``W`` axis and ``y`` the ``H`` axis, so ``shape == (H, W) ==
+    ((y_max - y_min) / cell_size, (x_max - x_min) / cell_size)``, matching
+    ``models.GridSpec.bev_shape`` and ``models.GridSpec.cell_size``.
+    """
+
+    x_min: float
+    y_min: float
+    x_max: float
+    y_max: float
+    cell_size: float
+
+    def __post_init__(self) -> None:
+        values = (self.x_min, self.y_min, self.x_max, self.y_max, self.cell_size)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            raise ValueError(f"grid: all five numbers must be finite, got {values}")
+        if self.cell_size <= 0 or self.x_max <= self.x_min or self.y_max <= self.y_min:
+            raise ValueError(f"grid: need x_min < x_max, y_min < y_max, cell_size > 0: {values}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(H, W)`` cells."""
+        return (
+            round((self.y_max - self.y_min) / self.cell_size),
+            round((self.x_max - self.x_min) / self.cell_size),
+        )
+
+    def as_list(self) -> list[float]:
+        return [float(self.x_min), float(self.y_min), float(self.x_max), float(self.y_max),
+                float(self.cell_size)]
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """How a sender codes its feature map: value dtype, optional sparsity, zstd level."""
+
+    dtype: str = "float16"
+    sparsity: dict[str, float] | None = None
+    zstd_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"codec dtype must be one of {DTYPES}, got {self.dtype!r}")
+        object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))
+        if not isinstance(self.zstd_level, int) or not -7 <= self.zstd_level <= 22:
+            raise ValueError(f"zstd_level must be an int in [-7, 22], got {self.zstd_level!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Header:
+    """Everything about a message except its values."""
+
+    version: int
+    sender_id: int
+    t_send: float
+    pose: NDArray[np.float64]  # reported world <- sender-LiDAR, 4x4
+    grid: GridHeader
+    shape: tuple[int, int, int]  # (C, H, W)
+    dtype: str
+    sparse: bool
+    n_cells: int  # cells whose values were sent (H * W when dense)
+
+    @property
+    def raw_nbytes(self) -> int:
+        """Bytes of the dense float32 map this message stands for."""
+        channels, height, width = self.shape
+        return 4 * channels * height * width
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedFeature:
+    """What a receiver gets: dense float32 ``(C, H, W)`` (zeros outside ``mask``), the mask,
+    the header, the int8 scales (``None`` for float dtypes) and the wire size."""
+
+    header: Header
+    feature: NDArray[np.float32]
+    mask: NDArray[np.bool_]
+    wire_nbytes: int
+    scale: NDArray[np.float32] | None = field(default=None)
+
+    @property
+    def raw_nbytes(self) -> int:
+        return self.header.raw_nbytes
+
+    @property
+    def ratio(self) -> float:
+        """Raw float32 bytes / wire bytes."""
+        return self.raw_nbytes / self.wire_nbytes
+
+
+def _digest(header: bytes, payload: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=CHECKSUM_BYTES)
+    h.update(struct.pack("<QQ", len(header), len(payload)))
+    h.update(header)
+    h.update(payload)
+    return h.digest()
+
+
+def encode_feature(
+    feature: NDArray[np.float32],
+    pose: NDArray[np.float64],
+    t_send: float,
+    sender_id: int,
+    grid: GridHeader,
+    config: CodecConfig | None = None,
+    *,
+    confidence: NDArray[np.floating] | None = None,
+    mask: NDArray[np.bool_] | None = None,
+) -> bytes:
+    """Code a ``(C, H, W)`` float32 feature map and its reported pose into one message.
+
+    ``confidence`` (``(H, W)``) feeds ``config.sparsity``; without it the per-cell max of
+    ``|feature|`` is used. ``mask`` sends exactly those cells (then ``config.sparsity`` must
+    be ``None``). Raises :class:`CodecError` for NaN/inf, wrong shapes or un-codable values.
+    """
+    config = config or CodecConfig()
+    feature = np.asarray(feature)
+    if feature.dtype != np.float32 or feature.ndim != 3 or 0 in feature.shape:
+        raise CodecError(f"feature must be non-empty float32 (C, H, W), got "
+                         f"{feature.dtype} {feature.shape}")
+    if not np.isfinite(feature).all():
+        bad = int(np.size(feature) - np.count_nonzero(np.isfinite(feature)))
+        raise CodecError(f"feature contains {bad} NaN/inf value(s); refusing to encode")
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise CodecError(f"pose must be a finite 4x4 matrix, got shape {pose.shape}")
+    if not math.isfinite(t_send):
+        raise CodecError(f"t_send must be finite, got {t_send}")
+    channels, height, width = feature.shape
+    if grid.shape != (height, width):
+        raise CodecError(f"grid {grid} is {grid.shape} cells but the feature is {(height, width)}")
+    if mask is not None and config.sparsity is not None:
+        raise CodecError("give either an explicit mask or config.sparsity, not both")
+    try:
+        if mask is None:
+            mask = select_mask(feature, config.sparsity, confidence)
+        elif np.shape(mask) != (height, width):
+            raise ValueError(f"mask must be {(height, width)}, got {np.shape(mask)}")
+        if mask is None:
+            values = feature.reshape(channels, height * width)
+            parts = [encode_values(values, config.dtype)]
+        else:
+            mask = np.asarray(mask, dtype=bool)
+            values = feature[:, mask]
+            parts = [pack_mask(mask), encode_values(values, config.dtype)]
+    except ValueError as err:
+        raise CodecError(str(err)) from err
+    header = msgpack.packb({
+        "sender": int(sender_id),
+        "t": float(t_send),
+        "pose": pose.astype("<f8").tobytes(),
+        "grid": grid.as_list(),
+        "shape": [channels, height, width],
+        "dtype": config.dtype,
+        "sparse": mask is not None,
+        "n": int(values.shape[1]),
+    })
+    raw_payload = parts[0] if len(parts) == 1 else b"".join(parts)
+    payload = zstandard.ZstdCompressor(level=config.zstd_level).compress(raw_payload)
+    return msgpack.packb(
+        [MAGIC, FORMAT_VERSION, header, payload, _digest(header, payload)]
+    )
+
+
+def _unframe(data: Any, max_message_bytes: int) -> tuple[bytes, bytes]:
+    """Check magic, version and checksum; return (header bytes, compressed payload)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"message must be bytes, got {type(data).__name__}")
+    if len(data) > max_message_bytes:
+        raise CodecError(f"message of {len(data)} bytes exceeds the cap of {max_message_bytes}")
+    try:
+        outer = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except msgpack.ExtraData as err:
+        raise CodecError("malformed message: trailing bytes after the frame") from err
+    except Exception as err:  # msgpack raises several types for bad input; all mean the same
+        raise CodecError(f"truncated or malformed message framing ({err})") from err
+    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
+        raise CodecError("not a v2x feature message (bad magic or layout)")
+    _, version, header, payload, checksum = outer
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise CodecError(f"unknown format version {version!r}; this decoder reads {FORMAT_VERSION}")
+    if not all(isinstance(x, bytes) for x in (header, payload, checksum)):
+        raise CodecError("malformed message: header, payload and checksum must be bytes")
+    if _digest(header, payload) != checksum:
+        raise CodecError("checksum mismatch: message truncated, corrupted or tampered")
+    return header, payload
+
+
+def _parse_header(header_bytes: bytes) -> Header:
+    try:
+        h = msgpack.unpackb(header_bytes, raw=False, strict_map_key=True)
+    except Exception as err:
+        raise CodecError(f"malformed header ({err})") from err
+    if not isinstance(h, dict) or set(h) != _HEADER_KEYS:
+        got = sorted(h) if isinstance(h, dict) else type(h).__name__
+        raise CodecError(f"malformed header: keys {got}, expected {sorted(_HEADER_KEYS)}")
+    sender, t_send, pose, grid, shape = h["sender"], h["t"], h["pose"], h["grid"], h["shape"]
+    if not isinstance(sender, int) or isinstance(sender, bool):
+        raise CodecError(f"header: sender must be an int, got {sender!r}")
+    if not isinstance(t_send, float) or not math.isfinite(t_send):
+        raise CodecError(f"header: send time must be a finite float, got {t_send!r}")
+    if not isinstance(pose, bytes) or len(pose) != 128:
+        raise CodecError("header: pose must be 128 bytes (4x4 float64)")
+    pose_m = np.frombuffer(pose, dtype="<f8").reshape(4, 4).astype(np.float64)
+    if not np.isfinite(pose_m).all():
+        raise CodecError("header: pose contains NaN/inf")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise CodecError(f"header: shape must be three positive ints, got {shape!r}")
+    if not isinstance(grid, list) or len(grid) != 5 or not all(isinstance(v, float) for v in grid):
+        raise CodecError(f"header: grid must be five floats, got {grid!r}")
+    try:
+        grid_h = GridHeader(*grid)
+    except ValueError as err:
+        raise CodecError(f"header: {err}") from err
+    channels, height, width = shape
+    if grid_h.shape != (height, width):
+        raise CodecError(f"header: grid is {grid_h.shape} cells but shape says {(height, width)}")
+    if h["dtype"] not in DTYPES or not isinstance(h["sparse"], bool):
+        raise CodecError(f"header: bad dtype {h['dtype']!r} or sparse flag {h['sparse']!r}")
+    n_cells = h["n"]
+    if (not isinstance(n_cells, int) or isinstance(n_cells, bool)
+            or not 0 <= n_cells <= height * width
+            or (not h["sparse"] and n_cells != height * width)):
+        raise CodecError(f"header: {n_cells!r} sent cells is impossible for {height}x{width}")
+    return Header(FORMAT_VERSION, sender, t_send, pose_m, grid_h, (channels, height, width),
+                  h["dtype"], h["sparse"], n_cells)
+
+
+def peek_header(data: bytes, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Header:
+    """Verify framing and checksum and return the header, without decompressing the payload."""
+    header_bytes, _ = _unframe(data, max_message_bytes)
+    return _parse_header(header_bytes)
+
+
+def decode_feature(
+    data: bytes,
+    *,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> DecodedFeature:
+    """Decode a message to a dense float32 map, its mask and header; raises only CodecError.
+
+    ``max_decompressed_bytes`` caps both the dense float32 map the header describes and the
+    decompressed payload.
+    """
+    header_bytes, payload = _unframe(data, max_message_bytes)
+    header = _parse_header(header_bytes)
+    channels, height, width = header.shape
+    if header.raw_nbytes > max_decompressed_bytes:
+        raise CodecError(f"oversized: a {header.shape} float32 map is {header.raw_nbytes} bytes, "
+                         f"above the cap of {max_decompressed_bytes}")
+    mask_bytes = packed_mask_nbytes((height, width)) if header.sparse else 0
+    params = param_nbytes(header.dtype, channels)
+    value_bytes = channels * header.n_cells * value_itemsize(header.dtype)
+    expected = mask_bytes + params + value_bytes
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"payload is not a zstandard frame ({err})") from err
+    if declared != expected:
+        raise CodecError(f"oversized or inconsistent payload: frame declares {declared} bytes, "
+                         f"header implies {expected}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            payload, max_output_size=expected, allow_extra_data=False
+        )
+    except zstandard.ZstdError as err:
+        raise CodecError(f"payload does not decompress ({err})") from err
+    if len(raw) != expected:
+        raise CodecError(f"payload decompressed to {len(raw)} bytes, expected {expected}")
+    if header.sparse:
+        mask = unpack_mask(raw[:mask_bytes], (height, width))
+        if int(np.count_nonzero(mask)) != header.n_cells:
+            raise CodecError(
+                f"mask has {np.count_nonzero(mask)} cells, header says {header.n_cells}")
+    else:
+        mask = np.ones((height, width), dtype=bool)
+    try:
+        values, scale = decode_values(raw[mask_bytes:], header.dtype, channels, header.n_cells)
+    except ValueError as err:
+        raise CodecError(f"payload: {err}") from err
+    if not np.isfinite(values).all():
+        raise CodecError("payload contains NaN/inf values")
+    if header.sparse:
+        feature = np.zeros((channels, height * width), dtype=np.float32)
+        feature[:, mask.reshape(-1)] = values
+        feature = feature.reshape(channels, height, width)
+    else:
+        feature = values.reshape(channels, height, width)
+    return DecodedFeature(header, feature, mask, len(data), scale)
+
+
+@dataclass(frozen=True)
+class ByteStats:
+    """Byte accounting of one message: raw float32 bytes, wire bytes and their ratio."""
+
+    raw_bytes: int
+    wire_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.wire_bytes if self.wire_bytes else math.inf
+
+
+def byte_stats(message: bytes) -> ByteStats:
+    """Raw float32 and wire bytes of an encoded message (checks framing, no decompression)."""
+    return ByteStats(peek_header(message).raw_nbytes, len(message))

@@ -1,0 +1,242 @@
+"""Sender -> receiver link model: range, loss (Bernoulli / Gilbert-Elliott), latency, bandwidth.
+
+Everything is evaluated once per message at its send time. Each directed link ``(sender,
+receiver)`` has its own ``numpy`` Generator, derived from the model seed and the two ids, so
+a link's events do not change when other links are added, and its own state: the
+Gilbert-Elliott channel state and the time its transmitter is busy until.
+
+Timing of a message of ``wire_bytes`` sent at ``t_send`` on a link::
+
+    tx_start = max(t_send, previous tx_end on this link)       # per-link FIFO queue
+    tx_end   = tx_start + 8 * wire_bytes / (bandwidth_mbps * 1e6)
+    arrival  = tx_end + base_s + jitter
+
+A message occupies its link even when it is then out of range or lost (the sender cannot
+know). Per message the link draws three uniforms (reception, loss, GE transition) and one
+jitter sample, always, so the random stream does not depend on outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from channel.configtools import check_keys, check_nonneg, check_prob, from_mapping
+
+JITTER_KINDS = ("none", "uniform", "normal-truncated", "exponential", "lognormal")
+LOSS_MODELS = ("none", "bernoulli", "gilbert_elliott")
+
+
+@dataclass(frozen=True)
+class RangeConfig:
+    """Hard cut-off ``max_m`` (None = unlimited) and an optional logistic reception curve
+    ``p(d) = 1 / (1 + exp((d - d50_m) / width_m))`` (``d50_m`` None = always received)."""
+
+    max_m: float | None = None
+    d50_m: float | None = None
+    width_m: float = 10.0
+
+    def __post_init__(self) -> None:
+        check_nonneg("range max_m", self.max_m)
+        check_nonneg("range d50_m", self.d50_m)
+        if not float(self.width_m) > 0:
+            raise ValueError(f"range width_m must be > 0, got {self.width_m}")
+
+    def reception_prob(self, distance_m: float) -> float:
+        """Probability a message sent over ``distance_m`` (within ``max_m``) is received."""
+        if self.d50_m is None:
+            return 1.0
+        z = (distance_m - self.d50_m) / self.width_m
+        return 0.0 if z > 700 else 1.0 / (1.0 + math.exp(z))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Packet loss. ``bernoulli``: each message lost with ``p``. ``gilbert_elliott``: a
+    good/bad Markov chain stepped once per message on the link (``p_gb`` good->bad,
+    ``p_bg`` bad->good) losing with ``loss_good`` / ``loss_bad`` in each state.
+
+    Long-run GE loss rate ``(p_gb * loss_bad + p_bg * loss_good) / (p_gb + p_bg)``; mean
+    bad-state sojourn ``1 / p_bg`` messages. Links start in the good state.
+    """
+
+    model: str = "none"
+    p: float = 0.0
+    p_gb: float = 0.0
+    p_bg: float = 1.0
+    loss_good: float = 0.0
+    loss_bad: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.model not in LOSS_MODELS:
+            raise ValueError(f"loss model must be one of {LOSS_MODELS}, got {self.model!r}")
+        for name in ("p", "p_gb", "p_bg", "loss_good", "loss_bad"):
+            check_prob(f"loss {name}", getattr(self, name))
+        if self.model == "gilbert_elliott" and self.p_bg == 0 and self.p_gb > 0:
+            raise ValueError("loss p_bg must be > 0: the bad state would be absorbing")
+
+    def stationary_loss(self) -> float:
+        """Long-run fraction of messages lost by this model (ignoring range)."""
+        if self.model == "none":
+            return 0.0
+        if self.model == "bernoulli":
+            return self.p
+        if self.p_gb + self.p_bg == 0:
+            return self.loss_good
+        return (self.p_gb * self.loss_bad + self.p_bg * self.loss_good) / (self.p_gb + self.p_bg)
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """Latency after transmission: ``base_s + jitter``, jitter >= 0 with scale ``jitter_s``.
+
+    ``uniform``: U[0, jitter_s]. ``normal-truncated``: N(0, jitter_s) truncated to >= 0
+    (half-normal, mean ``jitter_s * sqrt(2/pi)``). ``exponential``: mean ``jitter_s``.
+    ``lognormal``: median ``jitter_s``, log-std ``sigma``.
+    """
+
+    base_s: float = 0.0
+    jitter: str = "none"
+    jitter_s: float = 0.0
+    sigma: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.jitter not in JITTER_KINDS:
+            raise ValueError(f"latency jitter must be one of {JITTER_KINDS}, got {self.jitter!r}")
+        check_nonneg("latency base_s", self.base_s)
+        check_nonneg("latency jitter_s", self.jitter_s)
+        check_nonneg("latency sigma", self.sigma)
+
+    def sample_jitter(self, rng: np.random.Generator) -> float:
+        """One jitter draw (seconds); draws exactly one variate whatever the kind."""
+        z = float(rng.standard_normal()) if self.jitter in ("normal-truncated", "lognormal") \
+            else float(rng.random())
+        if self.jitter == "none":
+            return 0.0
+        if self.jitter == "uniform":
+            return self.jitter_s * z
+        if self.jitter == "normal-truncated":
+            return self.jitter_s * abs(z)
+        if self.jitter == "exponential":
+            return -self.jitter_s * math.log1p(-z)
+        return self.jitter_s * math.exp(self.sigma * z)
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    """One link's behaviour; ``bandwidth_mbps`` None = serialization takes no time."""
+
+    range: RangeConfig = field(default_factory=RangeConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    bandwidth_mbps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.bandwidth_mbps is not None and not float(self.bandwidth_mbps) > 0:
+            raise ValueError(f"bandwidth_mbps must be > 0 or None, got {self.bandwidth_mbps}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "link") -> LinkConfig:
+        """Build from a mapping with sections ``range``, ``loss``, ``latency`` and
+        ``bandwidth_mbps``; an unknown key anywhere raises ``ValueError`` naming it."""
+        data = check_keys(cls, data, where)
+        return from_mapping(cls, {
+            "range": from_mapping(RangeConfig, data.get("range"), f"{where}: range"),
+            "loss": from_mapping(LossConfig, data.get("loss"), f"{where}: loss"),
+            "latency": from_mapping(LatencyConfig, data.get("latency"), f"{where}: latency"),
+            "bandwidth_mbps": data.get("bandwidth_mbps"),
+        }, where)
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    """What happened to one message on one link. ``arrival`` is None when it never arrives."""
+
+    sender: int
+    receiver: int
+    t_send: float
+    wire_bytes: int
+    distance_m: float
+    tx_start: float
+    tx_end: float
+    arrival: float | None
+    dropped: str | None  # None, "out_of_range" or "lost"
+    ge_bad: bool  # the Gilbert-Elliott state the message was sent in (False for other models)
+
+
+@dataclass
+class _LinkState:
+    rng: np.random.Generator
+    busy_until: float = -math.inf
+    ge_bad: bool = False
+
+
+def id_key(value: int) -> int:
+    """Map any int id to a non-negative int for ``SeedSequence.spawn_key`` (zigzag)."""
+    value = int(value)
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+class LinkModel:
+    """All directed links of a simulation, sharing one :class:`LinkConfig` and one seed."""
+
+    def __init__(self, config: LinkConfig | None = None, seed: int = 0) -> None:
+        self.config = config or LinkConfig()
+        self.seed = int(seed)
+        self._links: dict[tuple[int, int], _LinkState] = {}
+
+    def _state(self, sender: int, receiver: int) -> _LinkState:
+        key = (int(sender), int(receiver))
+        state = self._links.get(key)
+        if state is None:
+            seq = np.random.SeedSequence(
+                self.seed, spawn_key=(0, id_key(key[0]), id_key(key[1])))
+            state = _LinkState(np.random.default_rng(seq))
+            self._links[key] = state
+        return state
+
+    def transmit(
+        self,
+        sender: int,
+        receiver: int,
+        t_send: float,
+        wire_bytes: int,
+        sender_xy: tuple[float, float] = (0.0, 0.0),
+        receiver_xy: tuple[float, float] = (0.0, 0.0),
+    ) -> LinkOutcome:
+        """Send one message of ``wire_bytes`` at ``t_send`` between two world x, y positions."""
+        cfg = self.config
+        if not math.isfinite(t_send) or wire_bytes < 0:
+            raise ValueError(f"bad message: t_send={t_send}, wire_bytes={wire_bytes}")
+        state = self._state(sender, receiver)
+        u_rx, u_loss, u_ge = (float(u) for u in state.rng.random(3))
+        jitter = cfg.latency.sample_jitter(state.rng)
+
+        tx_start = max(float(t_send), state.busy_until)
+        tx_time = 0.0 if cfg.bandwidth_mbps is None else 8.0 * wire_bytes / (
+            cfg.bandwidth_mbps * 1e6)
+        tx_end = tx_start + tx_time
+        state.busy_until = tx_end
+
+        ge_bad = state.ge_bad
+        loss = cfg.loss
+        if loss.model == "bernoulli":
+            lost = u_loss < loss.p
+        elif loss.model == "gilbert_elliott":
+            lost = u_loss < (loss.loss_bad if ge_bad else loss.loss_good)
+            state.ge_bad = (u_ge >= loss.p_bg) if ge_bad else (u_ge < loss.p_gb)
+        else:
+            lost = False
+
+        distance = math.hypot(receiver_xy[0] - sender_xy[0], receiver_xy[1] - sender_xy[1])
+        dropped: str | None = None
+        if cfg.range.max_m is not None and distance > cfg.range.max_m:
+            dropped = "out_of_range"
+        elif u_rx >= cfg.range.reception_prob(distance) or lost:
+            dropped = "lost"
+        arrival = None if dropped else tx_end + cfg.latency.base_s + jitter
+        return LinkOutcome(int(sender), int(receiver), float(t_send), int(wire_bytes), distance,
+                           tx_start, tx_end, arrival, dropped, ge_bad)
