@@ -114,9 +114,7 @@ def vehicle_box(entry: Any, where: str) -> tuple[NDArray[np.float64], float]:
     yaw = math.radians(fields["angle"][1])
     if not -math.pi <= yaw < math.pi:
         yaw = (yaw + math.pi) % (2.0 * math.pi) - math.pi
-    box = np.concatenate(
-        [fields["location"] + fields["center"], 2.0 * fields["extent"], [yaw]]
-    )
+    box = np.concatenate([fields["location"] + fields["center"], 2.0 * fields["extent"], [yaw]])
     speed = _number(entry["speed"], f"{where}: speed") / KMH_PER_MS if "speed" in entry else 0.0
     return box, speed
 

@@ -208,8 +208,10 @@ def _intensity(records: np.ndarray, header: PCDHeader) -> NDArray[np.float32]:
     for key in ("rgb", "rgba"):
         if key in names:
             packed = np.ascontiguousarray(_first(records[names[key]]))
-            bits = packed.astype(np.float32).view(np.uint32) if packed.dtype.kind == "f" else (
-                packed.astype(np.uint32)
+            bits = (
+                packed.astype(np.float32).view(np.uint32)
+                if packed.dtype.kind == "f"
+                else (packed.astype(np.uint32))
             )
             red = ((bits >> np.uint32(16)) & np.uint32(0xFF)).astype(np.float32)
             return red / np.float32(255.0)

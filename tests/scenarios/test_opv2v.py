@@ -112,12 +112,14 @@ def test_reads_hand_written_scenario(scenario: Path) -> None:
     assert second.agent_ids == [641, 650]  # the RSU has no dump at 000070
 
     ego = first.agent(641)
-    np.testing.assert_allclose(ego.lidar_pose, [[0, -1, 0, 2], [1, 0, 0, 3], [0, 0, 1, 1.9],
-                                                [0, 0, 0, 1]], atol=1e-12)
+    np.testing.assert_allclose(
+        ego.lidar_pose, [[0, -1, 0, 2], [1, 0, 0, 3], [0, 0, 1, 1.9], [0, 0, 0, 1]], atol=1e-12
+    )
     np.testing.assert_allclose(ego.vehicle_pose[:3, 3], [2, 3, 0])
     assert ego.speed == pytest.approx(10.0) and not ego.is_rsu
-    np.testing.assert_allclose(ego.points, [[1.5, -2.25, 0.125, 194 / 255], [10, 20, -1.75, 0]],
-                               rtol=1e-7)
+    np.testing.assert_allclose(
+        ego.points, [[1.5, -2.25, 0.125, 194 / 255], [10, 20, -1.75, 0]], rtol=1e-7
+    )
     rsu = first.agent(-1)
     assert rsu.is_rsu and rsu.speed == 0.0 and rsu.vehicle_pose is None
 
@@ -180,13 +182,19 @@ def _break(scenario: Path, old: str, new: str, cav: str = "641") -> Path:
     [
         ("lidar_pose:", "lidar_pos:", "missing key 'lidar_pose'"),
         ("[2.0, 3.0, 1.9,", "[2.0, north, 1.9,", "lidar_pose: non-numeric value 'north'"),
-        ("[2.0, 3.0, 1.9, 0.0, 90.0, 0.0]", "[2.0, 3.0, 1.9, 0.0, 90.0]",
-         "lidar_pose: expected 6 numbers, got 5"),
+        (
+            "[2.0, 3.0, 1.9, 0.0, 90.0, 0.0]",
+            "[2.0, 3.0, 1.9, 0.0, 90.0]",
+            "lidar_pose: expected 6 numbers, got 5",
+        ),
         ("[2.0, 3.0, 1.9,", "[.nan, 3.0, 1.9,", "lidar_pose: non-finite value"),
         ("true_ego_pos: [2.0", "true_ego_pos: [yes", "true_ego_pos: non-numeric value True"),
         ("vehicles:", "vehicle:", "missing key 'vehicles'"),
-        ("    extent: [2.0, 1.0, 0.75]", "    extnt: [2.0, 1.0, 0.75]",
-         "vehicle 650: missing key 'extent'"),
+        (
+            "    extent: [2.0, 1.0, 0.75]",
+            "    extnt: [2.0, 1.0, 0.75]",
+            "vehicle 650: missing key 'extent'",
+        ),
         ("  7:\n", "  seven:\n", "vehicle id 'seven' is not an integer"),
         ("ego_speed: 36.0", "ego_speed: fast", "ego_speed: non-numeric value 'fast'"),
         ("ego_speed: 36.0", "ego_speed: [36.0", "invalid yaml"),

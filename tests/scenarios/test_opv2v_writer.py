@@ -29,8 +29,12 @@ def _on_grid_frames() -> list[Frame]:
         points[:, 3] = np.float32(rng.integers(0, 256, 20)) / np.float32(255)
         body = pose_to_matrix(_f32(*pose[:2], 0.0, *pose[3:]))
         return AgentObservation(
-            agent_id, pose_to_matrix(_f32(*pose)), points,
-            speed=float(np.float32(kmh)) / 3.6, vehicle_pose=body, is_rsu=rsu,
+            agent_id,
+            pose_to_matrix(_f32(*pose)),
+            points,
+            speed=float(np.float32(kmh)) / 3.6,
+            vehicle_pose=body,
+            is_rsu=rsu,
         )
 
     def box(x: float, y: float, yaw_deg: float) -> list[float]:
@@ -50,8 +54,13 @@ def _on_grid_frames() -> list[Frame]:
             boxes[2] = box(40.2, 7.7 + k, -170.25)
         ids = sorted(boxes)
         frames.append(
-            Frame(k / 10, k, {a.agent_id: a for a in agents},
-                  ObjectSet(np.array(ids), np.array([boxes[i] for i in ids])), ego_id=1)
+            Frame(
+                k / 10,
+                k,
+                {a.agent_id: a for a in agents},
+                ObjectSet(np.array(ids), np.array([boxes[i] for i in ids])),
+                ego_id=1,
+            )
         )
     return frames
 
@@ -70,11 +79,21 @@ def test_written_files_look_like_opv2v(tmp_path: Path) -> None:
     out = write_opv2v(frames, tmp_path / "s", start_frame=68, vehicle_radius=20.0)
     assert sorted(p.name for p in out.iterdir()) == ["-1", "1", "2", "data_protocol.yaml"]
     assert sorted(p.name for p in (out / "2").iterdir()) == [
-        "000068.pcd", "000068.yaml", "000072.pcd", "000072.yaml"
+        "000068.pcd",
+        "000068.yaml",
+        "000072.pcd",
+        "000072.yaml",
     ]
     data = yaml.safe_load((out / "1" / "000070.yaml").read_text())
-    assert set(data) == {"RSU", "ego_speed", "lidar_pose", "plan_trajectory",
-                         "predicted_ego_pos", "true_ego_pos", "vehicles"}
+    assert set(data) == {
+        "RSU",
+        "ego_speed",
+        "lidar_pose",
+        "plan_trajectory",
+        "predicted_ego_pos",
+        "true_ego_pos",
+        "vehicles",
+    }
     assert data["RSU"] is False and data["plan_trajectory"] == []
     assert data["lidar_pose"] == _f32(11.1, -3.3, 1.9, 0.0, 12.5, 0.0)
     assert data["true_ego_pos"] == data["predicted_ego_pos"] == _f32(11.1, -3.3, 0, 0, 12.5, 0)
@@ -82,15 +101,20 @@ def test_written_files_look_like_opv2v(tmp_path: Path) -> None:
     # Ego at (11.1, -3.3): object 5 at (25.3, 3.1) is 15.6 m away, 9 at (-7.7, 30.3) is 38.5 m.
     assert list(data["vehicles"]) == [5]
     assert data["vehicles"][5] == {
-        "angle": _f32(0.0, -88.8, 0.0), "center": [0.0, 0.0, 0.0],
-        "extent": _f32(2.25, 0.95, 0.8), "location": _f32(25.3, 3.1, 0.8), "speed": 0.0,
+        "angle": _f32(0.0, -88.8, 0.0),
+        "center": [0.0, 0.0, 0.0],
+        "extent": _f32(2.25, 0.95, 0.8),
+        "location": _f32(25.3, 3.1, 0.8),
+        "speed": 0.0,
     }
     # The RSU at the origin: 1 is 10.6 m away, 5 is 25.5 m, 2 is 40.9 m.
     rsu = yaml.safe_load((out / "-1" / "000068.yaml").read_text())
     assert rsu["RSU"] is True and list(rsu["vehicles"]) == [1]
     assert rsu["vehicles"][1]["speed"] == float(np.float32(30.7))
-    assert (out / "1" / "000068.pcd").read_text().startswith(
-        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\n"
+    assert (
+        (out / "1" / "000068.pcd")
+        .read_text()
+        .startswith("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\n")
     )
     np.testing.assert_array_equal(read_pcd(out / "2" / "000072.pcd"), frames[2].agent(2).points)
     protocol = yaml.safe_load((out / "data_protocol.yaml").read_text())
@@ -105,8 +129,13 @@ def _arbitrary_frames(rng: np.random.Generator) -> list[Frame]:
             pose = pose_to_matrix([*rng.uniform(-300, 300, 3), *rng.uniform(-60, 60, 3)])
             points = rng.normal(0, 30, (50, 4)).astype(np.float32)
             agents[agent_id] = AgentObservation(agent_id, pose, points, speed=rng.uniform(0, 30))
-        boxes = np.column_stack([rng.uniform(-300, 300, (4, 3)), rng.uniform(1, 5, (4, 3)),
-                                 rng.uniform(-np.pi, np.pi, 4)])
+        boxes = np.column_stack(
+            [
+                rng.uniform(-300, 300, (4, 3)),
+                rng.uniform(1, 5, (4, 3)),
+                rng.uniform(-np.pi, np.pi, 4),
+            ]
+        )
         objects = ObjectSet(np.array([40, 11, 3, 12]), boxes, ("car", "van", "car", "truck"))
         frames.append(Frame(0.7 + k * 0.25, 5 + k, agents, objects, ego_id=3))
     return frames
