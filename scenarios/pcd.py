@@ -63,25 +63,21 @@ def parse_header(raw: bytes, path: Path | str = "<bytes>") -> PCDHeader:
     values: dict[str, list[str]] = {}
     offset = 0
     for _ in range(_MAX_HEADER_LINES):
+        if offset >= len(raw):
+            break
         end = raw.find(b"\n", offset)
-        if end < 0:
-            end = len(raw)
+        end = len(raw) if end < 0 else end
         line = raw[offset:end].decode("ascii", errors="replace").strip()
         offset = end + 1
-        if not line or line.startswith("#"):
-            if end >= len(raw):
+        if line and not line.startswith("#"):
+            key, *rest = line.split()
+            values[key.upper()] = rest
+            if key.upper() == "DATA":
                 break
-            continue
-        key, *rest = line.split()
-        values[key.upper()] = rest
-        if key.upper() == "DATA":
-            break
-        if end >= len(raw):
-            break
-    else:
-        raise _fail(path, f"no DATA line in the first {_MAX_HEADER_LINES} header lines")
     if "DATA" not in values:
-        raise _fail(path, "not a PCD file: header has no DATA line")
+        raise _fail(
+            path, f"not a PCD file: no DATA line in the first {_MAX_HEADER_LINES} header lines"
+        )
     for key in ("FIELDS", "SIZE", "TYPE"):
         if key not in values:
             raise _fail(path, f"PCD header has no {key} line")
@@ -211,7 +207,7 @@ def _intensity(records: np.ndarray, header: PCDHeader) -> NDArray[np.float32]:
             bits = (
                 packed.astype(np.float32).view(np.uint32)
                 if packed.dtype.kind == "f"
-                else (packed.astype(np.uint32))
+                else packed.astype(np.uint32)
             )
             red = ((bits >> np.uint32(16)) & np.uint32(0xFF)).astype(np.float32)
             return red / np.float32(255.0)
