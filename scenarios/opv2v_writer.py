@@ -13,7 +13,7 @@ cannot hold rounded the way the file rounds it; see that function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,13 +121,15 @@ def write_opv2v(
     encoding: Encoding = "ascii",
     intensity_field: IntensityField = "rgb",
     protocol: Mapping[str, Any] | None = None,
+    on_frame_written: Callable[[int], None] | None = None,
 ) -> Path:
     """Write ``frames`` as one OPV2V scenario folder ``out_dir`` (created; must be empty).
 
     ``vehicle_radius`` (metres, BEV, around each agent's LiDAR) limits each agent's
     ``vehicles`` list as OpenCDA's dumps do; None lists every object. ``encoding`` /
     ``intensity_field`` choose the PCD flavour (default: OpenCDA's ASCII with rgb).
-    ``protocol`` adds free-form entries to ``data_protocol.yaml``. Returns ``out_dir``.
+    ``protocol`` adds free-form entries to ``data_protocol.yaml``. ``on_frame_written(k)`` is
+    called after the k-th frame is on disk (for progress bars). Returns ``out_dir``.
     """
     frames = list(frames)
     if not frames:
@@ -148,6 +150,8 @@ def write_opv2v(
                 folder / f"{stem}.pcd", frame.agents[agent_id].points, encoding, intensity_field
             )
             dump_yaml(data, folder / f"{stem}.yaml")
+        if on_frame_written is not None:
+            on_frame_written(position)
     dump_yaml(
         {
             "writer": "v2x-cosim scenarios.opv2v_writer",
