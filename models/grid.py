@@ -97,8 +97,9 @@ class GridSpec:
         )
 
 
-# The CPU preset trains in minutes on two cores: 96 m x 64 m around the ego, 0.8 m pillars.
-CPU_GRID = GridSpec((-48.0, -32.0, -3.0, 48.0, 32.0, 1.0), (0.8, 0.8, 4.0), feature_stride=2)
+# The CPU preset trains in minutes on two cores: 96 m x 64 m around the ego, 0.4 m pillars and
+# 0.8 m feature cells (80 x 120 map), so a 4.5 x 1.8 m car covers about 6 x 2 cells.
+CPU_GRID = GridSpec((-48.0, -32.0, -3.0, 48.0, 32.0, 1.0), (0.4, 0.4, 4.0), feature_stride=2)
 # OPV2V / OpenCOOD PointPillars range and voxel size.
 OPV2V_GRID = GridSpec((-140.8, -40.0, -3.0, 140.8, 40.0, 1.0), (0.4, 0.4, 4.0), feature_stride=2)
 

@@ -1,0 +1,56 @@
+"""Small typed values passed between the feature stages, and the strict config-dict helper.
+
+Stages hand each other these dataclasses (never a shared mutable dict), so a reader can see what
+crosses every boundary: points -> :class:`Voxels` -> pseudo-image / BEV tensor ``(B, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """Points grouped into voxels (pillars when the grid has one z bin).
+
+    ``features`` ``(V, P, 4)`` float32 holds up to ``P`` points per voxel (x, y, z, intensity),
+    zero-padded; ``num_points`` ``(V,)`` int64 how many rows of each voxel are real;
+    ``coords`` ``(V, 4)`` int64 = ``(batch, z, y, x)`` voxel indices, the order spconv and the
+    pillar scatter use; ``batch_size`` the number of samples (some may have no voxel).
+    """
+
+    features: torch.Tensor
+    num_points: torch.Tensor
+    coords: torch.Tensor
+    batch_size: int
+
+    def __post_init__(self) -> None:
+        v = self.features.shape[0]
+        if self.features.dim() != 3 or self.num_points.shape != (v,) or self.coords.shape != (v, 4):
+            raise ValueError(
+                "voxels: need features (V,P,C), num_points (V,), coords (V,4); got "
+                f"{tuple(self.features.shape)}, {tuple(self.num_points.shape)}, "
+                f"{tuple(self.coords.shape)}"
+            )
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.features.shape[0])
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys by name.
+
+    Lists become tuples so configs read from YAML compare equal to the presets.
+    """
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**values)
