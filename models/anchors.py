@@ -1,0 +1,195 @@
+"""Anchors on a :class:`~models.grid.GridSpec` and their assignment to ground truth.
+
+Anchors are laid out ``(A, H, W, 7)`` and flattened in that order to ``(A*H*W, 7)``: anchor
+``a`` of cell ``(i, j)`` has flat index ``(a * H + i) * W + j``. The head's outputs
+``(B, A, H, W)`` / ``(B, A*7, H, W)`` flatten to the same order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from models.box_ops import encode_boxes, nearest_bev_boxes, nearest_bev_iou
+from models.grid import GridSpec
+
+
+def reject_unknown_keys(cls: type, data: dict[str, Any], where: str) -> None:
+    """Raise ``ValueError`` naming each key of ``data`` that is not a field of dataclass ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """One anchor class: size ``(l, w, h)`` in metres, centre height ``z`` in the LiDAR frame,
+    and the yaws (radians) placed at every cell. Defaults: OPV2V's car anchor."""
+
+    size: tuple[float, float, float] = (3.9, 1.6, 1.56)
+    z_center: float = -1.0
+    yaws: tuple[float, ...] = (0.0, math.pi / 2)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(float(v) for v in self.size))
+        object.__setattr__(self, "yaws", tuple(float(v) for v in self.yaws))
+        if len(self.size) != 3 or any(v <= 0 for v in self.size):
+            raise ValueError(f"anchor: size must be 3 positive numbers, got {self.size}")
+        if not self.yaws:
+            raise ValueError("anchor: need at least one yaw")
+
+    @property
+    def num_per_cell(self) -> int:
+        return len(self.yaws)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "anchor") -> AnchorConfig:
+        reject_unknown_keys(cls, data, where)
+        return cls(**data)
+
+
+def generate_anchors(grid: GridSpec, config: AnchorConfig) -> torch.Tensor:
+    """``(A, H, W, 7)`` float32 anchors centred on the grid's feature-map cells."""
+    height, width = grid.bev_shape
+    x0, y0 = grid.point_range[0], grid.point_range[1]
+    cell = grid.cell_size
+    xs = x0 + (torch.arange(width, dtype=torch.float64) + 0.5) * cell
+    ys = y0 + (torch.arange(height, dtype=torch.float64) + 0.5) * cell
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    per_yaw = []
+    const = torch.tensor([config.z_center, *config.size], dtype=torch.float64)
+    for yaw in config.yaws:
+        per_yaw.append(
+            torch.cat(
+                [
+                    xx[..., None],
+                    yy[..., None],
+                    const.expand(height, width, 4),
+                    torch.full((height, width, 1), yaw, dtype=torch.float64),
+                ],
+                dim=-1,
+            )
+        )
+    return torch.stack(per_yaw).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    """IoU thresholds for target assignment (BEV IoU, nearest axis-aligned)."""
+
+    pos_iou: float = 0.6
+    neg_iou: float = 0.45
+    match_best_anchor: bool = True  # each GT's best anchor is positive even below pos_iou
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.neg_iou <= self.pos_iou <= 1.0:
+            raise ValueError(
+                f"assign: need 0 <= neg_iou <= pos_iou <= 1, got {self.neg_iou}, {self.pos_iou}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "assign") -> AssignConfig:
+        reject_unknown_keys(cls, data, where)
+        return cls(**data)
+
+
+@dataclass
+class AnchorTargets:
+    """Targets of one sample over ``K`` flat anchors.
+
+    ``labels``: int64 1 positive, 0 negative, -1 ignored; ``gt_index``: matched GT per anchor
+    (-1 when not positive); ``box_targets``: residuals (zero where not positive); ``gt_yaw``: the
+    matched GT yaw (for the direction classifier; zero where not positive).
+    """
+
+    labels: torch.Tensor
+    gt_index: torch.Tensor
+    box_targets: torch.Tensor
+    gt_yaw: torch.Tensor
+
+    @property
+    def num_positive(self) -> int:
+        return int((self.labels == 1).sum())
+
+
+def assign_targets(
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    config: AssignConfig,
+    candidates: torch.Tensor | None = None,
+) -> AnchorTargets:
+    """Label ``(K, 7)`` anchors against ``(M, 7)`` GT boxes (same frame) by nearest BEV IoU.
+
+    Positive: IoU >= ``pos_iou`` with some GT, or (``match_best_anchor``) an anchor whose IoU
+    with a GT equals that GT's best IoU (> 0), ties included. Negative: max IoU < ``neg_iou``
+    and not positive. Everything else is ignored.
+
+    ``candidates`` (optional anchor indices) must hold every anchor with a non-zero IoU to some
+    GT (see :func:`grid_candidates`); only those are compared, the rest get IoU 0.
+    """
+    if candidates is not None:
+        sub = assign_targets(anchors[candidates], gt_boxes, config)
+        fill = 0 if config.neg_iou > 0 else -1
+        labels = torch.full((len(anchors),), fill, dtype=torch.int64, device=anchors.device)
+        gt_index = torch.full_like(labels, -1)
+        box_targets = anchors.new_zeros((len(anchors), 7))
+        gt_yaw = anchors.new_zeros((len(anchors),))
+        labels[candidates], gt_index[candidates] = sub.labels, sub.gt_index
+        box_targets[candidates], gt_yaw[candidates] = sub.box_targets, sub.gt_yaw
+        return AnchorTargets(labels, gt_index, box_targets, gt_yaw)
+    num = anchors.shape[0]
+    labels = torch.full((num,), -1, dtype=torch.int64, device=anchors.device)
+    gt_index = torch.full((num,), -1, dtype=torch.int64, device=anchors.device)
+    box_targets = anchors.new_zeros((num, 7))
+    gt_yaw = anchors.new_zeros((num,))
+    gt = gt_boxes.to(anchors).reshape(-1, 7)
+    if len(gt) == 0 or num == 0:
+        labels.fill_(0 if config.neg_iou > 0 else -1)
+        return AnchorTargets(labels, gt_index, box_targets, gt_yaw)
+    # (M, K): the anchors on the inner axis make the broadcasts and reductions ~3x faster.
+    iou = nearest_bev_iou(gt, anchors)
+    best_iou, best_gt = iou.max(dim=0)
+    labels[best_iou < config.neg_iou] = 0
+    positive = best_iou >= config.pos_iou
+    matched = best_gt.clone()
+    if config.match_best_anchor:
+        gt_best = iou.max(dim=1, keepdim=True).values  # (M, 1)
+        forced_gt, forced_anchor = torch.nonzero((iou == gt_best) & (gt_best > 0), as_tuple=True)
+        positive[forced_anchor] = True
+        matched[forced_anchor] = forced_gt
+    labels[positive] = 1
+    gt_index[positive] = matched[positive]
+    pos_idx = torch.nonzero(positive, as_tuple=True)[0]
+    box_targets[pos_idx] = encode_boxes(gt[matched[pos_idx]], anchors[pos_idx])
+    gt_yaw[pos_idx] = gt[matched[pos_idx], 6]
+    return AnchorTargets(labels, gt_index, box_targets, gt_yaw)
+
+
+def grid_candidates(grid: GridSpec, config: AnchorConfig, gt_boxes: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the anchors of :func:`generate_anchors` whose BEV extent can overlap a
+    GT box's nearest axis-aligned box: the few cells around each GT, all yaws. Turns target
+    assignment from ``K x M`` into ``(cells near GT) x M`` on large grids."""
+    height, width = grid.bev_shape
+    mask = torch.zeros((height, width), dtype=torch.bool)
+    gt = gt_boxes.detach().reshape(-1, 7).to(device="cpu", dtype=torch.float64)
+    if len(gt):
+        reach = max(config.size[0], config.size[1]) / 2.0
+        bounds = nearest_bev_boxes(gt)
+        cell, x0, y0 = grid.cell_size, grid.point_range[0], grid.point_range[1]
+        # Cell centre c = origin + (k + 0.5) * cell overlaps when lo - reach < c < hi + reach.
+        c0 = torch.floor((bounds[:, 0] - reach - x0) / cell - 0.5).long().clamp(0, width)
+        c1 = torch.ceil((bounds[:, 2] + reach - x0) / cell - 0.5).long().clamp(-1, width - 1)
+        r0 = torch.floor((bounds[:, 1] - reach - y0) / cell - 0.5).long().clamp(0, height)
+        r1 = torch.ceil((bounds[:, 3] + reach - y0) / cell - 0.5).long().clamp(-1, height - 1)
+        for a, b, c, d in zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist(), strict=True):
+            mask[a : b + 1, c : d + 1] = True
+    cells = torch.nonzero(mask.reshape(-1), as_tuple=True)[0]
+    per_yaw = torch.arange(config.num_per_cell)[:, None] * (height * width)
+    return (per_yaw + cells[None, :]).reshape(-1).to(gt_boxes.device)

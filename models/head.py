@@ -1,0 +1,244 @@
+"""Anchor-based detection head on a BEV feature map: outputs, targets, losses and decoding.
+
+``AnchorHead`` takes the backbone's ``(B, C, H, W)`` map on a :class:`GridSpec`'s ``bev_shape``
+and predicts, per cell and anchor yaw, a class logit and seven box residuals (SECOND /
+OpenCOOD PointPillars style). Boxes come back in the grid's frame (the ego LiDAR frame).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from torch import nn
+
+from models.anchors import (
+    AnchorConfig,
+    AssignConfig,
+    assign_targets,
+    generate_anchors,
+    grid_candidates,
+    reject_unknown_keys,
+)
+from models.box_ops import decode_boxes
+from models.grid import GridSpec
+from models.losses import (
+    apply_direction,
+    direction_labels,
+    sigmoid_focal_loss,
+    sine_yaw_residuals,
+    smooth_l1,
+)
+from models.nms import rotated_nms
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything the head needs besides the grid and the input channels."""
+
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    cls_prior: float = 0.01  # initial foreground probability (sets the cls bias)
+    cls_weight: float = 1.0
+    reg_weight: float = 2.0
+    smooth_l1_beta: float = 1.0 / 9.0
+    use_direction_classifier: bool = False  # BEV IoU ignores a flip by pi; headings do not
+    dir_weight: float = 0.2
+    dir_offset: float = math.pi / 4
+    score_threshold: float = 0.2
+    nms_iou: float = 0.15
+    pre_nms_top_k: int = 1000
+    max_detections: int = 100
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "head") -> HeadConfig:
+        """Build from a config section; nested ``anchor`` / ``assign`` dicts; unknown keys fail."""
+        reject_unknown_keys(cls, data, where)
+        values = dict(data)
+        if "anchor" in values:
+            values["anchor"] = AnchorConfig.from_dict(values["anchor"], f"{where}.anchor")
+        if "assign" in values:
+            values["assign"] = AssignConfig.from_dict(values["assign"], f"{where}.assign")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["anchor"] = self.anchor.to_dict()
+        out["assign"] = {f.name: getattr(self.assign, f.name) for f in fields(self.assign)}
+        return out
+
+
+@dataclass
+class HeadOutput:
+    """Raw head predictions: ``cls_logits (B, A, H, W)``, ``box_preds (B, A*7, H, W)``,
+    ``dir_logits (B, A*2, H, W)`` or ``None`` without the direction classifier."""
+
+    cls_logits: torch.Tensor
+    box_preds: torch.Tensor
+    dir_logits: torch.Tensor | None = None
+
+    def flat_cls(self) -> torch.Tensor:
+        """``(B, K)`` logits in anchor order (``K = A*H*W``)."""
+        return self.cls_logits.flatten(1)
+
+    def flat_boxes(self) -> torch.Tensor:
+        """``(B, K, 7)`` residuals in anchor order."""
+        b, a7, h, w = self.box_preds.shape
+        return self.box_preds.view(b, a7 // 7, 7, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1, 7)
+
+    def flat_dir(self) -> torch.Tensor | None:
+        """``(B, K, 2)`` direction logits in anchor order, or ``None``."""
+        if self.dir_logits is None:
+            return None
+        b, a2, h, w = self.dir_logits.shape
+        return self.dir_logits.view(b, a2 // 2, 2, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1, 2)
+
+
+@dataclass
+class HeadTargets:
+    """Batched targets: ``labels (B, K)`` (1/0/-1), ``box_targets (B, K, 7)``,
+    ``dir_labels (B, K)``."""
+
+    labels: torch.Tensor
+    box_targets: torch.Tensor
+    dir_labels: torch.Tensor
+
+    @property
+    def num_positive(self) -> int:
+        return int((self.labels == 1).sum())
+
+
+@dataclass
+class HeadLoss:
+    """Weighted loss terms (scalars) and their sum, which is what to backpropagate."""
+
+    total: torch.Tensor
+    cls: torch.Tensor
+    reg: torch.Tensor
+    direction: torch.Tensor
+    num_positive: int
+
+
+@dataclass
+class Detections:
+    """One sample's detections in the grid's (ego LiDAR) frame: ``boxes`` float32 ``(N, 7)``,
+    ``scores`` float32 ``(N,)``, highest score first."""
+
+    boxes: NDArray[np.float32]
+    scores: NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class AnchorHead(nn.Module):
+    """1x1-conv classification, regression (and optional direction) branches over anchors."""
+
+    def __init__(self, in_channels: int, grid: GridSpec, config: HeadConfig | None = None) -> None:
+        super().__init__()
+        self.grid = grid
+        self.config = config or HeadConfig()
+        self.num_anchors = self.config.anchor.num_per_cell
+        a = self.num_anchors
+        self.cls = nn.Conv2d(in_channels, a, kernel_size=1)
+        self.reg = nn.Conv2d(in_channels, a * 7, kernel_size=1)
+        self.dir = (
+            nn.Conv2d(in_channels, a * 2, kernel_size=1)
+            if self.config.use_direction_classifier
+            else None
+        )
+        prior = self.config.cls_prior
+        nn.init.constant_(self.cls.bias, -math.log((1.0 - prior) / prior))
+        nn.init.normal_(self.reg.weight, std=0.001)
+        nn.init.zeros_(self.reg.bias)
+        anchors = generate_anchors(grid, self.config.anchor).reshape(-1, 7)
+        self.register_buffer("anchors", anchors, persistent=False)
+
+    def forward(self, features: torch.Tensor) -> HeadOutput:
+        """``(B, C, H, W)`` BEV features on ``grid.bev_shape`` -> :class:`HeadOutput`."""
+        shape = tuple(features.shape[-2:])
+        if shape != self.grid.bev_shape:
+            raise ValueError(f"head: feature map is {shape}, grid expects {self.grid.bev_shape}")
+        dir_logits = self.dir(features) if self.dir is not None else None
+        return HeadOutput(self.cls(features), self.reg(features), dir_logits)
+
+    def assign(self, gt_boxes: Sequence[torch.Tensor | NDArray[np.floating]]) -> HeadTargets:
+        """Targets for a batch; ``gt_boxes[b]`` is ``(M_b, 7)`` in the grid's frame."""
+        labels, box_targets, dir_labels = [], [], []
+        for gt in gt_boxes:
+            gt_t = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt)
+            gt_t = gt_t.to(self.anchors).reshape(-1, 7)
+            near = grid_candidates(self.grid, self.config.anchor, gt_t)
+            t = assign_targets(self.anchors, gt_t, self.config.assign, candidates=near)
+            labels.append(t.labels)
+            box_targets.append(t.box_targets)
+            dir_labels.append(direction_labels(t.gt_yaw, self.config.dir_offset))
+        return HeadTargets(torch.stack(labels), torch.stack(box_targets), torch.stack(dir_labels))
+
+    def loss(self, output: HeadOutput, targets: HeadTargets) -> HeadLoss:
+        """Focal loss over non-ignored anchors, smooth-L1 (sine yaw) and direction CE over
+        positives; every term is normalised by the batch's number of positives (at least 1)."""
+        cfg = self.config
+        labels = targets.labels
+        pos = labels == 1
+        normaliser = pos.sum().clamp(min=1).to(output.cls_logits.dtype)
+        logits = output.flat_cls()
+        cared = labels >= 0
+        focal = sigmoid_focal_loss(logits, pos.to(logits.dtype), cfg.focal_alpha, cfg.focal_gamma)
+        cls_loss = (focal * cared).sum() / normaliser
+        pred_s, target_s = sine_yaw_residuals(output.flat_boxes()[pos], targets.box_targets[pos])
+        reg_loss = smooth_l1(pred_s, target_s, cfg.smooth_l1_beta).sum() / normaliser
+        dir_loss = logits.new_zeros(())
+        dir_flat = output.flat_dir()
+        if dir_flat is not None and bool(pos.any()):
+            dir_loss = (
+                F.cross_entropy(dir_flat[pos], targets.dir_labels[pos], reduction="sum")
+                / normaliser
+            )
+        cls_w, reg_w, dir_w = (
+            cfg.cls_weight * cls_loss,
+            cfg.reg_weight * reg_loss,
+            cfg.dir_weight * dir_loss,
+        )
+        return HeadLoss(cls_w + reg_w + dir_w, cls_w, reg_w, dir_w, int(pos.sum()))
+
+    @torch.no_grad()
+    def decode(
+        self,
+        output: HeadOutput,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+    ) -> list[Detections]:
+        """Per sample: sigmoid scores >= threshold, the ``pre_nms_top_k`` best decoded against
+        their anchors, rotated NMS, at most ``max_detections``. Yaw wrapped to ``[-pi, pi)``."""
+        cfg = self.config
+        threshold = cfg.score_threshold if score_threshold is None else score_threshold
+        iou = cfg.nms_iou if nms_iou is None else nms_iou
+        scores_all = torch.sigmoid(output.flat_cls().float())
+        residuals_all = output.flat_boxes().float()
+        dir_all = output.flat_dir()
+        results = []
+        for b in range(scores_all.shape[0]):
+            scores = scores_all[b]
+            idx = torch.nonzero(scores >= threshold, as_tuple=True)[0]
+            if len(idx) > cfg.pre_nms_top_k:
+                idx = idx[torch.topk(scores[idx], cfg.pre_nms_top_k).indices]
+            boxes = decode_boxes(residuals_all[b, idx], self.anchors[idx].float())
+            if dir_all is not None:
+                bins = dir_all[b, idx].argmax(dim=-1)
+                boxes[:, 6] = apply_direction(boxes[:, 6], bins, cfg.dir_offset)
+            else:
+                boxes[:, 6] = torch.remainder(boxes[:, 6] + math.pi, 2.0 * math.pi) - math.pi
+            boxes_np = boxes.cpu().numpy().astype(np.float32)
+            scores_np = scores[idx].cpu().numpy().astype(np.float32)
+            keep = rotated_nms(boxes_np, scores_np, iou, post_max_size=cfg.max_detections)
+            results.append(Detections(boxes_np[keep], scores_np[keep]))
+        return results
