@@ -74,6 +74,10 @@ class GridHeader:
             raise ValueError(f"grid: all five numbers must be finite, got {values}")
         if self.cell_size <= 0 or self.x_max <= self.x_min or self.y_max <= self.y_min:
             raise ValueError(f"grid: need x_min < x_max, y_min < y_max, cell_size > 0: {values}")
+        cells = ((self.x_max - self.x_min) / self.cell_size,
+                 (self.y_max - self.y_min) / self.cell_size)
+        if not all(math.isfinite(c) and c < 2**31 for c in cells):
+            raise ValueError(f"grid: {cells} cells is not a usable size")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -184,6 +188,8 @@ def encode_feature(
         raise CodecError(f"pose must be a finite 4x4 matrix, got shape {pose.shape}")
     if not math.isfinite(t_send):
         raise CodecError(f"t_send must be finite, got {t_send}")
+    if not -(2**63) <= int(sender_id) < 2**63:
+        raise CodecError(f"sender_id must fit in int64, got {sender_id}")
     channels, height, width = feature.shape
     if grid.shape != (height, width):
         raise CodecError(f"grid {grid} is {grid.shape} cells but the feature is {(height, width)}")
