@@ -35,7 +35,9 @@ def test_hand_placed_counts_order_and_padding() -> None:
     np.testing.assert_array_equal(v.features[0, :3].numpy(), cloud[[0, 3, 6]])
     np.testing.assert_array_equal(v.features[1, :1].numpy(), cloud[[1]])
     assert v.features.shape == (2, 4, 4)
-    assert torch.count_nonzero(v.features[0, 3]) == 0 and torch.count_nonzero(v.features[1, 1:]) == 0
+    assert (
+        torch.count_nonzero(v.features[0, 3]) == 0 and torch.count_nonzero(v.features[1, 1:]) == 0
+    )
 
 
 def test_max_points_keeps_first_comers() -> None:

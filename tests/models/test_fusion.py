@@ -1,0 +1,85 @@
+"""Fusion strategies (none, max, attention) and the early-fusion point merge."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.early_fusion import merge_points_to_ego
+from models.fusion import FUSION_STRATEGIES, AttentionFusion, MaxFusion, build_fusion
+from scenarios.geometry import yaw_pose
+
+
+def test_registry_and_errors() -> None:
+    assert sorted(FUSION_STRATEGIES) == ["attention", "max", "none"]
+    assert isinstance(build_fusion("max", 4), MaxFusion)
+    with pytest.raises(ValueError, match="unknown strategy 'agf'"):
+        build_fusion("agf", 4)
+    with pytest.raises(ValueError, match="masks must be"):
+        build_fusion("max", 1)(
+            torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2), torch.ones(1, 1)
+        )
+
+
+def test_none_returns_ego_batched() -> None:
+    ego = torch.randn(3, 4, 5)
+    out = build_fusion("none", 3)(ego, torch.randn(1, 2, 3, 4, 5), torch.ones(1, 2, 1, 4, 5))
+    assert out.shape == (1, 3, 4, 5) and torch.equal(out[0], ego)
+
+
+def test_max_respects_masks() -> None:
+    ego = torch.tensor([[[[1.0, 5.0, -2.0, 0.0]]]])  # (B=1, C=1, H=1, W=4)
+    nbrs = torch.tensor([[[[[3.0, 9.0, -1.0, 7.0]]], [[[2.0, 4.0, -3.0, 8.0]]]]])  # (1, 2, 1, 1, 4)
+    masks = torch.tensor([[[[[1.0, 0.0, 1.0, 0.0]]], [[[1.0, 1.0, 0.0, 0.0]]]]])
+    out = MaxFusion(1)(ego, nbrs, masks)
+    assert out.tolist() == [[[[3.0, 5.0, -1.0, 0.0]]]]
+    assert torch.equal(MaxFusion(1)(ego, nbrs[:, :0], masks[:, :0]), ego)
+
+
+def test_attention_two_agents_by_hand() -> None:
+    ego = torch.tensor([1.0]).reshape(1, 1, 1, 1)
+    nbr = torch.tensor([3.0]).reshape(1, 1, 1, 1, 1)
+    out = AttentionFusion(1)(ego, nbr, torch.ones(1, 1, 1, 1, 1))
+    # Ego query: scores [1*1, 1*3] / sqrt(1); weights softmax -> [1, e^2] / (1 + e^2).
+    expected = (1.0 + 3.0 * math.exp(2.0)) / (1.0 + math.exp(2.0))
+    assert out.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_attention_with_one_agent_returns_ego_exactly() -> None:
+    torch.manual_seed(0)
+    ego = torch.randn(2, 8, 5, 6)
+    fuse = AttentionFusion(8)
+    out = fuse(ego, torch.zeros(2, 0, 8, 5, 6), torch.zeros(2, 0, 1, 5, 6))
+    assert out.shape == (2, 8, 5, 6) and torch.equal(out, ego)
+    masked_out = fuse(ego, torch.randn(2, 3, 8, 5, 6) * 100, torch.zeros(2, 3, 1, 5, 6))
+    assert torch.equal(masked_out, ego)
+
+
+def test_gradients_flow_to_valid_agents_only() -> None:
+    torch.manual_seed(1)
+    ego = torch.randn(1, 4, 3, 3, requires_grad=True)
+    nbrs = torch.randn(1, 2, 4, 3, 3, requires_grad=True)
+    masks = torch.ones(1, 2, 1, 3, 3)
+    masks[0, 1] = 0.0
+    for name in ("attention", "max"):
+        ego.grad = nbrs.grad = None
+        build_fusion(name, 4)(ego, nbrs, masks).square().sum().backward()
+        assert ego.grad.abs().sum() > 0 and nbrs.grad[0, 0].abs().sum() > 0
+        assert torch.count_nonzero(nbrs.grad[0, 1]) == 0
+
+
+def test_merge_points_to_ego() -> None:
+    ego_pts = np.array([[1.0, 2.0, 0.0, 0.5]], np.float32)
+    nbr_pts = np.array([[1.0, 0.0, -1.0, 0.25], [0.0, 2.0, 0.0, 0.75]], np.float32)
+    ego_pose = yaw_pose(5.0, 0.0, 1.0, 0.0)
+    nbr_pose = yaw_pose(10.0, 0.0, 2.0, math.pi / 2)  # facing +y in the world
+    merged = merge_points_to_ego([ego_pts, nbr_pts], [ego_pose, nbr_pose], ego_pose)
+    assert merged.dtype == np.float32 and merged.shape == (3, 4)
+    np.testing.assert_allclose(
+        merged,
+        [[1.0, 2.0, 0.0, 0.5], [5.0, 1.0, 0.0, 0.25], [3.0, 0.0, 1.0, 0.75]],
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="2 clouds but 1 poses"):
+        merge_points_to_ego([ego_pts, nbr_pts], [ego_pose], ego_pose)
