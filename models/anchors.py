@@ -8,21 +8,14 @@ Anchors are laid out ``(A, H, W, 7)`` and flattened in that order to ``(A*H*W, 7
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from models.box_ops import encode_boxes, nearest_bev_boxes, nearest_bev_iou
 from models.grid import GridSpec
-
-
-def reject_unknown_keys(cls: type, data: dict[str, Any], where: str) -> None:
-    """Raise ``ValueError`` naming each key of ``data`` that is not a field of dataclass ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+from models.types import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -51,8 +44,7 @@ class AnchorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "anchor") -> AnchorConfig:
-        reject_unknown_keys(cls, data, where)
-        return cls(**data)
+        return config_from_dict(cls, data, where)
 
 
 def generate_anchors(grid: GridSpec, config: AnchorConfig) -> torch.Tensor:
@@ -96,8 +88,7 @@ class AssignConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "assign") -> AssignConfig:
-        reject_unknown_keys(cls, data, where)
-        return cls(**data)
+        return config_from_dict(cls, data, where)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,6 @@ from models.anchors import (
     assign_targets,
     generate_anchors,
     grid_candidates,
-    reject_unknown_keys,
 )
 from models.box_ops import decode_boxes
 from models.grid import GridSpec
@@ -36,6 +35,7 @@ from models.losses import (
     smooth_l1,
 )
 from models.nms import rotated_nms
+from models.types import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,22 @@ class HeadConfig:
     pre_nms_top_k: int = 1000
     max_detections: int = 100
 
+    def __post_init__(self) -> None:
+        if not (0.0 < self.cls_prior < 1.0 and 0.0 <= self.score_threshold <= 1.0):
+            raise ValueError("head: cls_prior must be in (0, 1) and score_threshold in [0, 1]")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"head: nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.pre_nms_top_k < 1 or self.max_detections < 1:
+            raise ValueError("head: pre_nms_top_k and max_detections must be >= 1")
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "head") -> HeadConfig:
         """Build from a config section; nested ``anchor`` / ``assign`` dicts; unknown keys fail."""
-        reject_unknown_keys(cls, data, where)
-        values = dict(data)
-        if "anchor" in values:
-            values["anchor"] = AnchorConfig.from_dict(values["anchor"], f"{where}.anchor")
-        if "assign" in values:
-            values["assign"] = AssignConfig.from_dict(values["assign"], f"{where}.assign")
-        return cls(**values)
+        nested = {k: v for k, v in data.items() if k not in ("anchor", "assign")}
+        config = config_from_dict(cls, nested, where)
+        anchor = AnchorConfig.from_dict(data.get("anchor", {}), f"{where}.anchor")
+        assign = AssignConfig.from_dict(data.get("assign", {}), f"{where}.assign")
+        return replace(config, anchor=anchor, assign=assign)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -174,8 +180,7 @@ class AnchorHead(nn.Module):
         """Targets for a batch; ``gt_boxes[b]`` is ``(M_b, 7)`` in the grid's frame."""
         labels, box_targets, dir_labels = [], [], []
         for gt in gt_boxes:
-            gt_t = torch.as_tensor(np.asarray(gt) if not isinstance(gt, torch.Tensor) else gt)
-            gt_t = gt_t.to(self.anchors).reshape(-1, 7)
+            gt_t = torch.as_tensor(gt).to(self.anchors).reshape(-1, 7)
             near = grid_candidates(self.grid, self.config.anchor, gt_t)
             t = assign_targets(self.anchors, gt_t, self.config.assign, candidates=near)
             labels.append(t.labels)

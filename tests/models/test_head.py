@@ -99,6 +99,8 @@ def test_config_from_dict_rejects_unknown_keys() -> None:
         HeadConfig.from_dict({"nms_thresh": 0.1})
     with pytest.raises(ValueError, match=r"head\.anchor.*'length'"):
         HeadConfig.from_dict({"anchor": {"length": 4.0}})
+    with pytest.raises(ValueError, match="nms_iou"):
+        HeadConfig(nms_iou=0.0)
     with pytest.raises(ValueError, match="neg_iou <= pos_iou"):
         AssignConfig(pos_iou=0.4, neg_iou=0.5)
 
