@@ -85,6 +85,7 @@ class Traffic:
         self.s = np.zeros(n)
         self.v = np.zeros(n)
         self.plan: list[list[int]] = [[] for _ in range(n)]
+        self.came_from = np.full(n, -1, np.int64)  # signal group of the last approach driven
         self._place(connected)
         self.ids = np.arange(1, n + 1, dtype=np.int64)
         self.cav_ids = self.ids[:connected].copy()
@@ -178,12 +179,17 @@ class Traffic:
         return "green" if within < self.green - 3.0 else "amber" if within < self.green else "red"
 
     def _junction_busy(self) -> set[int]:
-        """Signal groups with a vehicle on a junction connector right now."""
+        """Signal groups with any part of a vehicle inside the junction (on a connector) now."""
         busy: set[int] = set()
         for i in range(len(self.s)):
-            seg = self.road.segments[self.seg[i]]
+            g, half = int(self.seg[i]), self.length[i] / 2
+            seg = self.road.segments[g]
             if seg.kind == "connector":
-                busy.add(self._origin_group[int(self.seg[i])])
+                busy.add(self._origin_group[g])
+            elif seg.kind == "inbound" and self.s[i] + half > seg.length:
+                busy.add(seg.signal_group)  # front already past the stop line
+            elif seg.kind == "outbound" and self.s[i] - half < 0.0 and self.came_from[i] >= 0:
+                busy.add(int(self.came_from[i]))  # tail still inside the junction
         return busy
 
     @property
@@ -261,7 +267,10 @@ class Traffic:
         self.s = self.s + advance
         for i in range(n):
             while self.s[i] > self.road.segments[self.seg[i]].length:
-                self.s[i] -= self.road.segments[self.seg[i]].length
+                left = self.road.segments[self.seg[i]]
+                if left.kind == "inbound":
+                    self.came_from[i] = left.signal_group
+                self.s[i] -= left.length
                 self.seg[i] = self.plan[i].pop(0)
                 self._extend_plan(i)
         self.time += self.dt
