@@ -50,8 +50,8 @@ def test_arbitrary_bytes_raise_only_codec_error(data: bytes) -> None:
 
 @FUZZ
 @given(st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.binary(max_size=64)
-    | st.text(max_size=16),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.binary(max_size=64) | st.text(max_size=16),
     lambda kids: st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=8), kids,
                                                                 max_size=6),
     max_leaves=20,
