@@ -61,14 +61,16 @@ def test_hits_match_points_inside_the_boxes() -> None:
     assert scan.hits.sum() == len(scan.points)  # no ground, nothing else to hit
 
 
-@pytest.mark.parametrize("height", [1.5, 2.1, 3.5])  # lidar above, and inside, the own box
-def test_own_body_returns_no_points(height: float) -> None:
+@pytest.mark.parametrize(("height", "sensor_yaw"), [(1.5, 0.0), (2.1, 0.0), (3.5, 0.0), (2.1, 0.4)])
+def test_own_body_returns_no_points(height: float, sensor_yaw: float) -> None:
+    """LiDAR above the roof and inside the body; aligned with the box or turned against it."""
     own = np.array([[0.0, 0.0, height / 2, 5.0, 2.0, height, 0.0],
                     [0.0, 8.0, 0.75, 4.5, 1.8, 1.5, 0.0]])
-    pose = yaw_pose(0.0, 0.0, 1.9, 0.0)
+    pose = yaw_pose(0.0, 0.0, 1.9, sensor_yaw)
     scan = _scan(SMALL, None, own, pose, own=0)
     assert scan.hits[0] == 0 and scan.hits[1] > 0
-    assert not points_in_boxes(scan.points.astype(np.float64) + [0, 0, 1.9, 0], own[:1]).any()
+    world = scan.points[:, :3].astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
+    assert not points_in_boxes(world, own[:1]).any()
     # the ground around the vehicle is still seen
     assert (np.abs(scan.points[:, 2] + 1.9) < 1e-3).sum() > 1000
     assert _scan(SMALL, None, own, pose, own=None).hits[0] > 0  # without exclusion it is hit
