@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,8 +118,6 @@ class SyntheticSource:
 
     def frame(self, index: int) -> Frame:
         """Frame ``index``: traffic at t = index / rate_hz and every agent's LiDAR sweep."""
-        import time
-
         start = time.perf_counter()
         state = self.traffic_state(index)
         self.last_traffic_seconds = time.perf_counter() - start
