@@ -42,6 +42,15 @@ class Voxels:
     def num_voxels(self) -> int:
         return int(self.features.shape[0])
 
+    def to(self, device: torch.device | str) -> Voxels:
+        """The same voxels on ``device`` (voxelization runs on the CPU)."""
+        return Voxels(
+            self.features.to(device),
+            self.num_points.to(device),
+            self.coords.to(device),
+            self.batch_size,
+        )
+
 
 def config_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys by name.

@@ -136,8 +136,10 @@ class FeatureNet(nn.Module):
         self.out_channels = self.backbone.out_channels
 
     def voxelize(self, clouds: Sequence[PointsLike]) -> Voxels:
-        """Group each cloud on the encoder's voxel grid (no gradient: indices only)."""
-        return voxelize_batch(clouds, self.encoder.voxel_grid, self.config.voxelize)
+        """Group each cloud on the encoder's voxel grid (no gradient: indices only), on the
+        CPU, then move the result to the module's device."""
+        voxels = voxelize_batch(clouds, self.encoder.voxel_grid, self.config.voxelize)
+        return voxels.to(next(self.parameters()).device)
 
     def encode(self, voxels: Voxels) -> torch.Tensor:
         """Voxels -> BEV features; the differentiable part."""

@@ -1,0 +1,145 @@
+"""Time the feature half per agent-frame: voxelize + encoder + BEV backbone, on two threads.
+
+Prints one JSON object. The cloud is LiDAR-like (not uniform noise): rings of a 64-beam sensor
+1.9 m above flat ground, plus car-sized boxes and two building walls, ~30k points inside the
+grid's range. Run: ``python bench/bench_models.py [--repeats N] [--train]``. Stage times are the
+best of N runs (``total_median_ms`` is the median of the whole forward); ``train_step_ms`` is a
+forward + backward + SGD step of the feature half alone, with a stand-in loss.
+
+The detection head + NMS are not timed here yet: whoever assembles the detector adds a
+``head`` entry in :func:`bench_one` (marked below) so the per-stage table stays in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.encoders.feature_net import FEATURE_PRESETS, FeatureNet
+from models.grid import GridSpec
+
+
+def lidar_like_cloud(grid: GridSpec, n_points: int = 30000, seed: int = 0) -> np.ndarray:
+    """``(n_points, 4)`` float32 in the grid's range: ground rings, car boxes, walls."""
+    rng = np.random.default_rng(seed)
+    x0, y0, z0, x1, y1, z1 = grid.point_range
+    height = 1.9
+    # Ground: 64 beams from -25 to -1 degrees, random azimuths; hit distance h / tan(-elev).
+    n_ground = int(n_points * 0.6)
+    elev = np.radians(rng.choice(np.linspace(-25.0, -1.0, 64), n_ground))
+    dist = height / np.tan(-elev)
+    az = rng.uniform(-np.pi, np.pi, n_ground)
+    ground = np.c_[dist * np.cos(az), dist * np.sin(az), np.full(n_ground, -height)]
+    # Cars: 40 boxes 4.5 x 1.8 x 1.5 m, points on their surfaces.
+    n_cars = int(n_points * 0.25)
+    centres = np.c_[rng.uniform(x0 * 0.8, x1 * 0.8, 40), rng.uniform(y0 * 0.8, y1 * 0.8, 40)]
+    which = rng.integers(0, 40, n_cars)
+    size = np.array([4.5, 1.8, 1.5])
+    local = rng.uniform(-0.5, 0.5, (n_cars, 3)) * size
+    face = rng.integers(0, 3, n_cars)  # push each point onto a face: +-x, +-y or +-z
+    rows = np.arange(n_cars)
+    local[rows, face] = np.sign(local[rows, face]) * size[face] / 2
+    cars = np.c_[centres[which] + local[:, :2], local[:, 2] - height + 0.75]
+    # Walls along both sides of the road.
+    n_walls = n_points - n_ground - n_cars
+    wx = rng.uniform(x0, x1, n_walls)
+    wy = np.where(rng.random(n_walls) < 0.5, y0 * 0.6, y1 * 0.6)
+    walls = np.c_[wx, wy, rng.uniform(-height, z1 - 0.1, n_walls)]
+    xyz = np.concatenate([ground, cars, walls])
+    keep = (
+        (xyz[:, 0] >= x0)
+        & (xyz[:, 0] < x1)
+        & (xyz[:, 1] >= y0)
+        & (xyz[:, 1] < y1)
+        & (xyz[:, 2] >= z0)
+        & (xyz[:, 2] < z1)
+    )
+    xyz = xyz[keep]
+    # Top up with more ground so the cloud really has n_points in range.
+    while xyz.shape[0] < n_points:
+        extra = rng.uniform([x0, y0], [x1, y1], (n_points - xyz.shape[0], 2))
+        xyz = np.concatenate([xyz, np.c_[extra, np.full(len(extra), -height)]])
+    intensity = rng.uniform(0.0, 1.0, xyz.shape[0])
+    return np.c_[xyz, intensity].astype(np.float32)[rng.permutation(xyz.shape[0])]
+
+
+def _timed(fn: Any, repeats: int) -> tuple[Any, float, float]:
+    """Result of the last call, and the best and median wall times in milliseconds.
+
+    The best time is the headline: on shared cores the median mostly measures the neighbours.
+    """
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return out, 1000.0 * min(times), 1000.0 * float(np.median(times))
+
+
+def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str, Any]:
+    grid, config = FEATURE_PRESETS[preset]
+    torch.manual_seed(0)
+    net = FeatureNet(grid, config.with_encoder(encoder)).eval()
+    cloud = lidar_like_cloud(net.encoder.voxel_grid)
+    row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
+    with torch.no_grad():
+        net([cloud])  # warm-up (spconv builds its index pairs lazily)
+        voxels, row["voxelize_ms"], _ = _timed(lambda: net.voxelize([cloud]), repeats)
+        bev, row["encoder_ms"], _ = _timed(lambda: net.encoder(voxels), repeats)
+        out, row["backbone_ms"], _ = _timed(lambda: net.backbone(bev), repeats)
+        # head_ms / nms_ms: add here when the detector is assembled (AnchorHead on
+        # net.out_channels, then decode + NMS), and include them in total_ms.
+        _, _, row["total_median_ms"] = _timed(lambda: net([cloud]), repeats)
+    row["total_ms"] = row["voxelize_ms"] + row["encoder_ms"] + row["backbone_ms"]
+    row["voxels"] = voxels.num_voxels
+    row["bev_in"] = list(bev.shape[1:])
+    row["bev_out"] = list(out.shape[1:])
+    row["params"] = sum(p.numel() for p in net.parameters())
+    if train:
+        net.train()
+        opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+
+        def step() -> None:
+            opt.zero_grad()
+            net.encode(voxels).square().mean().backward()
+            opt.step()
+
+        step()
+        _, row["train_step_ms"], _ = _timed(step, repeats)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train", action="store_true", help="also time a forward+backward step")
+    parser.add_argument("--presets", nargs="+", default=sorted(FEATURE_PRESETS))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [
+        bench_one(p, e, args.repeats, args.train)
+        for p in args.presets
+        for e in ("pointpillars", "sparse_voxel")
+    ]
+    print(
+        json.dumps(
+            {
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+                "per_agent_frame": rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
