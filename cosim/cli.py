@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from cosim import cli_scenarios
+
 app = typer.Typer(no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation.")
+app.add_typer(cli_scenarios.app, name="scenarios")
 
 
 @app.callback()

@@ -93,7 +93,9 @@ class GridSpec:
         if missing:
             raise ValueError(f"{where}: missing key(s) {missing}")
         return cls(
-            tuple(data["point_range"]), tuple(data["voxel_size"]), int(data.get("feature_stride", 2))
+            tuple(data["point_range"]),
+            tuple(data["voxel_size"]),
+            int(data.get("feature_stride", 2)),
         )
 
 

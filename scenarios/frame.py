@@ -182,7 +182,9 @@ class Frame:
 
     def transform(self, source_id: int, target_id: int) -> NDArray[np.float64]:
         """4x4 transform from ``source_id``'s LiDAR frame to ``target_id``'s LiDAR frame."""
-        return relative_transform(self.agent(source_id).lidar_pose, self.agent(target_id).lidar_pose)
+        return relative_transform(
+            self.agent(source_id).lidar_pose, self.agent(target_id).lidar_pose
+        )
 
     def points_in(self, source_id: int, target_id: int | None = None) -> NDArray[np.float32]:
         """``source_id``'s points expressed in ``target_id``'s LiDAR frame (default: the ego's)."""

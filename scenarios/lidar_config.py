@@ -14,7 +14,8 @@ class LidarConfig:
     """One spinning LiDAR; names and meanings follow CARLA's blueprint attributes.
 
     ``points_per_second / rotation_frequency / channels`` rays per laser per sweep; a ray that hits
-    nothing within ``range`` returns no point. Intensity is ``exp(-atmosphere_attenuation_rate * d)``
+    nothing within ``range`` returns no point. Intensity is
+    ``exp(-atmosphere_attenuation_rate * d)``
     as in CARLA; ``dropoff_*`` drop returns at random, more often at low intensity.
     """
 

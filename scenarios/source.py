@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from scenarios.frame import Frame
@@ -28,3 +29,40 @@ class FrameSource(Protocol):
     def frame(self, index: int) -> Frame: ...
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[Frame]: ...
+
+
+def open_source(
+    spec: str | Path,
+    *,
+    seed: int | None = None,
+    num_cavs: int | None = None,
+    num_frames: int | None = None,
+) -> FrameSource:
+    """Open a built-in scenario name, a scenario YAML file, or an OPV2V/V2XSet scenario folder.
+
+    ``seed``, ``num_cavs`` and ``num_frames`` override a synthetic scenario's settings; a
+    recorded dataset has fixed content, so they are rejected there (``num_frames`` excepted:
+    it only caps how many frames are read by callers).
+    """
+    from scenarios.scenario_file import BUILTIN_SCENARIOS
+    from scenarios.synthetic import SyntheticSource
+
+    text = str(spec)
+    path = Path(text)
+    if text in BUILTIN_SCENARIOS or (path.suffix in {".yaml", ".yml"} and path.is_file()):
+        return SyntheticSource.from_scenario(
+            text if text in BUILTIN_SCENARIOS else path,
+            seed=seed,
+            num_cavs=num_cavs,
+            num_frames=num_frames,
+        )
+    if path.is_dir():
+        from scenarios.opv2v import OPV2VScenario
+
+        if seed is not None or num_cavs is not None:
+            raise ValueError(f"{path}: --seed and --agents apply to synthetic scenarios only")
+        return OPV2VScenario(path)
+    raise FileNotFoundError(
+        f"{text!r} is neither a built-in scenario ({', '.join(sorted(BUILTIN_SCENARIOS))}), "
+        "a scenario YAML file, nor an OPV2V scenario folder"
+    )

@@ -26,9 +26,7 @@ def test_yaw_90_is_rotation_about_z() -> None:
 def test_roll_90_follows_opencood_left_handed_formula() -> None:
     # cy=1, sy=0, cr=0, sr=1, cp=1, sp=0 in x_to_world's matrix.
     matrix = pose_to_matrix([0, 0, 0, 90.0, 0, 0])
-    np.testing.assert_allclose(
-        matrix[:3, :3], [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-12
-    )
+    np.testing.assert_allclose(matrix[:3, :3], [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-12)
 
 
 def test_pitch_30_by_hand() -> None:
@@ -61,7 +59,9 @@ def test_relative_transform_and_point_projection() -> None:
     other_to_ego = relative_transform(other, ego)
     # The other sensor sits 5 m ahead of the ego (the ego faces +y in the world).
     origin = np.array([[0.0, 0.0, 0.0, 0.7]], dtype=np.float32)
-    np.testing.assert_allclose(points_to_frame(origin, other_to_ego), [[5.0, 0.0, 0.0, 0.7]], atol=1e-6)
+    np.testing.assert_allclose(
+        points_to_frame(origin, other_to_ego), [[5.0, 0.0, 0.0, 0.7]], atol=1e-6
+    )
 
 
 def test_box_projection_known_geometry() -> None:
