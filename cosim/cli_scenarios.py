@@ -15,6 +15,7 @@ from rich.table import Table
 from scenarios.frame import Frame
 from scenarios.geometry import matrix_to_pose
 from scenarios.source import FrameSource, open_source
+from scenarios.synthetic import SyntheticSource
 
 app = typer.Typer(
     no_args_is_help=True, help="Built-in scenarios and OPV2V data: list, inspect, render, export."
@@ -147,11 +148,14 @@ def render(
     loaded = load_source(source, seed, agents)
     chosen = frame_or_exit(loaded, frame)
     title = f"{loaded.name}  frame {frame}"
+    lidar = loaded.scenario.lidar if isinstance(loaded, SyntheticSource) else None
     try:
         if corruption == "all":
-            render_corruption_grid(chosen, out, severity, corruption_seed, title, view_range)
+            render_corruption_grid(chosen, out, severity, corruption_seed, title, view_range, lidar)
         else:
-            render_frame(chosen, out, title, view_range, corruption, severity, corruption_seed)
+            render_frame(
+                chosen, out, title, view_range, corruption, severity, corruption_seed, lidar
+            )
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
         raise typer.Exit(2) from error

@@ -113,10 +113,11 @@ def render_frame(
     corruption: str | None = None,
     severity: int = 2,
     seed: int = 0,
+    lidar: LidarConfig | None = None,
 ) -> Path:
     """Save a BEV PNG of ``frame`` (optionally with a sensor corruption); returns the path."""
     figure, axes = plt.subplots(figsize=(9, 9), dpi=110)
-    override = corrupted_points(frame, corruption, severity, seed) if corruption else None
+    override = corrupted_points(frame, corruption, severity, seed, lidar) if corruption else None
     draw_frame(axes, frame, view_range, override)
     suffix = f"  {corruption} severity {severity}" if corruption else ""
     axes.set_title((title or f"frame {frame.index}  t = {frame.timestamp:.1f} s") + suffix)
@@ -131,12 +132,13 @@ def render_corruption_grid(
     seed: int = 0,
     title: str = "",
     view_range: float = 60.0,
+    lidar: LidarConfig | None = None,
 ) -> Path:
     """One picture: the clean frame and each of the seven corruptions at ``severity``."""
     names = ("clean", *CORRUPTION_NAMES)
     figure, grid = plt.subplots(2, 4, figsize=(20, 10.5), dpi=90)
     for axes, name in zip(grid.flat, names, strict=True):
-        override = None if name == "clean" else corrupted_points(frame, name, severity, seed)
+        override = None if name == "clean" else corrupted_points(frame, name, severity, seed, lidar)
         draw_frame(axes, frame, view_range, override)
         count = sum(p.shape[0] for p in (override or {}).values()) or sum(
             a.points.shape[0] for a in frame.agents.values()
