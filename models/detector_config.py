@@ -1,0 +1,218 @@
+"""The cooperative detector's config: grid, feature net, head and fusion, validated on load.
+
+A config reads as the model's topology in a few lines of YAML (``models/configs/*.yaml``)::
+
+    name: cpu_max
+    grid: cpu                 # a GRID_PRESETS name, or {point_range, voxel_size, feature_stride}
+    features: cpu             # a FEATURE_PRESETS name, or a FeatureConfig dict (see below)
+    head: {score_threshold: 0.2, nms_iou: 0.15}
+    fusion: max               # none | late | early | any key of models.fusion.FUSION_STRATEGIES
+    max_neighbours: 4
+    comm_range: 70.0
+
+``features`` as a dict may name a ``preset`` to start from; any section it also gives
+(``encoder``, ``voxelize``, ``pillar``, ``sparse_voxel``, ``backbone``) replaces that preset's
+section whole (no deep merge), so ``{preset: cpu, encoder: sparse_voxel}`` is the CPU sizes with
+the sparse-voxel encoder. Unknown keys anywhere fail with the key, the section and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from models.encoders.feature_net import CPU_FEATURES, FEATURE_PRESETS, FeatureConfig
+from models.fusion import FUSION_STRATEGIES
+from models.grid import CPU_GRID, GRID_PRESETS, GridSpec
+from models.head import HeadConfig
+
+# Fusions that are not feature-fusion strategies: boxes merged by NMS, points merged first.
+NON_FEATURE_FUSIONS = ("late", "early")
+
+
+def fusion_names() -> list[str]:
+    """Every accepted ``fusion`` value; new strategies (AGF) join through FUSION_STRATEGIES."""
+    return sorted({*NON_FEATURE_FUSIONS, *FUSION_STRATEGIES})
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, numpy scalars -> Python numbers, recursively: YAML- and
+    ``torch.load(weights_only=True)``-safe."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _resolve_grid(grid: GridSpec | str | dict[str, Any], where: str) -> GridSpec:
+    if isinstance(grid, GridSpec):
+        return grid
+    if isinstance(grid, str):
+        if grid not in GRID_PRESETS:
+            raise ValueError(f"{where}: unknown grid preset {grid!r}; known {sorted(GRID_PRESETS)}")
+        return GRID_PRESETS[grid]
+    if isinstance(grid, dict):
+        try:
+            return GridSpec.from_dict(dict(grid), where)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}" if where not in str(err) else str(err)) from err
+    raise ValueError(f"{where}: expected a preset name or a mapping, got {type(grid).__name__}")
+
+
+def _resolve_features(features: FeatureConfig | str | dict[str, Any], where: str) -> FeatureConfig:
+    if isinstance(features, FeatureConfig):
+        return features
+    if isinstance(features, str):
+        if features not in FEATURE_PRESETS:
+            raise ValueError(
+                f"{where}: unknown feature preset {features!r}; known {sorted(FEATURE_PRESETS)}"
+            )
+        return FEATURE_PRESETS[features][1]
+    if isinstance(features, dict):
+        data = dict(features)
+        base_name = data.pop("preset", None)
+        if base_name is None:
+            return FeatureConfig.from_dict(data, where)
+        base = _resolve_features(str(base_name), f"{where}.preset").to_dict()
+        base.update(data)
+        return FeatureConfig.from_dict(base, where)
+    raise ValueError(f"{where}: expected a preset name or a mapping, got {type(features).__name__}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """What :class:`~models.detector.CooperativeDetector` is built from.
+
+    ``grid`` and ``features`` also accept a preset name (resolved on construction);
+    ``max_neighbours`` (K) caps the neighbours fused per ego, nearest first; neighbours farther
+    than ``comm_range`` metres (planar) from the ego are ignored.
+    """
+
+    name: str = "cpu_max"
+    grid: GridSpec = CPU_GRID
+    features: FeatureConfig = CPU_FEATURES
+    head: HeadConfig = field(default_factory=HeadConfig)
+    fusion: str = "max"
+    max_neighbours: int = 4
+    comm_range: float = 70.0
+
+    def __post_init__(self) -> None:
+        where = f"detector {self.name!r}"
+        object.__setattr__(self, "grid", _resolve_grid(self.grid, f"{where}: grid"))
+        object.__setattr__(self, "features", _resolve_features(self.features, f"{where}: features"))
+        if not isinstance(self.head, HeadConfig):
+            raise ValueError(f"{where}: head must be a HeadConfig, got {type(self.head).__name__}")
+        if not self.name:
+            raise ValueError("detector: name must not be empty")
+        if self.fusion not in fusion_names():
+            raise ValueError(f"{where}: unknown fusion {self.fusion!r}; known {fusion_names()}")
+        if isinstance(self.max_neighbours, bool) or int(self.max_neighbours) != self.max_neighbours:
+            raise ValueError(f"{where}: max_neighbours must be an integer")
+        object.__setattr__(self, "max_neighbours", int(self.max_neighbours))
+        object.__setattr__(self, "comm_range", float(self.comm_range))
+        if self.max_neighbours < 0 or not self.comm_range > 0:
+            raise ValueError(f"{where}: need max_neighbours >= 0 and comm_range > 0")
+        backbone = self.features.backbone
+        if backbone.output_stride != self.grid.feature_stride:
+            raise ValueError(
+                f"{where}: backbone output stride {backbone.output_stride:g} != grid "
+                f"feature_stride {self.grid.feature_stride}"
+            )
+        m = backbone.input_multiple
+        if self.grid.ny % m or self.grid.nx % m:
+            raise ValueError(
+                f"{where}: grid of {self.grid.ny} x {self.grid.nx} voxels does not divide by the "
+                f"backbone's total stride {m}"
+            )
+
+    @property
+    def is_feature_fusion(self) -> bool:
+        """True for intermediate fusion (max, attention, AGF...): neighbours send features."""
+        return self.fusion not in NON_FEATURE_FUSIONS and self.fusion != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists, numbers, strings); ``from_dict`` of it gives an equal config."""
+        return _plain(
+            {
+                "name": self.name,
+                "grid": self.grid.to_dict(),
+                "features": self.features.to_dict(),
+                "head": self.head.to_dict(),
+                "fusion": self.fusion,
+                "max_neighbours": self.max_neighbours,
+                "comm_range": self.comm_range,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "detector") -> DetectorConfig:
+        """Build from a mapping; unknown keys (top level or in any section) raise ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        kwargs: dict[str, Any] = dict(data)
+        if "grid" in data:
+            kwargs["grid"] = _resolve_grid(data["grid"], f"{where}:grid")
+        if "features" in data:
+            kwargs["features"] = _resolve_features(data["features"], f"{where}:features")
+        if "head" in data:
+            kwargs["head"] = HeadConfig.from_dict(dict(data["head"] or {}), f"{where}:head")
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from err
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DetectorConfig:
+        """Read and validate one YAML file; every error names the file."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"detector config not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"{p}: not valid YAML: {err}") from err
+        return cls.from_dict(data, str(p))
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the config as YAML (what :meth:`from_yaml` reads back)."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _preset_dir() -> Any:
+    return resources.files("models") / "configs"
+
+
+def detector_presets() -> list[str]:
+    """Names of the packaged presets (``models/configs/<name>.yaml``)."""
+    return sorted(
+        p.name.removesuffix(".yaml") for p in _preset_dir().iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_detector_config(name_or_path: str | Path) -> DetectorConfig:
+    """A packaged preset by name (``"cpu_max"``) or a YAML file by path.
+
+    Anything that looks like a path (a ``Path``, a separator or a ``.yaml``/``.yml`` suffix)
+    is read as a file; a missing file raises FileNotFoundError, an unknown preset ValueError.
+    """
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):
+        return DetectorConfig.from_yaml(text)
+    preset = _preset_dir() / f"{text}.yaml"
+    if not preset.is_file():
+        raise ValueError(f"unknown detector preset {text!r}; known {detector_presets()}")
+    with resources.as_file(preset) as path:
+        return DetectorConfig.from_yaml(path)
