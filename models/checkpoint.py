@@ -1,0 +1,111 @@
+"""Save and load a :class:`~models.detector.CooperativeDetector` with its config and metrics.
+
+One torch file holds a plain dict: format tag and version, the config as a plain dict, the
+weights, metrics, the epoch, and optionally the optimizer state and an ``extra`` dict. Loading
+uses ``torch.load(weights_only=True)``, which rebuilds only tensors and plain containers and
+never runs arbitrary pickled code, so every stored value must be plain (numbers, strings,
+lists, dicts, tensors); numpy scalars and arrays in ``metrics``/``extra`` are converted on save.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.detector import CooperativeDetector
+from models.detector_config import DetectorConfig
+
+FORMAT = "v2x-cosim/detector-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Recursively convert to values ``weights_only`` loading accepts; reject the rest."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    raise TypeError(f"checkpoint: {where} is a {type(value).__name__}, not a plain value")
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: CooperativeDetector,
+    config: DetectorConfig,
+    metrics: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+    epoch: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint atomically (temp file + rename); returns the path written.
+
+    ``config`` must be the model's own config (a mismatch would load into the wrong model).
+    """
+    if config != model.config:
+        raise ValueError(f"checkpoint {path}: config {config.name!r} is not the model's config")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": _plain(dict(metrics), "metrics"),
+        "optimizer_state": optimizer_state,
+        "epoch": int(epoch),
+        "extra": _plain(dict(extra or {}), "extra"),
+    }
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The validated payload dict, without building a model."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as err:
+        raise ValueError(f"{p} is not a detector checkpoint: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{p} is not a detector checkpoint (no {FORMAT!r} format tag)")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{p}: checkpoint format version {version!r}, this code reads <= 1")
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[CooperativeDetector, DetectorConfig, dict[str, Any]]:
+    """``(model, config, payload)``: the model rebuilt from the stored config, weights loaded
+    strictly, on ``map_location``, in eval mode; ``payload`` holds metrics, epoch,
+    optimizer_state and extra."""
+    payload = read_checkpoint(path, map_location)
+    try:
+        config = DetectorConfig.from_dict(payload["config"], f"{path}:config")
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: checkpoint config is unreadable: {err}") from err
+    model = CooperativeDetector(config)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    model.to(map_location)
+    model.eval()
+    return model, config, payload
