@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from cosim import cli_scenarios
+from cosim import cli_dataset, cli_scenarios
 
 app = typer.Typer(no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation.")
 app.add_typer(cli_scenarios.app, name="scenarios")
+app.add_typer(cli_dataset.app, name="dataset")
 
 
 @app.callback()
