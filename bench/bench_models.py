@@ -1,13 +1,15 @@
-"""Time the feature half per agent-frame: voxelize + encoder + BEV backbone, on two threads.
+"""Time the detector per agent-frame: voxelize + encoder + BEV backbone + head + decode/NMS,
+and a full cooperative forward with 4 agents, on two threads.
 
 Prints one JSON object. The cloud is LiDAR-like (not uniform noise): rings of a 64-beam sensor
 1.9 m above flat ground, plus car-sized boxes and two building walls, ~30k points inside the
 grid's range. Run: ``python bench/bench_models.py [--repeats N] [--train]``. Stage times are the
-best of N runs (``total_median_ms`` is the median of the whole forward); ``train_step_ms`` is a
-forward + backward + SGD step of the feature half alone, with a stand-in loss.
-
-The detection head + NMS are not timed here yet: whoever assembles the detector adds a
-``head`` entry in :func:`bench_one` (marked below) so the per-stage table stays in one place.
+best of N runs (``total_median_ms`` is the median of the whole single-agent detect path);
+``train_step_ms`` is a forward + backward + SGD step of the feature half alone, with a stand-in
+loss. ``nms_ms`` decodes and NMSes at score threshold 0, i.e. the head's ``pre_nms_top_k``
+(1000) best anchors of an untrained head: a worst case for a trained model's few candidates.
+``coop4_*`` run :class:`~models.detector.CooperativeDetector` with attention fusion on an ego
+plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, head, decode + NMS).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.encoders.feature_net import FEATURE_PRESETS, FeatureNet
+from models.batch import CooperativeSample
+from models.detector import CooperativeDetector
+from models.detector_config import DetectorConfig
+from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
+from scenarios.geometry import yaw_pose
 
 
 def lidar_like_cloud(grid: GridSpec, n_points: int = 30000, seed: int = 0) -> np.ndarray:
@@ -82,25 +88,54 @@ def _timed(fn: Any, repeats: int) -> tuple[Any, float, float]:
     return out, 1000.0 * min(times), 1000.0 * float(np.median(times))
 
 
+def cooperative_sample(grid: GridSpec, agents: int = 4) -> CooperativeSample:
+    """An ego and ``agents - 1`` neighbours 15-35 m away, each with its own LiDAR-like cloud."""
+    poses = [yaw_pose(15.0 + 10.0 * k, 6.0 * (-1) ** k, 0.0, 0.4 * k) for k in range(agents - 1)]
+    clouds = tuple(lidar_like_cloud(grid, seed=k + 1) for k in range(agents - 1))
+    transforms = np.stack(poses) if poses else np.zeros((0, 4, 4))
+    return CooperativeSample(lidar_like_cloud(grid), clouds, transforms, np.zeros((0, 7)))
+
+
 def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str, Any]:
     grid, config = FEATURE_PRESETS[preset]
     torch.manual_seed(0)
-    net = FeatureNet(grid, config.with_encoder(encoder)).eval()
+    detector = CooperativeDetector(
+        DetectorConfig(
+            f"{preset}_{encoder}", grid, config.with_encoder(encoder), fusion="attention"
+        )
+    ).eval()
+    net = detector.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
+
+    def detect_one() -> Any:
+        return detector.detect(detector.head(detector.encode([cloud])), score_threshold=0.0)
+
     with torch.no_grad():
         net([cloud])  # warm-up (spconv builds its index pairs lazily)
         voxels, row["voxelize_ms"], _ = _timed(lambda: net.voxelize([cloud]), repeats)
         bev, row["encoder_ms"], _ = _timed(lambda: net.encoder(voxels), repeats)
         out, row["backbone_ms"], _ = _timed(lambda: net.backbone(bev), repeats)
-        # head_ms / nms_ms: add here when the detector is assembled (AnchorHead on
-        # net.out_channels, then decode + NMS), and include them in total_ms.
-        _, _, row["total_median_ms"] = _timed(lambda: net([cloud]), repeats)
-    row["total_ms"] = row["voxelize_ms"] + row["encoder_ms"] + row["backbone_ms"]
+        head_out, row["head_ms"], _ = _timed(lambda: detector.head(out), repeats)
+        dets, row["nms_ms"], _ = _timed(
+            lambda: detector.detect(head_out, score_threshold=0.0), repeats
+        )
+        row["nms_candidates"] = detector.config.head.pre_nms_top_k
+        row["detections"] = len(dets[0])
+        _, _, row["total_median_ms"] = _timed(detect_one, repeats)
+        sample = cooperative_sample(net.encoder.voxel_grid)
+        detector([sample])  # warm-up
+        _, row["coop4_forward_ms"], _ = _timed(lambda: detector([sample]), repeats)
+        _, row["coop4_predict_ms"], _ = _timed(
+            lambda: detector.predict([sample], score_threshold=0.0), repeats
+        )
+    row["total_ms"] = sum(
+        row[k] for k in ("voxelize_ms", "encoder_ms", "backbone_ms", "head_ms", "nms_ms")
+    )
     row["voxels"] = voxels.num_voxels
     row["bev_in"] = list(bev.shape[1:])
     row["bev_out"] = list(out.shape[1:])
-    row["params"] = sum(p.numel() for p in net.parameters())
+    row["params"] = sum(p.numel() for p in detector.parameters())
     if train:
         net.train()
         opt = torch.optim.SGD(net.parameters(), lr=1e-3)
