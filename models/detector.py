@@ -284,7 +284,8 @@ class CooperativeDetector(nn.Module):
             transforms = (
                 np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros((0, 4, 4))
             )
-            nbrs = [nbrs[i] for i in self.select_neighbours(transforms)]
+            chosen = self.select_neighbours(transforms)
+            nbrs, trans = [nbrs[i] for i in chosen], transforms[chosen]
             sent = None
             if any(n.sent_mask is not None for n in nbrs):
                 ones = torch.ones(self.grid.bev_shape, dtype=torch.bool)
@@ -299,7 +300,6 @@ class CooperativeDetector(nn.Module):
                 if nbrs
                 else ego.new_zeros(0, *ego.shape[1:])
             )
-            trans = np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros((0, 4, 4))
             fused = self._fuse_flat(ego, feats, trans, [len(nbrs)], sent)
             return self.detect(self.head(fused), score_threshold, nms_iou)[0]
 
