@@ -1,0 +1,121 @@
+"""``cosim train CONFIG`` and ``cosim eval CHECKPOINT --data DIR``.
+
+Register in ``cosim/cli.py`` with ``app.command("train")(cli_train.train_command)`` and
+``app.command("eval")(cli_train.eval_command)`` (top-level commands, not a sub-app).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cosim.evaluate import evaluate_report
+from cosim.train import train
+from cosim.train_config import TrainConfig
+from models.checkpoint import load_checkpoint
+from models.dataset import DatasetFormatError
+
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+def train_command(
+    config: Annotated[Path, typer.Argument(help="Training config YAML (configs/train/*.yaml).")],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from <out>/last.pt (epoch, schedule).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run folder (default: config's out).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override epochs.")] = None,
+    train_data: Annotated[
+        Path | None, typer.Option("--train-data", help="Training dataset folder (data.train).")
+    ] = None,
+    val_data: Annotated[
+        Path | None, typer.Option("--val-data", help="Validation dataset folder (data.val).")
+    ] = None,
+) -> None:
+    """Train a detector; checkpoints last.pt / best.pt and step logs go to the run folder."""
+    try:
+        cfg = TrainConfig.from_yaml(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    changes: dict[str, object] = {}
+    if out is not None:
+        changes["out"] = str(out)
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if train_data is not None:
+        changes["data_train"] = str(train_data)
+    if val_data is not None:
+        changes["data_val"] = str(val_data)
+    cfg = cfg.with_overrides(**changes)
+    if resume and not (Path(cfg.out) / "last.pt").is_file():
+        raise _fail(f"--resume: no checkpoint {Path(cfg.out) / 'last.pt'}")
+    command = "cosim train " + shlex.join(
+        sys.argv[2:] if sys.argv[1:2] == ["train"] else [str(config)]
+    )
+    try:
+        result = train(cfg, resume=resume, console=console, command=command)
+    except (DatasetFormatError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"done: {result.run_dir}; best val AP@0.5 {result.best_ap50:.4f} "
+        f"(epoch {result.best_epoch})"
+    )
+
+
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="Detector checkpoint (.pt).")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder to evaluate on.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here.")] = None,
+    frames: Annotated[int | None, typer.Option(min=1, help="First N frames only.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+) -> None:
+    """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if not checkpoint.is_file():
+        raise _fail(f"checkpoint not found: {checkpoint}")
+    try:
+        model, config, payload = load_checkpoint(checkpoint)
+        report = evaluate_report(model, data, frames, progress=not as_json, console=console)
+    except (DatasetFormatError, ValueError) as error:
+        raise _fail(str(error)) from error
+    report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"{config.name} ({config.fusion}) on {data}: {report['frames']} frames")
+    table.add_column("protocol")
+    for t in report["ap"]:
+        table.add_column(f"AP@{t}", justify="right")
+    for label, key in (("OPV2V (per-frame sort)", "ap"), ("global sort", "ap_global_sort")):
+        values = report[key].values()
+        table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":  # python -m cosim.cli_train train|eval ... (before registration)
+    standalone = typer.Typer(no_args_is_help=True)
+    standalone.command("train")(train_command)
+    standalone.command("eval")(eval_command)
+    standalone()

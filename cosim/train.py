@@ -1,0 +1,299 @@
+"""Train a cooperative detector from a :class:`~cosim.train_config.TrainConfig`.
+
+A run folder (``config.out``) holds ``config.yaml`` (the config as read), ``steps.csv`` (one row
+per optimiser step: losses, positives, learning rate), ``epochs.csv`` (one row per epoch: mean
+loss, samples/s, validation APs), ``last.pt`` (every epoch: weights, config, metrics, optimizer
+and scheduler state, the epoch) and ``best.pt`` (the epoch of highest validation AP@0.5).
+``train(config, resume=True)`` continues from ``last.pt``: the epoch count, the schedule, the
+shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cosim.evaluate import evaluate_report
+from cosim.train_config import ScheduleConfig, TrainConfig
+from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from models.dataset import CooperativeDataset, read_manifest
+from models.detector import CooperativeDetector
+
+STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos"]
+LOG_EVERY = 20  # steps.csv is appended every this many steps
+EPOCH_FIELDS = ["epoch", "loss", "samples", "seconds", "samples_per_s", "ap30", "ap50", "ap70"]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: its folder, per-epoch rows and the best validation AP@0.5."""
+
+    run_dir: Path
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_ap50: float = -1.0
+    best_epoch: int = 0
+
+
+def lr_factor(schedule: ScheduleConfig, step: int, total: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` of ``total``.
+
+    ``onecycle``: cosine warm-up from 0.1 to 1 over the warm-up steps, then cosine down to
+    ``min_lr_ratio`` (OneCycleLR's shape, without momentum cycling). ``cosine``: linear warm-up
+    from 0 then cosine down to ``min_lr_ratio``.
+    """
+    warm = int(round(schedule.warmup_fraction * total))
+    low = schedule.min_lr_ratio
+    if step < warm:
+        t = (step + 1) / warm
+        if schedule.name == "cosine":
+            return t
+        return 0.1 + 0.9 * 0.5 * (1.0 - math.cos(math.pi * t))
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or Adam over every parameter."""
+    opt = config.optimizer
+    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+def steps_per_epoch(config: TrainConfig, num_samples: int) -> int:
+    """Optimiser steps in one epoch (full batches and the last partial one, capped)."""
+    steps = math.ceil(num_samples / config.batch_size)
+    return steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
+
+
+def data_commands(config: TrainConfig) -> dict[str, str]:
+    """The ``cosim dataset build`` command recorded in each data folder's manifest."""
+    out = {"train": read_manifest(config.data.train).get("command", "")}
+    if config.data.val is not None:
+        out["val"] = read_manifest(config.data.val).get("command", "")
+    return out
+
+
+def _append_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _truncate_log(path: Path, key: str, limit: int) -> None:
+    """Keep only rows with ``key <= limit`` (a resumed run drops what followed its last.pt)."""
+    if not path.is_file():
+        return
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fields = list(reader.fieldnames or [])
+        rows = [r for r in reader if int(r[key]) <= limit]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_dataset(config: TrainConfig, model: CooperativeDetector) -> CooperativeDataset:
+    """The training samples (``data`` section; neighbours default to the model's)."""
+    return CooperativeDataset(
+        config.data.train,
+        model.grid,
+        egos=config.data.egos,  # type: ignore[arg-type]
+        max_neighbours=config.max_neighbours,
+        comm_range=config.comm_range,
+        min_points=config.data.min_points,
+        augment=None if config.augment is None else config.augment.build(),
+        seed=config.seed,
+    )
+
+
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    stop_after: int | None = None,
+    console: Console | None = None,
+    command: str = "",
+) -> TrainResult:
+    """Train per ``config``; with ``resume`` continue from ``<out>/last.pt``.
+
+    ``stop_after``: end after that epoch (the schedule still spans ``config.epochs``), as an
+    interrupted run would. ``command`` is stored in the checkpoints' ``extra``.
+    """
+    console = console or Console()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    run = Path(config.out)
+    run.mkdir(parents=True, exist_ok=True)
+    model = CooperativeDetector(config.model)
+    if config.init_from and not resume:
+        start_model, _, _ = load_checkpoint(config.init_from)
+        model.load_state_dict(start_model.state_dict())
+    model.train()
+    dataset = make_dataset(config, model)
+    per_epoch = steps_per_epoch(config, len(dataset))
+    total_steps = per_epoch * config.epochs
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(config.schedule, s, total_steps)
+    )
+    result = TrainResult(run)
+    first_epoch, step, elapsed = 1, 0, 0.0
+    if resume:
+        payload = read_checkpoint(run / "last.pt")
+        model.load_state_dict(payload["state_dict"])
+        state = payload["optimizer_state"]
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        first_epoch, step = payload["epoch"] + 1, int(state["step"])
+        result.best_ap50, result.best_epoch = state["best_ap50"], state["best_epoch"]
+        elapsed = float(state["elapsed_s"])
+        _truncate_log(run / "steps.csv", "global_step", step)
+        _truncate_log(run / "epochs.csv", "epoch", payload["epoch"])
+        console.print(f"resuming {run} at epoch {first_epoch} (step {step})")
+    else:
+        for name in ("steps.csv", "epochs.csv"):
+            (run / name).unlink(missing_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
+    extra = {
+        "train_config": config.raw,
+        "train_config_file": config.source,
+        "train_command": command,
+        "data_commands": data_commands(config),
+    }
+    last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    for epoch in range(first_epoch, last_epoch + 1):
+        row, step = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, step, console)
+        elapsed += row["seconds"]
+        if config.data.val is not None and (
+            epoch % config.eval_every == 0 or epoch == config.epochs
+        ):
+            report = evaluate_report(
+                model, config.data.val, config.data.val_frames, console=console
+            )
+            model.train()
+            aps = {k: math.nan if v is None else v for k, v in report["ap"].items()}
+            row.update(ap30=aps["0.3"], ap50=aps["0.5"], ap70=aps["0.7"])
+        result.epochs.append(row)
+        _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
+        aps = f"{row['ap30']:.3f} / {row['ap50']:.3f} / {row['ap70']:.3f}"
+        console.print(
+            f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, "
+            f"{row['samples_per_s']:.2f} samples/s, val AP@0.3/0.5/0.7 {aps}"
+        )
+        metrics = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+        metrics["train_seconds_total"] = elapsed
+        ap50 = row.get("ap50", math.nan)
+        improved = not math.isnan(ap50) and ap50 > result.best_ap50
+        if improved or (config.data.val is None and epoch == last_epoch):
+            result.best_ap50, result.best_epoch = (ap50 if improved else -1.0), epoch
+            save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch, extra)
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "best_ap50": result.best_ap50,
+            "best_epoch": result.best_epoch,
+            "elapsed_s": elapsed,
+        }
+        save_checkpoint(run / "last.pt", model, config.model, metrics, state, epoch, extra)
+    (run / "summary.json").write_text(
+        json.dumps(
+            {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch, "seconds": elapsed},
+            indent=2,
+        )
+    )
+    return result
+
+
+def _train_epoch(
+    model: CooperativeDetector,
+    dataset: CooperativeDataset,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    console: Console,
+) -> tuple[dict[str, Any], int]:
+    """One pass over a seeded shuffle of the samples; returns the epoch row and the step."""
+    torch.manual_seed(config.seed * 100_003 + epoch)
+    dataset.set_epoch(epoch)
+    order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
+    n_steps = steps_per_epoch(config, len(dataset))
+    rows, losses, samples_seen = [], [], 0
+    start = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=n_steps)
+        for k in range(n_steps):
+            picks = order[k * config.batch_size : (k + 1) * config.batch_size]
+            batch = [dataset[int(i)] for i in picks]
+            loss = model.loss(batch, model(batch))
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            samples_seen += len(batch)
+            value = float(loss.total.detach())
+            losses.append(value)
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "step": k + 1,
+                    "global_step": step,
+                    "lr": lr,
+                    "loss": value,
+                    "cls": float(loss.cls.detach()),
+                    "reg": float(loss.reg.detach()),
+                    "direction": float(loss.direction.detach()),
+                    "pos": float(loss.num_positive),
+                }
+            )
+            if len(rows) == LOG_EVERY or k == n_steps - 1:
+                _append_rows(Path(config.out) / "steps.csv", STEP_FIELDS, rows)
+                rows = []
+            recent = float(np.mean(losses[-20:]))
+            label = f"epoch {epoch}/{config.epochs} loss {recent:.3f}"
+            bar.update(task, advance=1, description=label)
+    seconds = time.perf_counter() - start
+    row = {
+        "epoch": epoch,
+        "loss": float(np.mean(losses)),
+        "samples": samples_seen,
+        "seconds": seconds,
+        "samples_per_s": samples_seen / seconds,
+        "ap30": math.nan,
+        "ap50": math.nan,
+        "ap70": math.nan,
+    }
+    return row, step

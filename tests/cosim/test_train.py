@@ -1,0 +1,256 @@
+"""Training config validation, a tiny end-to-end train / resume / eval, and the CLI commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from cosim.cli_train import eval_command, train_command
+from cosim.dataset import build_dataset
+from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
+from cosim.train import lr_factor, train
+from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
+from models.checkpoint import load_checkpoint, read_checkpoint
+from scenarios.scenario_file import BUILTIN_DIR
+
+# A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
+TINY_MODEL: dict[str, Any] = {
+    "name": "tiny_max",
+    "grid": {
+        "point_range": [-25.6, -16.0, -3.0, 25.6, 16.0, 1.0],
+        "voxel_size": [0.4, 0.4, 4.0],
+        "feature_stride": 2,
+    },
+    "features": {
+        "preset": "cpu",
+        "pillar": {"num_filters": [16]},
+        "backbone": {
+            "layer_nums": [1, 1, 1],
+            "layer_strides": [2, 2, 2],
+            "num_filters": [16, 32, 32],
+            "upsample_strides": [1, 2, 4],
+            "num_upsample_filters": [16, 16, 16],
+        },
+    },
+    "fusion": "max",
+    "max_neighbours": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 frames of the intersection, 3 connected vehicles with an 8-channel LiDAR."""
+    data = yaml.safe_load((BUILTIN_DIR / "intersection.yaml").read_text())
+    data["name"] = "tiny"
+    data["traffic"].update(vehicles=10, parked=2, connected=3)
+    data["lidar"].update(channels=8, points_per_second=16_000)
+    data["duration_s"] = 1.0
+    folder = tmp_path_factory.mktemp("train_data")
+    (folder / "tiny.yaml").write_text(yaml.safe_dump(data))
+    build_dataset(folder / "tiny.yaml", 4, folder / "frames", seeds=[0])
+    return folder / "frames"
+
+
+def config_dict(folder: Path, out: Path, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "model": TINY_MODEL,
+        "data": {"train": str(folder), "val": str(folder), "egos": "all", "val_frames": 4},
+        "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.01},
+        "schedule": {"name": "onecycle", "warmup_fraction": 0.2},
+        "epochs": 3,
+        "batch_size": 4,
+        "steps_per_epoch": 3,
+        "augment": "off",
+        "seed": 3,
+        "out": str(out),
+    }
+    base.update(changes)
+    return base
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+# ---- config validation ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochz": 3}, "unknown key(s) ['epochz']"),
+        ({"optimizer": {"name": "sgd", "lr": 0.1}}, "optimizer.name: 'sgd' is not one of"),
+        ({"optimizer": {"name": "adam"}}, "optimizer: missing required key(s) ['lr']"),
+        ({"schedule": {"name": "cosine", "warmup": 3}}, "schedule: unknown key(s) ['warmup']"),
+        ({"batch_size": 0}, "batch_size: must be >= 1"),
+        ({"epochs": 2.5}, "epochs: expected an integer"),
+        ({"data": {"train": "x", "egos": "some"}}, "data.egos: 'some' is not one of"),
+        ({"augment": {"scale": [1.1, 0.9]}}, "augment: need flip_prob <= 1 and scale low <= high"),
+        ({"model": "cpu_nope"}, "unknown detector preset 'cpu_nope'"),
+        ({"model": {**TINY_MODEL, "fusion": "blend"}}, "unknown fusion 'blend'"),
+    ],
+)
+def test_invalid_config_names_key_and_file(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    path = write_config(tmp_path / "bad.yaml", config_dict(tmp_path, tmp_path / "run", **change))
+    with pytest.raises(TrainConfigError) as err:
+        TrainConfig.from_yaml(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_missing_required_key_and_file(tmp_path: Path) -> None:
+    data = config_dict(tmp_path, tmp_path / "run")
+    del data["out"]
+    path = write_config(tmp_path / "no_out.yaml", data)
+    with pytest.raises(TrainConfigError, match=r"no_out.yaml: missing required key\(s\) \['out'\]"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(FileNotFoundError, match="absent.yaml"):
+        TrainConfig.from_yaml(tmp_path / "absent.yaml")
+
+
+def test_repo_configs_load_and_override() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    names = sorted(p.stem for p in root.glob("cpu_*.yaml"))
+    assert names == ["cpu_attention", "cpu_early", "cpu_late", "cpu_max", "cpu_none"]
+    for name in names:
+        cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
+        assert cfg.model.fusion == name.removeprefix("cpu_") and cfg.data.egos == "all"
+        assert cfg.data.train == "data/train" and cfg.out == f"runs/{name}"
+    moved = cfg.with_overrides(data_train="/d/train", epochs=7)
+    assert (moved.data.train, moved.epochs, moved.raw["data"]["train"]) == (
+        "/d/train",
+        7,
+        "/d/train",
+    )
+
+
+def test_schedules_warm_up_then_decay() -> None:
+    one = ScheduleConfig("onecycle", 0.2, 0.01)
+    values = [lr_factor(one, s, 100) for s in range(100)]
+    assert values[0] == pytest.approx(0.1, abs=0.01) and max(values) == pytest.approx(1.0)
+    assert values[-1] == pytest.approx(0.01, abs=0.002) and values.index(max(values)) == 19
+    cos = ScheduleConfig("cosine", 0.1, 0.0)
+    assert lr_factor(cos, 0, 100) == pytest.approx(0.1) and lr_factor(cos, 99, 100) < 1e-3
+
+
+# ---- end to end ----------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> None:
+    full = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "full"), "full")
+    result = train(full, command="test")
+    steps = read_rows(tmp_path / "full" / "steps.csv")
+    assert len(steps) == 9 and [int(r["global_step"]) for r in steps] == list(range(1, 10))
+    losses = [r["loss"] for r in result.epochs]
+    assert losses[-1] < losses[0]  # the loss goes down
+    for name in ("last.pt", "best.pt", "epochs.csv", "config.yaml", "summary.json"):
+        assert (tmp_path / "full" / name).is_file()
+    payload = read_checkpoint(tmp_path / "full" / "last.pt")
+    assert payload["epoch"] == 3 and payload["optimizer_state"]["step"] == 9
+    assert "build_dataset(" in payload["extra"]["data_commands"]["train"]
+    assert 0.0 <= payload["metrics"]["ap50"] <= 1.0
+
+    # Interrupted after epoch 2, resumed: epoch 3 continues the same schedule and shuffles.
+    part = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "part"), "part")
+    train(part, stop_after=2)
+    assert read_checkpoint(tmp_path / "part" / "last.pt")["epoch"] == 2
+    resumed = train(part, resume=True)
+    assert [r["epoch"] for r in resumed.epochs] == [3]
+    after = read_checkpoint(tmp_path / "part" / "last.pt")
+    assert after["epoch"] == 3 and after["optimizer_state"]["step"] == 9
+    for key, value in payload["state_dict"].items():
+        torch.testing.assert_close(after["state_dict"][key], value, rtol=1e-4, atol=1e-5)
+    part_steps = read_rows(tmp_path / "part" / "steps.csv")
+    assert [float(r["lr"]) for r in part_steps] == pytest.approx([float(r["lr"]) for r in steps])
+
+    model, _, _ = load_checkpoint(tmp_path / "full" / "best.pt")
+    aps = evaluate(model, tiny_data, progress=False)
+    assert sorted(aps) == [0.3, 0.5, 0.7]
+    assert all(0.0 <= v <= 1.0 for v in aps.values())
+    assert aps[0.3] >= aps[0.5] >= aps[0.7]
+
+
+def test_eval_ground_truth_does_not_depend_on_the_model(tiny_data: Path) -> None:
+    none = TrainConfig.from_dict(
+        config_dict(tiny_data, Path("unused"), model={**TINY_MODEL, "fusion": "none"}), "x"
+    ).model
+    from models.detector import CooperativeDetector
+
+    a = eval_dataset(CooperativeDetector(none), tiny_data)
+    b = eval_dataset(
+        CooperativeDetector(
+            TrainConfig.from_dict(config_dict(tiny_data, Path("unused")), "x").model
+        ),
+        tiny_data,
+    )
+    assert EVAL_DATA["egos"] == "first" and len(a) == 4
+    for i in range(len(a)):
+        assert len(a[i].neighbour_points) == 2
+        assert (a[i].gt_ids == b[i].gt_ids).all()
+
+
+# ---- CLI -----------------------------------------------------------------------------------
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+    return app
+
+
+def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
+    data = config_dict(Path("elsewhere"), Path("ignored"), epochs=1, steps_per_epoch=1)
+    path = write_config(tmp_path / "cfg.yaml", data)
+    runner = CliRunner()
+    run_dir = tmp_path / "run"
+    args = ["train", str(path), "--out", str(run_dir), "--train-data", str(tiny_data)]
+    res = runner.invoke(cli(), [*args, "--val-data", str(tiny_data)])
+    assert res.exit_code == 0, res.output
+    assert (run_dir / "best.pt").is_file() and "best val" in res.output
+    res = runner.invoke(cli(), [*args, "--epochs", "2", "--resume", "--val-data", str(tiny_data)])
+    assert res.exit_code == 0, res.output
+    assert read_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+    report_path = tmp_path / "eval" / "report.json"
+    res = runner.invoke(
+        cli(),
+        ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--out", str(report_path)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "AP@0.5" in res.output and "global sort" in res.output
+    report = json.loads(report_path.read_text())
+    assert report["frames"] == 4 and set(report["ap"]) == {"0.3", "0.5", "0.7"}
+    assert all(0.0 <= v <= 1.0 for v in report["ap"].values() if not math.isnan(v))
+    res = runner.invoke(
+        cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
+    )
+    assert res.exit_code == 0 and json.loads(res.output)["ap"] == report["ap"]
+
+
+def test_cli_errors_name_the_missing_file(tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = tmp_path / "nope.pt"
+    res = runner.invoke(cli(), ["eval", str(missing), "--data", str(tmp_path)])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output and "nope.pt" in res.output
+    res = runner.invoke(cli(), ["train", str(tmp_path / "absent.yaml")])
+    assert res.exit_code == 2 and "absent.yaml" in res.output
+    path = write_config(tmp_path / "c.yaml", config_dict(tmp_path, tmp_path / "fresh"))
+    res = runner.invoke(cli(), ["train", str(path), "--resume"])
+    assert res.exit_code == 2 and "last.pt" in res.output
