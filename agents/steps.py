@@ -1,0 +1,310 @@
+"""What a connected vehicle and the ego role compute in one tick: plain code, no Ray.
+
+A :class:`Vehicle` holds one agent's model and state. Each tick it *senses* (its points from the
+Frame, optionally corrupted), *encodes* them to a BEV map with the detector's encoder and
+*compresses* the map with the channel codec under its *reported* pose (true pose + pose error).
+In the ego role it *decodes* the messages that have arrived, warps each with the pose the sender
+reported when it sent it and the ego's current reported pose, *fuses* and runs the *head*.
+
+Ray actors (:mod:`agents.vehicle`) and the in-process executor call exactly this code, so the
+two give the same detections for the same seed. Messages are bytes from the codec; a message
+that cannot be decoded is recorded and skipped, never raised.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from channel import (
+    CodecConfig,
+    CodecError,
+    GridHeader,
+    PoseErrorConfig,
+    PoseErrorModel,
+    PoseNoise,
+    decode_feature,
+    encode_feature,
+)
+from models.checkpoint import load_checkpoint
+from models.detector import CooperativeDetector, NeighbourFeature
+from models.grid import GridSpec
+from scenarios.corruption_models import CorruptionContext
+from scenarios.corruptions import corrupt
+from scenarios.frame import AgentObservation, Frame
+from scenarios.lidar_config import LidarConfig
+
+SENSE_STAGES = ("sense", "encode", "codec")
+EGO_STAGES = ("decode", "fuse", "head")
+
+
+@dataclass(frozen=True)
+class VehicleSpec:
+    """How every vehicle of a run behaves, besides its model (the same for all of them).
+
+    ``send`` is False when nothing is exchanged (an ego-only model, or the no-fusion
+    reference); ``corruption`` None means clean points.
+    """
+
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    pose_error: PoseErrorConfig = field(default_factory=PoseErrorConfig)
+    seed: int = 0
+    corruption: str | None = None
+    severity: int = 0
+    lidar: LidarConfig | None = None
+    send: bool = True
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class SenseResult:
+    """What a vehicle tells the driver after sensing (the message bytes travel separately)."""
+
+    agent_id: int
+    tick: int
+    t: float
+    reported_pose: NDArray[np.float64]
+    noise: PoseNoise
+    xy: tuple[float, float]  # true position, world frame: the channel's range model uses it
+    wire_bytes: int  # 0 when nothing was sent
+    raw_bytes: int
+    num_points: int
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """The channel's facts about one delivered message (its bytes come alongside)."""
+
+    seq: int
+    sender: int
+    t_send: float
+
+
+@dataclass(frozen=True)
+class Reception:
+    """What the ego did with one delivered message: ``fused``, ``superseded`` (a newer one
+    from the same sender arrived too), ``not_selected`` (beyond range or K), ``codec_error``
+    or ``wrong_grid``; ``error`` holds the reason for the last two."""
+
+    seq: int
+    sender: int
+    t_send: float
+    age_s: float
+    status: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class EgoResult:
+    """The ego's detections at one tick (ego LiDAR frame), what it did with each message, how
+    many neighbours cover each BEV cell (``(H, W)`` uint8) and its stage timings."""
+
+    ego_id: int
+    tick: int
+    boxes: NDArray[np.float32]
+    scores: NDArray[np.float32]
+    receptions: tuple[Reception, ...]
+    coverage: NDArray[np.uint8]
+    timings: dict[str, float]
+
+
+def grid_header(grid: GridSpec) -> GridHeader:
+    """The codec's view of the model's BEV grid."""
+    x0, y0, _, x1, y1, _ = grid.point_range
+    return GridHeader(x0, y0, x1, y1, grid.cell_size)
+
+
+def load_model_bytes(blob: bytes) -> CooperativeDetector:
+    """A detector from checkpoint file bytes (as shipped through Ray's object store, so workers
+    on other nodes need not see the driver's disk); loaded with ``weights_only``."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.pt"
+        path.write_bytes(blob)
+        model, _, _ = load_checkpoint(path)
+    return model.eval()
+
+
+def sense_points(
+    obs: AgentObservation, frame_index: int, spec: VehicleSpec
+) -> NDArray[np.float32]:
+    """The agent's sweep, corrupted when ``spec`` says so, seeded by (seed, frame, agent)."""
+    if spec.corruption is None or spec.severity == 0:
+        return obs.points
+    seq = np.random.SeedSequence(spec.seed, spawn_key=(2, frame_index, obs.agent_id))
+    context = CorruptionContext(lidar=spec.lidar or LidarConfig(), speed_mps=obs.speed)
+    return corrupt(obs.points, spec.corruption, spec.severity, np.random.default_rng(seq), context)
+
+
+def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> torch.Tensor:
+    """One cloud (sensor frame) -> its BEV feature ``(C, H, W)``, no gradient."""
+    with torch.no_grad():
+        return model.encode([points])[0]
+
+
+def neighbour_to_ego(
+    sender_reported: NDArray[np.float64], ego_reported: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Sender LiDAR -> ego LiDAR from the sender's reported pose *at send time* and the ego's
+    current reported pose: a stale message is placed where its sender said it was."""
+    return np.linalg.inv(ego_reported) @ sender_reported
+
+
+def fuse_and_detect(
+    model: CooperativeDetector,
+    ego_feature: torch.Tensor,
+    neighbours: Sequence[NeighbourFeature],
+) -> tuple[np.ndarray, np.ndarray, NDArray[np.int64], NDArray[np.uint8], dict[str, float]]:
+    """Warp the selected neighbours into the ego grid, fuse, run the head.
+
+    The same stages as ``CooperativeDetector.detect_from_features``, timed separately.
+    Returns ``(boxes, scores, chosen indices, coverage (H, W), {"fuse": s, "head": s})``.
+    """
+    t0 = time.perf_counter()
+    grid = model.grid
+    h, w = grid.bev_shape
+    with torch.no_grad():
+        ego = ego_feature.unsqueeze(0)
+        transforms = np.zeros((0, 4, 4))
+        if neighbours:
+            transforms = np.stack([n.neighbour_to_ego for n in neighbours])
+        chosen = model.select_neighbours(transforms) if model.config.is_feature_fusion else []
+        chosen = np.asarray(chosen, dtype=np.int64)
+        coverage = np.zeros((h, w), np.uint8)
+        if len(chosen):
+            picked = [neighbours[i] for i in chosen]
+            sent = None
+            if any(n.sent_mask is not None for n in picked):
+                ones = torch.ones((h, w), dtype=torch.bool)
+                sent = torch.stack(
+                    [ones if n.sent_mask is None else torch.as_tensor(n.sent_mask) for n in picked]
+                )
+            feats = torch.stack([n.feature for n in picked])
+            warped = model.warp(feats, transforms[chosen], sent)
+            fused = model.fuse(ego, warped.features.unsqueeze(0), warped.mask.unsqueeze(0))
+            coverage = warped.mask[:, 0].sum(dim=0).to(torch.uint8).numpy()
+        else:
+            c = ego.shape[1]
+            fused = model.fuse(ego, ego.new_zeros(1, 0, c, h, w), ego.new_zeros(1, 0, 1, h, w))
+        t1 = time.perf_counter()
+        dets = model.detect(model.head(fused))[0]
+    t2 = time.perf_counter()
+    boxes = np.asarray(dets.boxes, np.float32).reshape(-1, 7)
+    scores = np.asarray(dets.scores, np.float32).reshape(-1)
+    return boxes, scores, chosen, coverage, {"fuse": t1 - t0, "head": t2 - t1}
+
+
+class Vehicle:
+    """One connected vehicle: sense -> encode -> compress; in the ego role decode -> fuse -> head.
+
+    Keeps the current tick's own BEV map and reported pose for the ego role.
+    """
+
+    def __init__(self, agent_id: int, model: CooperativeDetector, spec: VehicleSpec) -> None:
+        self.agent_id = int(agent_id)
+        self.model = model.eval()
+        self.spec = spec
+        self.header = grid_header(model.grid)
+        self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
+        self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
+        torch.set_num_threads(max(1, spec.torch_threads))
+
+    def sense(self, frame: Frame, tick: int) -> tuple[SenseResult, bytes | None]:
+        """Sense, encode and (if sending) compress; returns the report and the message."""
+        obs = frame.agent(self.agent_id)
+        t0 = time.perf_counter()
+        points = sense_points(obs, frame.index, self.spec)
+        t1 = time.perf_counter()
+        feature = encode_points(self.model, points)
+        t2 = time.perf_counter()
+        reported, noise = self.pose_model.perturb(self.agent_id, obs.lidar_pose)
+        message = None
+        if self.spec.send:
+            message = encode_feature(
+                feature.numpy(), reported, float(frame.timestamp), self.agent_id, self.header,
+                self.spec.codec,
+            )
+        t3 = time.perf_counter()
+        self._own = (tick, feature, reported)
+        c, h, w = feature.shape
+        result = SenseResult(
+            agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,
+            noise=noise, xy=(float(obs.lidar_pose[0, 3]), float(obs.lidar_pose[1, 3])),
+            wire_bytes=len(message) if message is not None else 0, raw_bytes=4 * c * h * w,
+            num_points=int(points.shape[0]),
+            timings={"sense": t1 - t0, "encode": t2 - t1, "codec": t3 - t2},
+        )
+        return result, message
+
+    def fuse(
+        self, frame: Frame, tick: int, messages: Sequence[tuple[Inbound, bytes | None]]
+    ) -> EgoResult:
+        """The ego role at ``tick``: decode what arrived, keep each sender's newest, fuse, detect.
+
+        Never raises for a bad message. If this vehicle has not sensed this tick (it was
+        restarted in between), it senses again first.
+        """
+        if self._own is None or self._own[0] != tick:
+            self.sense(frame, tick)
+        assert self._own is not None
+        _, own_feature, own_pose = self._own
+        t_now = float(frame.timestamp)
+        t0 = time.perf_counter()
+        newest: dict[int, Inbound] = {}
+        for inbound, _ in messages:
+            best = newest.get(inbound.sender)
+            if best is None or (inbound.t_send, inbound.seq) > (best.t_send, best.seq):
+                newest[inbound.sender] = inbound
+        receptions: list[Reception] = []
+        usable: list[tuple[Inbound, NeighbourFeature]] = []
+        for inbound, data in messages:
+            age = t_now - inbound.t_send
+            if newest[inbound.sender] is not inbound:
+                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
+                                            "superseded"))
+                continue
+            status, error, neighbour = self._decode(data, own_pose)
+            if neighbour is None:
+                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
+                                            status, error))
+            else:
+                usable.append((inbound, neighbour))
+        t1 = time.perf_counter()
+        boxes, scores, chosen, coverage, stage = fuse_and_detect(
+            self.model, own_feature, [n for _, n in usable]
+        )
+        picked = set(chosen.tolist())
+        for i, (inbound, _) in enumerate(usable):
+            receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send,
+                                        t_now - inbound.t_send,
+                                        "fused" if i in picked else "not_selected"))
+        receptions.sort(key=lambda r: r.seq)
+        return EgoResult(self.agent_id, tick, boxes, scores, tuple(receptions), coverage,
+                         {"decode": t1 - t0, **stage})
+
+    def _decode(
+        self, data: bytes | None, own_pose: NDArray[np.float64]
+    ) -> tuple[str, str, NeighbourFeature | None]:
+        """Bytes -> a NeighbourFeature in the ego's frame, or (status, reason, None)."""
+        if data is None:
+            return "codec_error", "no message bytes", None
+        try:
+            decoded = decode_feature(data)
+        except CodecError as err:
+            return "codec_error", str(err), None
+        header = decoded.header
+        expected = (self.model.out_channels, *self.model.grid.bev_shape)
+        if header.shape != expected or header.grid != self.header:
+            return "wrong_grid", f"message {header.shape} on {header.grid}, model {expected}", None
+        mask = decoded.mask if header.sparse else None
+        values = decoded.feature
+        feature = torch.from_numpy(values if values.flags.writeable else values.copy())
+        transform = neighbour_to_ego(header.pose, own_pose)
+        return "ok", "", NeighbourFeature(feature, transform, mask)

@@ -1,0 +1,102 @@
+"""Scoring a run: ground truth in the ego frame, per-frame counts, and the run summary.
+
+Ground truth follows :func:`models.dataset.sample_from_frame` (the training rule): objects in
+the grid's x/y range, not the ego itself, seen by at least ``min_points`` LiDAR points of the
+ego and its true neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+from agents.steps import EGO_STAGES, SENSE_STAGES
+from models.box_ops import rotated_iou_bev
+from models.dataset import sample_from_frame
+from models.detector_config import DetectorConfig
+from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator, match_detections
+from scenarios.frame import Frame
+
+STAGES = (*SENSE_STAGES, "channel", *EGO_STAGES)
+
+
+def ground_truth(
+    frame: Frame, ego_id: int, config: DetectorConfig, min_points: int = 1
+) -> NDArray[np.float32]:
+    """GT boxes ``(M, 7)`` in the ego LiDAR frame, by the training rule."""
+    sample = sample_from_frame(
+        frame, ego_id, config.grid, config.max_neighbours, config.comm_range, min_points
+    )
+    return np.asarray(sample.gt_boxes, np.float32).reshape(-1, 7)
+
+
+def true_positives(
+    boxes: NDArray[np.float32], scores: NDArray[np.float32], gt: NDArray[np.float32]
+) -> dict[float, int]:
+    """Matched detections per IoU threshold for one frame (greedy, score order)."""
+    order = np.argsort(-scores, kind="stable")
+    iou = rotated_iou_bev(boxes[order], gt)
+    return {t: int(match_detections(iou, t).sum()) for t in DEFAULT_IOU_THRESHOLDS}
+
+
+def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> dict[str, float]:
+    """``{"p50": ..}``; NaN when there are no values."""
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": float(np.percentile(arr, q)) if arr.size else math.nan for q in qs}
+
+
+def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
+    """Counts, sizes and latency of the messages of a run (from the channel log and the egos'
+    reception rows)."""
+    rows = log.to_pydict()
+    dropped = rows["dropped"]
+    arrival, t_send = rows["t_arrival"], rows["t_send"]
+    delivered_at = rows["t_delivered"]
+    sent = len(dropped)
+    status = receptions.column("status").to_pylist() if receptions.num_rows else []
+    stale = receptions.column("stale").to_pylist() if receptions.num_rows else []
+    latencies = [a - s for a, s in zip(arrival, t_send, strict=True) if a is not None]
+    wire = rows["wire_bytes"]
+    raw = rows["raw_bytes"]
+    return {
+        "sent": sent,
+        "delivered": sum(1 for d, t in zip(dropped, delivered_at, strict=True)
+                         if d is None and t is not None),
+        "fused": status.count("fused"),
+        "stale_fused": sum(1 for s, st in zip(status, stale, strict=True) if s == "fused" and st),
+        "late_delivered": sum(1 for st in stale if st),
+        "lost": dropped.count("lost"),
+        "out_of_range": dropped.count("out_of_range"),
+        "too_old": dropped.count("too_old"),
+        "in_flight_at_end": sum(1 for d, a, t in zip(dropped, arrival, delivered_at, strict=True)
+                                if d is None and a is not None and t is None),
+        "codec_errors": status.count("codec_error") + status.count("wrong_grid"),
+        "superseded": status.count("superseded"),
+        "mean_wire_bytes": float(np.mean(wire)) if wire else math.nan,
+        "mean_raw_bytes": float(np.mean(raw)) if raw else math.nan,
+        "compression_ratio": float(np.sum(raw) / np.sum(wire)) if wire and sum(wire) else math.nan,
+        "latency_s": percentiles(latencies),
+    }
+
+
+def stage_summary(timings: pa.Table, num_ticks: int) -> dict[str, float]:
+    """Mean seconds per tick of each stage, summed over the agents that ran it."""
+    out = {stage: 0.0 for stage in STAGES}
+    if timings.num_rows and num_ticks:
+        stages = timings.column("stage").to_pylist()
+        seconds = timings.column("seconds").to_pylist()
+        for stage, s in zip(stages, seconds, strict=True):
+            if stage in out:
+                out[stage] += s
+        out = {k: v / num_ticks for k, v in out.items()}
+    return out
+
+
+def ap_summary(acc: DetectionAccumulator) -> dict[str, float]:
+    """``{"ap@0.3": .., "ap@0.5": .., "ap@0.7": ..}`` (NaN without ground truth)."""
+    return {f"ap@{t:g}": v for t, v in acc.average_precision().items()}

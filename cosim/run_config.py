@@ -1,0 +1,154 @@
+"""One simulation run's settings, validated, written to and read from YAML.
+
+``RunConfig`` is what ``cosim run`` resolves its options to and what ``config.yaml`` in a run
+directory holds, so a run can be repeated from its folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
+from channel.sparsify import validate_sparsity
+from scenarios.corruptions import CORRUPTION_NAMES
+
+DEFAULT_SCENARIO = "intersection"
+DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "cpu_attention.pt"))
+EXECUTORS = ("ray", "inprocess")
+
+
+def parse_sparsity(text: str | None) -> dict[str, float] | None:
+    """``none`` / ``topk:0.1`` / ``threshold:0.5`` -> the codec's sparsity spec."""
+    if text is None or text.strip().lower() in ("", "none", "dense"):
+        return None
+    key, sep, value = text.partition(":")
+    if not sep:
+        raise ValueError(f"sparsity must be 'none', 'topk:FRACTION' or 'threshold:T', got {text!r}")
+    try:
+        return validate_sparsity({key.strip(): float(value)})
+    except ValueError as err:
+        raise ValueError(f"sparsity {text!r}: {err}") from err
+
+
+def sparsity_label(sparsity: dict[str, float] | None) -> str:
+    """The inverse of :func:`parse_sparsity`."""
+    if not sparsity:
+        return "none"
+    ((key, value),) = sparsity.items()
+    return f"{key}:{value:g}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's results (and how it is executed).
+
+    ``channel`` is a preset name or a mapping for ``ChannelConfig.from_dict``; ``pose_error``
+    (sigma, OpenCOOD level: m on x/y, deg on yaw) replaces the channel's pose error when set.
+    ``fusion_deadline_s`` is how long after a frame the ego fuses (None: one tick), so a message
+    with latency below it is fresh and one above it is fused a tick later, stale.
+    ``cooperate`` False is the no-fusion reference: nothing is sent, the ego detects alone.
+    """
+
+    scenario: str = DEFAULT_SCENARIO
+    checkpoint: str = str(DEFAULT_CHECKPOINT)
+    agents: int | None = None
+    frames: int | None = 20
+    channel: str | dict[str, Any] = "dsrc"
+    dtype: str = "float16"
+    sparsity: dict[str, float] | None = None
+    zstd_level: int = 3
+    corruption: str | None = None
+    severity: int = 2
+    pose_error: float | None = None
+    seed: int = 0
+    executor: str = "ray"
+    address: str | None = None
+    all_egos: bool = False
+    cooperate: bool = True
+    fusion_deadline_s: float | None = None
+    max_restarts: int = 1
+    actor_cpus: float = 0.25
+    torch_threads: int = 1
+    render_frames: int = 3
+    min_points: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
+        if self.corruption is not None and self.corruption not in CORRUPTION_NAMES:
+            raise ValueError(f"unknown corruption {self.corruption!r}; known {CORRUPTION_NAMES}")
+        if self.corruption is not None and self.severity not in (0, 1, 2, 3):
+            raise ValueError(f"severity must be 0-3, got {self.severity}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if self.pose_error is not None and not self.pose_error >= 0:
+            raise ValueError(f"pose error sigma must be >= 0, got {self.pose_error}")
+        if not 0 < self.actor_cpus <= 64 or self.max_restarts < -1:
+            raise ValueError("actor_cpus must be in (0, 64] and max_restarts >= -1")
+        object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))
+        self.codec()  # validates dtype and zstd level
+        self.channel_config()  # validates the channel
+
+    def codec(self) -> CodecConfig:
+        return CodecConfig(self.dtype, self.sparsity, self.zstd_level)
+
+    def channel_config(self) -> ChannelConfig:
+        """The channel, with the pose-error override applied."""
+        if isinstance(self.channel, str):
+            config = load_preset(self.channel)
+        else:
+            config = ChannelConfig.from_dict(dict(self.channel), where="run channel")
+        if self.pose_error is not None:
+            config = config.with_pose_error(PoseErrorConfig.level(self.pose_error))
+        return config
+
+    @property
+    def channel_name(self) -> str:
+        return self.channel if isinstance(self.channel, str) else "custom"
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["sparsity"] = sparsity_label(self.sparsity)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"run config: unknown key(s) {unknown}; known {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("sparsity"), str):
+            data["sparsity"] = parse_sparsity(data["sparsity"])
+        return cls(**data)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def check_checkpoint(path: str | Path) -> Path:
+    """The checkpoint path, or a FileNotFoundError that says how to get one."""
+    p = Path(path)
+    if not p.is_file():
+        hint = (
+            " The shipped models are trained by `cosim train` and saved to models/checkpoints/;"
+            " pass --checkpoint PATH to use another."
+        )
+        raise FileNotFoundError(f"checkpoint not found: {p}.{hint}")
+    return p
