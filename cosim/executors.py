@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
 
 from agents.steps import EgoResult, Inbound, SenseResult, Vehicle, VehicleSpec, load_model_bytes
 from scenarios.frame import Frame
@@ -138,7 +138,8 @@ class RayExecutor:
         try:
             return ray.get(ref, timeout=self.timeout_s)
         except (RayError, GetTimeoutError) as err:
-            if isinstance(err, RayActorError | GetTimeoutError):
+            # ActorUnavailableError (restarting) is transient; a death or a hang counts.
+            if isinstance(err, ActorDiedError | GetTimeoutError):
                 self.failures[agent_id] = self.failures.get(agent_id, 0) + 1
                 if 0 <= self.max_restarts < self.failures[agent_id]:
                     self.actors.pop(agent_id, None)  # restarts used up: leave it out from now

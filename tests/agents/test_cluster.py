@@ -1,0 +1,46 @@
+"""Vehicle actors spread over the nodes of a (local, two-node) Ray cluster."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from cosim.driver import run_simulation
+from cosim.executors import Executor, RayExecutor
+from cosim.run_config import RunConfig
+from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes.add_node(num_cpus=1)
+    ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False)
+    nodes.wait_for_nodes()
+    yield nodes
+    ray.shutdown()
+    nodes.shutdown()
+
+
+def test_vehicle_actors_land_on_both_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    config = RunConfig(
+        scenario=str(write_small_scenario(tmp_path / "small.yaml")),
+        checkpoint=str(write_tiny_checkpoint(tmp_path / "tiny.pt")),
+        frames=2, channel="ideal", executor="ray", address=cluster.address, render_frames=0,
+    )
+    placement: dict[int, str] = {}
+
+    def where(tick: int, executor: Executor) -> None:
+        if tick == 0:
+            assert isinstance(executor, RayExecutor)
+            placement.update(executor.node_ids())
+
+    result = run_simulation(config, on_tick=where)
+    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert len(node_ids) == 2
+    assert sorted(placement) == [1, 2, 3]
+    assert set(placement.values()) == node_ids  # SPREAD: both nodes host vehicles
+    assert result.summary["frames"] == 2 and result.summary["failures"] == []
+    assert result.summary["messages"]["fused"] == 2
