@@ -38,7 +38,8 @@ def open_source(
     num_cavs: int | None = None,
     num_frames: int | None = None,
 ) -> FrameSource:
-    """Open a built-in scenario name, a scenario YAML file, or an OPV2V/V2XSet scenario folder.
+    """Open a built-in scenario name, a scenario YAML file, an OPV2V/V2XSet scenario folder, or
+    a live CARLA server (``carla://host:2000?town=Town05&cavs=4``; needs the ``carla`` extra).
 
     ``seed``, ``num_cavs`` and ``num_frames`` override a synthetic scenario's settings; a
     recorded dataset has fixed content, so they are rejected there (``num_frames`` excepted:
@@ -48,6 +49,11 @@ def open_source(
     from scenarios.synthetic import SyntheticSource
 
     text = str(spec)
+    if text.startswith("carla://"):
+        from scenarios.carla_source import CarlaSource, parse_carla_url
+
+        settings = parse_carla_url(text, seed=seed, num_cavs=num_cavs, num_frames=num_frames)
+        return CarlaSource(settings)
     path = Path(text)
     if text in BUILTIN_SCENARIOS or (path.suffix in {".yaml", ".yml"} and path.is_file()):
         return SyntheticSource.from_scenario(
