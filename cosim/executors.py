@@ -129,6 +129,8 @@ class RayExecutor:
                 scheduling_strategy="SPREAD",
                 name=None,
             ).remote(int(agent_id), blob, spec)
+        # Wait until every actor has loaded its model, so start-up is not counted as a tick.
+        ray.get([actor.node_id.remote() for actor in self.actors.values()], timeout=self.timeout_s)
 
     def put_frame(self, frame: Frame) -> Any:
         return ray.put(frame)

@@ -1,0 +1,119 @@
+"""``cosim run`` and ``cosim sweep`` end to end on a small scenario with a tiny model."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import ray
+import typer
+from typer.testing import CliRunner
+
+from cosim import cli_run, cli_sweep
+from cosim.run_config import RunConfig
+from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
+
+runner = CliRunner()
+app = typer.Typer()
+
+
+@app.callback()
+def _main() -> None:
+    """Test app with the two commands registered the way cosim.cli registers them."""
+
+
+cli_run.register(app)
+cli_sweep.register(app)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("cli")
+    scenario = write_small_scenario(root / "small.yaml")
+    return str(scenario), str(write_tiny_checkpoint(root / "tiny.pt"))
+
+
+def test_run_writes_the_run_directory(
+    ray_local: None, inputs: tuple[str, str], tmp_path: Path
+) -> None:
+    scenario, checkpoint = inputs
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "run", scenario, "--checkpoint", checkpoint, "--frames", "4", "--dtype", "int8",
+        "--sparsity", "topk:0.5", "--pose-error", "0.2", "--render", "2", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "AP@0.5" in result.output and "latency p50" in result.output
+    for name in ("config.yaml", "summary.json", "messages.parquet", "receptions.parquet",
+                 "detections.parquet", "frames.parquet", "timings.parquet"):
+        assert (out / name).is_file(), name
+    pictures = sorted((out / "bev").glob("*.png"))
+    assert [p.name for p in pictures] == ["tick_0000_ego_1.png", "tick_0003_ego_1.png"]
+    assert all(p.read_bytes()[:8] == PNG for p in pictures)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["executor"] == "ray" and summary["frames"] == 4
+    assert summary["messages"]["sent"] == pq.read_table(out / "messages.parquet").num_rows == 8
+    assert summary["codec"] == {"dtype": "int8", "sparsity": {"topk": 0.5}}
+    assert set(summary["stage_s_per_tick"]) == {
+        "sense", "encode", "codec", "channel", "decode", "fuse", "head"
+    }
+    assert summary["stage_s_per_tick"]["encode"] > 0
+    config = RunConfig.from_yaml(out / "config.yaml")
+    assert config.pose_error == 0.2 and config.sparsity == {"topk": 0.5}
+    assert pq.read_table(out / "frames.parquet").num_rows == 4
+
+    # The folder's config.yaml repeats the run (here in process): the same detections.
+    again = tmp_path / "again"
+    result = runner.invoke(app, [
+        "run", "--config", str(out / "config.yaml"), "--executor", "inprocess", "--quiet",
+        "--out", str(again),
+    ])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(again / "detections.parquet").equals(
+        pq.read_table(out / "detections.parquet"))
+
+
+def test_run_without_a_checkpoint_explains(inputs: tuple[str, str], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", inputs[0], "--checkpoint", str(tmp_path / "none.pt"),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "checkpoint not found" in result.output
+
+
+def test_bad_options_are_rejected(inputs: tuple[str, str], tmp_path: Path) -> None:
+    for option in (["--sparsity", "topk"], ["--dtype", "int4"], ["--channel", "wifi"]):
+        result = runner.invoke(app, ["run", inputs[0], "--checkpoint", inputs[1], *option,
+                                     "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, option
+
+
+def test_sweep_writes_table_and_plot(
+    ray_local: None, inputs: tuple[str, str], tmp_path: Path
+) -> None:
+    scenario, checkpoint = inputs
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, [
+        "sweep", scenario, "--checkpoint", checkpoint, "--frames", "2",
+        "--dtypes", "float16,int8", "--sparsities", "none", "--channels", "ideal",
+        "--seeds", "0", "--out", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out / "sweep.parquet").to_pylist()
+    assert [(r["kind"], r["dtype"]) for r in table] == [
+        ("fusion", "float16"), ("fusion", "int8"), ("no_fusion", "float16"),
+        ("lossless", "float32"),
+    ]
+    wire = {r["dtype"]: r["mean_wire_bytes"] for r in table if r["sent"]}
+    assert wire["int8"] < wire["float16"] < wire["float32"]
+    assert table[2]["sent"] == 0 and all(r["fused"] == 2 for r in table if r["sent"])
+    assert (out / "sweep.png").read_bytes()[:8] == PNG
+    assert (out / "sweep.yaml").is_file()
