@@ -46,7 +46,11 @@ def train_command(
         Path | None, typer.Option("--val-data", help="Validation dataset folder (data.val).")
     ] = None,
 ) -> None:
-    """Train a detector; checkpoints last.pt / best.pt and step logs go to the run folder."""
+    """Train a detector; checkpoints last.pt / best.pt and step logs go to the run folder.
+
+    With --resume, --epochs may extend a finished run: the schedule is stretched to the new
+    total from the current step (the learning rate rises again if it had decayed).
+    """
     try:
         cfg = TrainConfig.from_yaml(config)
     except (ValueError, FileNotFoundError) as error:
