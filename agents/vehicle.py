@@ -22,6 +22,11 @@ class VehicleActor:
     def __init__(self, agent_id: int, model_blob: bytes, spec: VehicleSpec) -> None:
         self.vehicle = Vehicle(agent_id, load_model_bytes(model_blob), spec)
 
+    def warm_up(self) -> str:
+        """Run every stage once (see ``Vehicle.warm_up``); returns the node id."""
+        self.vehicle.warm_up()
+        return self.node_id()
+
     def node_id(self) -> str:
         """The Ray node this actor runs on (placement checks)."""
         return ray.get_runtime_context().get_node_id()

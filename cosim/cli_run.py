@@ -72,9 +72,9 @@ def run(
     channel: Annotated[str | None, typer.Option(
         help="preset (ideal, dsrc, cv2x, congested, bursty) or YAML [default: dsrc]")] = None,
     dtype: Annotated[str | None, typer.Option(
-        help="codec value type: float32, float16, int8 [default: float16]")] = None,
+        help="codec value type: float32, float16, int8 [default: int8]")] = None,
     sparsity: Annotated[str | None, typer.Option(
-        help="none, topk:FRACTION or threshold:T [default: none]")] = None,
+        help="none, topk:FRACTION or threshold:T [default: topk:0.1]")] = None,
     corruption: Annotated[str | None, typer.Option(help="sensor corruption name")] = None,
     severity: Annotated[int | None, typer.Option(help="severity 1-3 [default: 2]")] = None,
     pose_error: Annotated[float | None, typer.Option(

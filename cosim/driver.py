@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,12 +169,12 @@ class Simulation:
                 {"tick": tick, "agent": agent, "stage": stage, "seconds": seconds}
             )
 
-    def step(self, tick: int, render: bool = False) -> None:
+    def step(self, tick: int, frame: Frame, render: bool = False) -> None:
+        """One tick on ``frame`` (``source.frame(tick)``, fetched by the caller)."""
         t_start = time.perf_counter()
-        frame = self.source.frame(tick)
         t = float(frame.timestamp)
         handle = self.executor.put_frame(frame)
-        t_frame = time.perf_counter()
+        t_frame = time.perf_counter()  # ray.put of the frame
         senders = [a for a in frame.agent_ids if self.executor.alive(a)]
         sensed = self.executor.sense(handle, tick, senders)
         t_sensed = time.perf_counter()
@@ -218,7 +219,7 @@ class Simulation:
             self._score(tick, frame, ego, results.get(ego), render and ego == egos[0])
         t_end = time.perf_counter()
         self._time(tick, -1, {
-            "channel": t_channel - t_sensed, "source": t_frame - t_start,
+            "channel": t_channel - t_sensed, "put_frame": t_frame - t_start,
             "sense_wall": t_sensed - t_frame, "fuse_wall": t_fused - t_channel,
             "score": t_end - t_fused, "tick_wall": t_end - t_start,
         })
@@ -278,14 +279,24 @@ class Simulation:
         t0 = time.perf_counter()
         self.executor.start(first.agent_ids, blob, self.spec)
         t_started = time.perf_counter()
+        # The next frame is built in a background thread while the vehicles work on this one
+        # (the source is only ever called from that thread, in order).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
         try:
+            upcoming = None
             for tick in range(self.num_ticks):
+                t_wait = time.perf_counter()
+                frame = first if upcoming is None else upcoming.result()
+                if tick + 1 < self.num_ticks:
+                    upcoming = pool.submit(self.source.frame, tick + 1)
+                self._time(tick, -1, {"source_wait": time.perf_counter() - t_wait})
                 if on_tick is not None:
                     on_tick(tick, self.executor)
-                self.step(tick, render=tick in wanted)
+                self.step(tick, frame, render=tick in wanted)
                 if progress is not None:
                     progress(tick)
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             self.lost = [a for a in first.agent_ids if not self.executor.alive(a)]
             self.executor.close()
         wall = time.perf_counter() - t_started

@@ -66,6 +66,7 @@ class InProcessExecutor:
     def start(self, agent_ids: Sequence[int], model_blob: bytes, spec: VehicleSpec) -> None:
         for agent_id in agent_ids:
             self.vehicles[int(agent_id)] = Vehicle(agent_id, load_model_bytes(model_blob), spec)
+            self.vehicles[int(agent_id)].warm_up()
 
     def put_frame(self, frame: Frame) -> Frame:
         return frame
@@ -129,8 +130,8 @@ class RayExecutor:
                 scheduling_strategy="SPREAD",
                 name=None,
             ).remote(int(agent_id), blob, spec)
-        # Wait until every actor has loaded its model, so start-up is not counted as a tick.
-        ray.get([actor.node_id.remote() for actor in self.actors.values()], timeout=self.timeout_s)
+        # Wait until every actor has loaded and warmed up its model: start-up is not a tick.
+        ray.get([actor.warm_up.remote() for actor in self.actors.values()], timeout=self.timeout_s)
 
     def put_frame(self, frame: Frame) -> Any:
         return ray.put(frame)

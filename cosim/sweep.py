@@ -65,7 +65,8 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
     if config.references:
         for seed in config.seeds:
             runs.append(("no_fusion", base.replace(channel="ideal", cooperate=False, seed=seed)))
-            runs.append(("lossless", base.replace(channel="ideal", dtype="float32", seed=seed)))
+            runs.append(("lossless", base.replace(channel="ideal", dtype="float32", sparsity=None,
+                                                   seed=seed)))
     return runs
 
 

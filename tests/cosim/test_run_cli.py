@@ -109,7 +109,7 @@ def test_sweep_writes_table_and_plot(
     assert result.exit_code == 0, result.output
     table = pq.read_table(out / "sweep.parquet").to_pylist()
     assert [(r["kind"], r["dtype"]) for r in table] == [
-        ("fusion", "float16"), ("fusion", "int8"), ("no_fusion", "float16"),
+        ("fusion", "float16"), ("fusion", "int8"), ("no_fusion", "int8"),
         ("lossless", "float32"),
     ]
     wire = {r["dtype"]: r["mean_wire_bytes"] for r in table if r["sent"]}
