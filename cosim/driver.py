@@ -295,11 +295,11 @@ class Simulation:
                 self.step(tick, frame, render=tick in wanted)
                 if progress is not None:
                     progress(tick)
+            wall = time.perf_counter() - t_started  # shutting down is not part of the run
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.lost = [a for a in first.agent_ids if not self.executor.alive(a)]
             self.executor.close()
-        wall = time.perf_counter() - t_started
         return self._result(first, wall, t_started - t0)
 
     def _result(self, first: Frame, wall: float, startup: float) -> SimulationResult:
