@@ -117,9 +117,9 @@ class RayExecutor:
         from agents.vehicle import VehicleActor
 
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address is None:
-                kwargs["num_cpus"] = self.num_cpus
+            kwargs: dict[str, Any] = {"log_to_driver": False}
+            if self.address is None:  # a local instance of our own
+                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
             ray.init(address=self.address, **kwargs)
             self._started_ray = True
         blob = self._model_ref = ray.put(model_blob)  # kept alive for actor restarts

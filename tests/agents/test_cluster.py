@@ -1,4 +1,5 @@
-"""Vehicle actors spread over the nodes of a (local, two-node) Ray cluster."""
+"""Vehicle actors spread over the nodes of a (local, two-node) Ray cluster, reached the way
+``cosim run --address`` reaches one: the executor connects with the cluster's address."""
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +18,8 @@ from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 def cluster() -> Iterator[Cluster]:
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     nodes.add_node(num_cpus=1)
-    ray.init(address=nodes.address, include_dashboard=False, log_to_driver=False)
     nodes.wait_for_nodes()
     yield nodes
-    ray.shutdown()
     nodes.shutdown()
 
 
@@ -37,8 +36,10 @@ def test_vehicle_actors_land_on_both_nodes(cluster: Cluster, tmp_path: Path) -> 
             assert isinstance(executor, RayExecutor)
             placement.update(executor.node_ids())
 
+    assert not ray.is_initialized()
     result = run_simulation(config, on_tick=where)
-    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert not ray.is_initialized()  # the executor disconnected; the cluster lives on
+    node_ids = {node.node_id for node in cluster.list_all_nodes()}
     assert len(node_ids) == 2
     assert sorted(placement) == [1, 2, 3]
     assert set(placement.values()) == node_ids  # SPREAD: both nodes host vehicles
