@@ -41,6 +41,8 @@ class VoxelizeConfig:
 
 
 def _as_tensor(points: PointsLike) -> torch.Tensor:
+    if isinstance(points, np.ndarray) and not points.flags.writeable:
+        points = points.copy()  # torch cannot share memory with a read-only buffer
     pts = torch.as_tensor(points, dtype=torch.float32)
     if pts.dim() != 2 or pts.shape[1] < 3:
         raise ValueError(f"voxelize: points must be (N, >=3), got {tuple(pts.shape)}")
