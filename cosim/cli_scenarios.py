@@ -14,7 +14,7 @@ from rich.table import Table
 
 from scenarios.frame import Frame
 from scenarios.geometry import matrix_to_pose
-from scenarios.source import FrameSource, open_source
+from scenarios.source import FrameSource, close_source, open_source
 from scenarios.synthetic import SyntheticSource
 
 app = typer.Typer(
@@ -93,7 +93,10 @@ def inspect(
 ) -> None:
     """Agents, poses, point counts and ground truth (ego frame, within 100 m) of one frame."""
     loaded = load_source(source, seed, agents)
-    summary = frame_summary(frame_or_exit(loaded, frame))
+    try:
+        summary = frame_summary(frame_or_exit(loaded, frame))
+    finally:
+        close_source(loaded)
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -146,7 +149,10 @@ def render(
     from cosim.render import render_corruption_grid, render_frame
 
     loaded = load_source(source, seed, agents)
-    chosen = frame_or_exit(loaded, frame)
+    try:
+        chosen = frame_or_exit(loaded, frame)
+    finally:
+        close_source(loaded)
     title = f"{loaded.name}  frame {frame}"
     lidar = loaded.scenario.lidar if isinstance(loaded, SyntheticSource) else None
     try:
@@ -184,9 +190,12 @@ def export(
     with Progress(*columns, console=console) as progress:
         simulate = progress.add_task(f"read {loaded.name}", total=count)
         collected = []
-        for item in loaded.frames(0, count):
-            collected.append(item)
-            progress.advance(simulate)
+        try:
+            for item in loaded.frames(0, count):
+                collected.append(item)
+                progress.advance(simulate)
+        finally:
+            close_source(loaded)
         write = progress.add_task(f"write {out}", total=count)
         try:
             write_opv2v(collected, out, on_frame_written=lambda _: progress.advance(write))

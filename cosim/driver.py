@@ -42,7 +42,7 @@ from models.checkpoint import read_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame
-from scenarios.source import FrameSource, open_source
+from scenarios.source import FrameSource, close_source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,7 @@ class Simulation:
             pool.shutdown(wait=True, cancel_futures=True)
             self.lost = [a for a in first.agent_ids if not self.executor.alive(a)]
             self.executor.close()
+            close_source(self.source)
         return self._result(first, wall, t_started - t0)
 
     def _result(self, first: Frame, wall: float, startup: float) -> SimulationResult:

@@ -72,3 +72,10 @@ def open_source(
         f"{text!r} is neither a built-in scenario ({', '.join(sorted(BUILTIN_SCENARIOS))}), "
         "a scenario YAML file, nor an OPV2V scenario folder"
     )
+
+
+def close_source(source: FrameSource) -> None:
+    """Release what a source holds (a CARLA server's settings and actors); a no-op otherwise."""
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
