@@ -1,0 +1,340 @@
+"""Robustness benchmark, one condition at a time: sensor corruptions and communication faults.
+
+A :class:`Condition` is one fault at one level. :func:`condition_samples` cuts the evaluation
+samples of a stored dataset exactly as ``cosim eval`` does (:data:`cosim.evaluate.EVAL_DATA`:
+each frame's own ego, up to 4 neighbours within 70 m, the same ground truth for every
+condition and every fusion strategy) and then applies the fault to what the model sees:
+
+- ``sensor``: a corruption at severity 1-3 on EVERY agent's points, ego and neighbours (as in
+  Diff-KD), seeded by (seed, stored frame, agent); the context carries the scenario's LiDAR,
+  the agent's speed and its yaw rate since the previous stored frame (0 on a source's first).
+- ``pose``: Gaussian error (std sigma m on x, y and sigma deg on yaw, ``PoseErrorConfig.level``)
+  on each neighbour's *reported* pose; ``neighbour_to_ego`` is built from it and the ego's true
+  pose. Per-sender streams in frame order (``channel.PoseErrorModel``).
+- ``latency``: each neighbour's message (points and pose) is the one of ``lag = latency /
+  spacing`` stored frames earlier, placed with that older pose into the ego's current frame.
+  The spacing must divide the latency (else ``ValueError`` naming it). The first ``lag`` frames
+  of a source have no such history: they use the source's oldest frame (less stale), so the
+  neighbour set, and only the staleness, differs from clean.
+- ``loss``: Bernoulli, or Gilbert-Elliott bursts with the same mean loss and a mean burst of
+  :data:`BURST_MESSAGES` messages; a lost neighbour is absent from that frame. One seeded
+  ``channel.LinkModel`` per source, stepped in frame order, one message per neighbour->ego link.
+
+Level 0 of every fault reproduces the clean samples bit for bit. Pure functions: the Ray
+fan-out and the outputs live in :mod:`cosim.robustness_run` and :mod:`cosim.robustness_report`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from channel.links import LinkConfig, LinkModel, LossConfig, id_key
+from channel.pose_error import POSE_ERROR_LEVELS, PoseErrorConfig, PoseErrorModel
+from cosim.evaluate import EVAL_DATA
+from models.batch import CooperativeSample
+from models.dataset import FrameStore, sample_from_frame, shard_paths
+from models.detector import CooperativeDetector
+from models.grid import GridSpec
+from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
+from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContext, corrupt
+from scenarios.frame import Frame
+from scenarios.geometry import relative_transform
+from scenarios.lidar_config import LidarConfig
+from scenarios.scenario_file import load_scenario
+
+KINDS = ("clean", "sensor", "pose", "latency", "loss")
+GROUPS = {"sensor": ("sensor",), "comm": ("pose", "latency", "loss"), "pose": ("pose",),
+          "latency": ("latency",), "loss": ("loss",)}
+LATENCY_MS: tuple[int, ...] = (0, 100, 200)
+LOSS_RATES: tuple[float, ...] = (0.1, 0.3)
+LOSS_MODELS = ("bernoulli", "gilbert_elliott")
+#: Mean Gilbert-Elliott burst (bad-state sojourn) in messages: p_bg = 1 / BURST_MESSAGES.
+BURST_MESSAGES = 4.0
+SAMPLE_ARGS = {k: v for k, v in EVAL_DATA.items() if k != "egos"}
+assert EVAL_DATA["egos"] == "first", "robustness cuts one sample per frame (the frame's ego)"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One fault at one level: ``kind`` (see :data:`KINDS`), ``name`` (corruption, ``sigma``,
+    ``latency``, ``none`` / ``bernoulli`` / ``gilbert_elliott``) and ``level`` (severity, pose
+    sigma, milliseconds, or loss fraction)."""
+
+    kind: str
+    name: str
+    level: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"condition kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sensor" and (
+            self.name not in CORRUPTION_NAMES or self.level not in SEVERITIES
+        ):
+            raise ValueError(f"sensor condition needs a corruption and severity 1-3: {self}")
+        if self.kind == "loss" and not (
+            self.name in ("none", *LOSS_MODELS) and 0.0 <= self.level <= 1.0
+        ):
+            raise ValueError(f"loss condition needs a model and a rate in [0, 1]: {self}")
+        if self.kind == "loss" and self.name == "gilbert_elliott" and self.level >= 1.0:
+            raise ValueError("gilbert_elliott loss rate must be < 1 (the bad state absorbs)")
+        if self.kind in ("pose", "latency") and not self.level >= 0:
+            raise ValueError(f"{self.kind} level must be >= 0, got {self.level}")
+
+    @property
+    def label(self) -> str:
+        """Short unique name: ``clean``, ``fog/2``, ``pose/0.2``, ``latency/100ms``,
+        ``bernoulli/10%``."""
+        if self.kind == "clean":
+            return "clean"
+        if self.kind == "sensor":
+            return f"{self.name}/{int(self.level)}"
+        if self.kind == "pose":
+            return f"pose/{self.level:g}"
+        if self.kind == "latency":
+            return f"latency/{self.level:g}ms"
+        return f"{self.name}/{100 * self.level:g}%"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Condition:
+        return cls(str(data["kind"]), str(data["name"]), float(data["level"]))
+
+
+CLEAN = Condition("clean", "clean", 0.0)
+
+
+def build_conditions(groups: tuple[str, ...] = ("sensor", "comm")) -> list[Condition]:
+    """The benchmark's conditions, clean first: sensor = 7 corruptions x 3 severities (21),
+    pose = sigma 0 / 0.2 / 0.4 / 0.6 (4), latency = 0 / 100 / 200 ms (3), loss = none 0 %,
+    Bernoulli and Gilbert-Elliott at 10 % and 30 % (5). 34 in all with both groups."""
+    kinds: list[str] = []
+    for group in groups:
+        if group not in GROUPS:
+            raise ValueError(f"unknown condition group {group!r}; known: {list(GROUPS)}")
+        kinds += [k for k in GROUPS[group] if k not in kinds]
+    out = [CLEAN]
+    if "sensor" in kinds:
+        out += [Condition("sensor", n, float(s)) for n in CORRUPTION_NAMES for s in SEVERITIES]
+    if "pose" in kinds:
+        out += [Condition("pose", "sigma", float(s)) for s in POSE_ERROR_LEVELS]
+    if "latency" in kinds:
+        out += [Condition("latency", "latency", float(ms)) for ms in LATENCY_MS]
+    if "loss" in kinds:
+        out.append(Condition("loss", "none", 0.0))
+        out += [Condition("loss", m, p) for m in LOSS_MODELS for p in LOSS_RATES]
+    return out
+
+
+def loss_config(condition: Condition) -> LossConfig:
+    """The channel loss model of a ``loss`` condition (GE: good state lossless, bad state
+    loses everything, p_bg = 1 / BURST_MESSAGES, p_gb set so the mean loss is ``level``)."""
+    p = condition.level
+    if condition.name == "none" or p == 0.0:
+        return LossConfig()
+    if condition.name == "bernoulli":
+        return LossConfig(model="bernoulli", p=p)
+    p_bg = 1.0 / BURST_MESSAGES
+    return LossConfig(model="gilbert_elliott", p_gb=p * p_bg / (1.0 - p), p_bg=p_bg,
+                      loss_good=0.0, loss_bad=1.0)
+
+
+def source_runs(store: FrameStore) -> list[tuple[str, list[int]]]:
+    """``(source, stored frame positions)`` per scenario/seed, in stored order."""
+    runs: list[tuple[str, list[int]]] = []
+    for position, source in enumerate(store.frame_sources):
+        if not runs or runs[-1][0] != source:
+            runs.append((source, []))
+        runs[-1][1].append(position)
+    return runs
+
+
+def frame_spacing(store: FrameStore) -> float:
+    """Seconds between consecutive stored frames of one source (the same for all sources)."""
+    stamps: list[float] = []
+    for shard in store.shards:
+        table = pq.read_table(shard_paths(store.root, shard)[0], columns=["frame_id", "timestamp"])
+        ids, ts = table.column("frame_id").to_numpy(), table.column("timestamp").to_numpy()
+        first = np.concatenate([[True], ids[1:] != ids[:-1]]) if len(ids) else ids.astype(bool)
+        stamps += ts[first].tolist()
+    gaps = [stamps[p] - stamps[p - 1] for _, run in source_runs(store) for p in run[1:]]
+    if not gaps:
+        raise ValueError(f"{store.root}: no source has two frames; latency needs a history")
+    spacing = float(np.median(gaps))
+    if not np.allclose(gaps, spacing, rtol=1e-6, atol=1e-6):
+        raise ValueError(f"{store.root}: frame spacing varies ({min(gaps):g}-{max(gaps):g} s)")
+    return spacing
+
+
+def latency_lag(condition: Condition, spacing: float) -> int:
+    """Stored frames of delay for a ``latency`` condition; ValueError when the spacing does not
+    divide the latency."""
+    if condition.kind != "latency":
+        return 0
+    ratio = condition.level / 1000.0 / spacing
+    if abs(ratio - round(ratio)) > 1e-6:
+        raise ValueError(
+            f"latency {condition.level:g} ms is not a multiple of the data's frame spacing "
+            f"{1000 * spacing:g} ms; build the dataset with a spacing that divides it "
+            "(e.g. --every 1 for 100 ms at 10 Hz)"
+        )
+    return int(round(ratio))
+
+
+def source_lidars(store: FrameStore) -> dict[str, LidarConfig]:
+    """Each synthetic source's LiDAR (from its scenario file), for the corruption context;
+    sources without one (OPV2V, a moved scenario file) get the default LidarConfig."""
+    out: dict[str, LidarConfig] = {}
+    for entry in store.manifest.get("sources", []):
+        key = entry["source"] if entry.get("seed") is None else f"{entry['source']}/{entry['seed']}"
+        try:
+            out[key] = load_scenario(entry["spec"]).lidar if entry["kind"] == "synthetic" else (
+                LidarConfig())
+        except (OSError, ValueError, KeyError):
+            out[key] = LidarConfig()
+    return out
+
+
+def _yaw(pose: np.ndarray) -> float:
+    return math.atan2(pose[1, 0], pose[0, 0])
+
+
+def _context(frame: Frame, previous: Frame | None, agent_id: int,
+             lidar: LidarConfig) -> CorruptionContext:
+    agent = frame.agent(agent_id)
+    yaw_rate = 0.0
+    if previous is not None and agent_id in previous.agents:
+        dt = frame.timestamp - previous.timestamp
+        turn = _yaw(agent.lidar_pose) - _yaw(previous.agent(agent_id).lidar_pose)
+        yaw_rate = math.remainder(turn, 2 * math.pi) / dt if dt > 0 else 0.0
+    return CorruptionContext(lidar=lidar, speed_mps=float(agent.speed), yaw_rate=yaw_rate)
+
+
+class _Faults:
+    """The seeded state of one condition over one source, applied to samples in frame order."""
+
+    def __init__(self, condition: Condition, seed: int, run: int, lidar: LidarConfig,
+                 lag: int) -> None:
+        self.condition, self.seed, self.lidar, self.lag = condition, seed, lidar, lag
+        stream = int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
+        self.pose = PoseErrorModel(PoseErrorConfig.level(condition.level), stream) \
+            if condition.kind == "pose" else None
+        self.links = LinkModel(LinkConfig(loss=loss_config(condition)), stream) \
+            if condition.kind == "loss" else None
+
+    def apply(self, sample: CooperativeSample, frames: dict[int, Frame], run: list[int],
+              k: int) -> CooperativeSample:
+        """``sample`` (cut from stored frame ``run[k]``; ``frames`` holds its recent history)
+        as the model sees it under the condition."""
+        kind, frame = self.condition.kind, frames[run[k]]
+        ego, ids = sample.ego_id, sample.neighbour_ids
+        if kind == "sensor":
+            previous = frames.get(run[k - 1]) if k > 0 else None
+
+            def hit(agent_id: int, points: np.ndarray) -> np.ndarray:
+                seq = np.random.SeedSequence(self.seed, spawn_key=(run[k], id_key(agent_id)))
+                context = _context(frame, previous, agent_id, self.lidar)
+                return corrupt(points, self.condition.name, int(self.condition.level),
+                               np.random.default_rng(seq), context)
+
+            return replace(
+                sample, ego_points=hit(ego, sample.ego_points),
+                neighbour_points=tuple(hit(a, p) for a, p in
+                                       zip(ids, sample.neighbour_points, strict=True)))
+        ego_pose = frame.agent(ego).lidar_pose
+        if kind == "pose" and self.pose is not None:
+            reported = [self.pose.perturb(a, frame.agent(a).lidar_pose)[0] for a in ids]
+            return _with_neighbours(sample, ids, sample.neighbour_points,
+                                    [relative_transform(r, ego_pose) for r in reported])
+        if kind == "latency" and self.lag > 0:
+            old = frames[run[max(0, k - self.lag)]]
+            keep = [a for a in ids if a in old.agents]
+            return _with_neighbours(
+                sample, keep, [old.agent(a).points for a in keep],
+                [relative_transform(old.agent(a).lidar_pose, ego_pose) for a in keep])
+        if kind == "loss" and self.links is not None:
+            xy = frame.agent(ego).lidar_pose[:2, 3]
+            received = [
+                self.links.transmit(a, ego, frame.timestamp, 0,
+                                    tuple(frame.agent(a).lidar_pose[:2, 3]), tuple(xy)
+                                    ).dropped is None
+                for a in ids
+            ]
+            keep = [i for i, ok in enumerate(received) if ok]
+            return _with_neighbours(sample, [ids[i] for i in keep],
+                                    [sample.neighbour_points[i] for i in keep],
+                                    [sample.neighbour_to_ego[i] for i in keep])
+        return sample
+
+
+def _with_neighbours(sample: CooperativeSample, ids: list[int] | tuple[int, ...],
+                     points: Any, transforms: Any) -> CooperativeSample:
+    stacked = np.stack(transforms) if len(transforms) else np.zeros((0, 4, 4))
+    return replace(sample, neighbour_ids=tuple(ids), neighbour_points=tuple(points),
+                   neighbour_to_ego=stacked)
+
+
+def condition_samples(
+    store: FrameStore, grid: GridSpec, condition: Condition, frames: int | None = None,
+    seed: int = 0,
+) -> Iterator[CooperativeSample]:
+    """The evaluation samples of the first ``frames`` stored frames of each source (all when
+    None) under ``condition``, in stored order; ground truth as in ``cosim eval``."""
+    lag = latency_lag(condition, frame_spacing(store)) if condition.kind == "latency" else 0
+    lidars = source_lidars(store)
+    for number, (source, run) in enumerate(source_runs(store)):
+        run = run if frames is None else run[:frames]
+        faults = _Faults(condition, seed, number, lidars.get(source, LidarConfig()), lag)
+        history: dict[int, Frame] = {}
+        for k, position in enumerate(run):
+            oldest = run[max(0, k - max(lag, 1))]  # the latency source and the previous frame
+            history = {p: f for p, f in history.items() if p >= oldest}
+            frame = history[position] = store.frame(position)
+            sample = sample_from_frame(frame, frame.ego_id, grid, source=source, **SAMPLE_ARGS)
+            yield faults.apply(sample, history, run, k)
+
+
+def evaluate_condition(
+    model: CooperativeDetector, data_dir: str | Path, condition: Condition,
+    frames: int | None = None, seed: int = 0, batch_size: int = 4,
+    score_threshold: float | None = None,
+) -> dict[str, Any]:
+    """One table row: the condition, AP@0.3/0.5/0.7 (OPV2V per-frame sort), frames, GT boxes,
+    mean neighbours given to the model, mean points per agent, seconds."""
+    start = time.perf_counter()
+    store = FrameStore(data_dir)
+    acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
+    neighbours = points = clouds = 0
+    batch: list[CooperativeSample] = []
+    samples = condition_samples(store, model.grid, condition, frames, seed)
+    for sample in [*samples, None]:
+        if sample is not None:
+            batch.append(sample)
+            neighbours += sample.num_neighbours
+            clouds += 1 + sample.num_neighbours
+            points += len(sample.ego_points) + sum(len(p) for p in sample.neighbour_points)
+        if batch and (sample is None or len(batch) == batch_size):
+            with torch.no_grad():
+                detections = model.predict(batch, score_threshold=score_threshold)
+            for s, det in zip(batch, detections, strict=True):
+                acc.add(det.boxes, det.scores, s.gt_boxes)
+            batch = []
+    aps = acc.average_precision(False)
+    return {
+        **condition.to_dict(), "label": condition.label,
+        **{f"ap@{t:g}": aps[t] for t in DEFAULT_IOU_THRESHOLDS},
+        "frames": acc.num_frames, "num_gt": acc.num_gt,
+        "mean_neighbours": neighbours / max(acc.num_frames, 1),
+        "mean_points": points / max(clouds, 1),
+        "seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,166 @@
+"""Outputs of the robustness benchmark: RCE columns, mRCE summary, markdown report, plots.
+
+RCE_c = (AP_clean - AP_c) / AP_clean at IoU 0.5 (``models.metrics``); it is NaN when the clean
+AP is 0 or missing. mRCE is reported twice: over the seven corruptions at the middle severity
+2 (the Diff-KD table) and over all 21 corruption x severity conditions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from cosim.render import save  # noqa: E402
+from models.metrics import relative_corruption_error  # noqa: E402
+from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES  # noqa: E402
+
+MIDDLE_SEVERITY = 2
+COLUMNS = ["kind", "name", "level", "label", "ap@0.3", "ap@0.5", "ap@0.7", "rce@0.5", "frames",
+           "num_gt", "mean_neighbours", "mean_points", "seconds"]
+
+
+def _rce(clean: float, value: float) -> float:
+    try:
+        return relative_corruption_error(clean, value)
+    except ValueError:
+        return math.nan
+
+
+def with_rce(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """The result table: ``rows`` (one per condition, exactly one ``clean``) with ``rce@0.5``
+    against the clean row, columns in :data:`COLUMNS` order."""
+    clean = [r for r in rows if r["kind"] == "clean"]
+    if len(clean) != 1:
+        raise ValueError(f"robustness table needs exactly one clean row, got {len(clean)}")
+    base = clean[0]["ap@0.5"]
+    out = [{**r, "rce@0.5": _rce(base, r["ap@0.5"])} for r in rows]
+    return pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in out])
+
+
+def summarize(table: pa.Table) -> dict[str, Any]:
+    """``{"clean_ap50", "rce": {corruption: {severity: RCE}}, "mrce_sev2", "mrce_all"}``; an
+    mRCE is NaN when any of its RCEs is missing or the corruptions were not run."""
+    rows = table.to_pylist()
+    clean = next(r for r in rows if r["kind"] == "clean")
+    rce: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["kind"] == "sensor":
+            rce.setdefault(r["name"], {})[int(r["level"])] = r["rce@0.5"]
+
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values)) if values and not any(map(math.isnan, values)) else math.nan
+
+    middle = [rce[n][MIDDLE_SEVERITY] for n in CORRUPTION_NAMES
+              if MIDDLE_SEVERITY in rce.get(n, {})]
+    every = [v for n in CORRUPTION_NAMES for v in rce.get(n, {}).values()]
+    complete = len(every) == len(CORRUPTION_NAMES) * len(SEVERITIES)
+    return {
+        "clean_ap50": clean["ap@0.5"],
+        "rce": rce,
+        "mrce_sev2": mean(middle) if len(middle) == len(CORRUPTION_NAMES) else math.nan,
+        "mrce_all": mean(every) if complete else math.nan,
+    }
+
+
+def _f(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def render_report(table: pa.Table, title: str) -> str:
+    """The markdown report: AP@0.5 / AP@0.7 / RCE per condition, RCE per corruption x
+    severity, and the two mRCEs."""
+    rows, summary = table.to_pylist(), summarize(table)
+    lines = [f"# {title}", "", "| kind | condition | AP@0.5 | AP@0.7 | RCE@0.5 | neighbours |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['kind']} | {r['label']} | {_f(r['ap@0.5'])} | {_f(r['ap@0.7'])} | "
+              f"{_f(r['rce@0.5'])} | {r['mean_neighbours']:.2f} |" for r in rows]
+    if summary["rce"]:
+        lines += ["", "## RCE@0.5 per corruption", "",
+                  "| corruption | " + " | ".join(f"severity {s}" for s in SEVERITIES) + " | mean |",
+                  "|---|" + "---|" * (len(SEVERITIES) + 1)]
+        for name, per in summary["rce"].items():
+            values = [per.get(s, math.nan) for s in SEVERITIES]
+            lines.append(f"| {name} | " + " | ".join(_f(v) for v in values)
+                         + f" | {_f(float(np.mean(values)))} |")
+        lines += ["", f"- mRCE (seven corruptions, severity {MIDDLE_SEVERITY}): "
+                  f"{_f(summary['mrce_sev2'])}",
+                  f"- mRCE (all corruptions and severities): {_f(summary['mrce_all'])}"]
+    lines += ["", f"Clean AP@0.5: {_f(summary['clean_ap50'])}; RCE = (AP_clean - AP) / AP_clean.",
+              ""]
+    return "\n".join(lines)
+
+
+def plot_faults(table: pa.Table, out: Path, title: str = "") -> Path | None:
+    """AP@0.5 and AP@0.7 against pose error, latency and loss (one panel each present)."""
+    rows = table.to_pylist()
+    axes_labels = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
+                   ("loss", "mean loss (%)"))
+    panels = [(k, x) for k, x in axes_labels if any(r["kind"] == k for r in rows)]
+    if not panels:
+        return None
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=100,
+                                     squeeze=False)
+    for axes, (kind, xlabel) in zip(axes_list[0], panels, strict=True):
+        chosen = [r for r in rows if r["kind"] == kind]
+        names = ["bernoulli", "gilbert_elliott"] if kind == "loss" else [chosen[0]["name"]]
+        for name in names:
+            line = sorted((r["level"], r) for r in chosen if r["name"] in (name, "none"))
+            xs = [100 * lv if kind == "loss" else lv for lv, _ in line]
+            for metric, style in (("ap@0.5", "o-"), ("ap@0.7", "s--")):
+                label = metric.upper() + (f" {name}" if kind == "loss" else "")
+                axes.plot(xs, [r[metric] for _, r in line], style, label=label)
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("AP")
+        axes.set_title(kind)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title or "communication faults")
+    figure.tight_layout()
+    return save(figure, out)
+
+
+def plot_corruptions(table: pa.Table, out: Path, title: str = "") -> Path | None:
+    """AP@0.5 against severity (0 = clean) per corruption."""
+    rows = table.to_pylist()
+    clean = next(r for r in rows if r["kind"] == "clean")["ap@0.5"]
+    sensor = [r for r in rows if r["kind"] == "sensor"]
+    if not sensor:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 5), dpi=100)
+    for name in CORRUPTION_NAMES:
+        line = sorted((r["level"], r["ap@0.5"]) for r in sensor if r["name"] == name)
+        if line:
+            axes.plot([0, *(lv for lv, _ in line)], [clean, *(ap for _, ap in line)], "o-",
+                      label=name)
+    axes.set_xticks([0, *SEVERITIES])
+    axes.set_xlabel("severity (0 = clean)")
+    axes.set_ylabel("AP@0.5")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    axes.set_title(title or "sensor corruptions")
+    figure.tight_layout()
+    return save(figure, out)
+
+
+def write_outputs(table: pa.Table, folder: Path, title: str) -> list[Path]:
+    """``robustness.parquet``, ``report.md``, ``faults.png``, ``corruptions.png`` in
+    ``folder`` (plots only for the kinds run); returns the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, folder / "robustness.parquet")
+    (folder / "report.md").write_text(render_report(table, title))
+    written = [folder / "robustness.parquet", folder / "report.md"]
+    for plot, name in ((plot_faults, "faults.png"), (plot_corruptions, "corruptions.png")):
+        path = plot(table, folder / name, title)
+        if path is not None:
+            written.append(path)
+    return written

@@ -1,0 +1,129 @@
+"""Run the robustness conditions: one Ray task per condition, or all in this process.
+
+Each Ray task takes one CPU, gets the checkpoint *bytes* through the object store (``ray.put``
+once, so workers on other nodes need not see the driver's disk) and the dataset path (which
+they must see), and returns one table row. At most ``parallel`` tasks run at once; ``progress``
+is called as each finishes (``ray.wait``). Both executors set torch to ``threads`` threads per
+condition, so they give identical numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import ray
+import torch
+
+from cosim.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
+from cosim.robustness_report import with_rce
+from models.checkpoint import load_checkpoint
+from models.dataset import FrameStore
+
+EXECUTORS = ("ray", "inprocess")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What every condition shares: data, frames per source, seed, batch and torch threads."""
+
+    data: str
+    frames: int | None = None
+    seed: int = 0
+    batch_size: int = 4
+    threads: int = 1
+
+
+def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -> None:
+    """Fail before any work: the data must load and its spacing divide every latency."""
+    store = FrameStore(config.data)
+    if any(c.kind == "latency" and c.level > 0 for c in conditions):
+        spacing = frame_spacing(store)
+        for condition in conditions:
+            latency_lag(condition, spacing)
+
+
+def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        return evaluate_condition(model, config.data, condition, config.frames, config.seed,
+                                  config.batch_size)
+    finally:
+        torch.set_num_threads(before)
+
+
+@ray.remote(num_cpus=1)
+def _condition_task(blob: bytes, config: dict[str, Any], condition: dict[str, Any]
+                    ) -> dict[str, Any]:
+    from agents.steps import load_model_bytes
+
+    return _evaluate(load_model_bytes(blob), BenchmarkConfig(**config),
+                     Condition.from_dict(condition))
+
+
+def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
+                  conditions: Sequence[Condition],
+                  progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Every condition in order, in this process, with one model."""
+    model, _, _ = load_checkpoint(checkpoint)
+    rows = []
+    for done, condition in enumerate(conditions, 1):
+        rows.append(_evaluate(model, config, condition))
+        if progress is not None:
+            progress(done, len(conditions))
+    return rows
+
+
+def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequence[Condition],
+            parallel: int = 2, address: str | None = None,
+            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Every condition as a Ray task, ``parallel`` at once; rows in condition order.
+
+    Connects to ``address`` when given; else uses the current connection, or starts a local
+    instance with ``parallel`` CPUs and shuts it down after.
+    """
+    started = not ray.is_initialized()
+    if started and address is not None:
+        ray.init(address=address, log_to_driver=False)
+    elif started:
+        ray.init(num_cpus=max(1, parallel), include_dashboard=False, log_to_driver=False)
+    try:
+        blob = ray.put(Path(checkpoint).read_bytes())
+        settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}
+        queue = list(enumerate(conditions))
+        pending: dict[Any, int] = {}
+        rows: list[dict[str, Any] | None] = [None] * len(conditions)
+        done = 0
+        while queue or pending:
+            while queue and len(pending) < max(1, parallel):
+                index, condition = queue.pop(0)
+                pending[_condition_task.remote(blob, settings, condition.to_dict())] = index
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                rows[pending.pop(ref)] = ray.get(ref)
+                done += 1
+                if progress is not None:
+                    progress(done, len(conditions))
+    finally:
+        if started:
+            ray.shutdown()
+    return [r for r in rows if r is not None]
+
+
+def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,
+                  conditions: Sequence[Condition], executor: str = "ray", parallel: int = 2,
+                  address: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> pa.Table:
+    """The result table (one row per condition, with RCE@0.5 against the clean row)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    check_conditions(config, conditions)
+    if executor == "inprocess":
+        rows = run_inprocess(checkpoint, config, conditions, progress)
+    else:
+        rows = run_ray(checkpoint, config, conditions, parallel, address, progress)
+    return with_rce(rows)
