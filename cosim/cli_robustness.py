@@ -27,7 +27,7 @@ def robustness_command(
     data: Annotated[Path, typer.Option(help="Test dataset folder (cosim dataset build).")] = (
         Path("data/test")),
     out: Annotated[Path | None, typer.Option(
-        help="Output folder [default: runs/robustness-<checkpoint>]")] = None,
+        help="Output folder [default: runs/robustness-<model name>]")] = None,
     frames: Annotated[int | None, typer.Option(
         min=1, help="First N frames of each scenario/seed (default: all).")] = None,
     conditions: Annotated[str, typer.Option(
@@ -43,6 +43,7 @@ def robustness_command(
     from cosim.robustness import build_conditions
     from cosim.robustness_report import summarize, write_outputs
     from cosim.robustness_run import BenchmarkConfig, check_conditions, run_benchmark
+    from models.checkpoint import read_checkpoint
     from models.dataset import DatasetFormatError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -55,10 +56,11 @@ def robustness_command(
         check_conditions(config, chosen)
         if mode not in ("ray", "inprocess"):
             raise ValueError(f"--executor must be ray or inprocess, got {executor!r}")
+        name = str(read_checkpoint(checkpoint)["config"].get("name", checkpoint.stem))
     except (FileNotFoundError, ValueError, DatasetFormatError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
-    folder = out or Path("runs") / f"robustness-{checkpoint.stem}"
+    folder = out or Path("runs") / f"robustness-{name}"
     folder.mkdir(parents=True, exist_ok=True)
     settings = dict(dataclasses.asdict(config), checkpoint=str(checkpoint), executor=mode,
                     parallel=parallel, conditions=[c.label for c in chosen])
@@ -69,7 +71,7 @@ def robustness_command(
         task = progress.add_task("robustness", total=len(chosen))
         table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1), address,
                               lambda done, _: progress.update(task, completed=done))
-    written = write_outputs(table, folder, f"robustness of {checkpoint.stem} on {data.name}")
+    written = write_outputs(table, folder, f"robustness of {name} on {data.name}")
     console.print(_summary_table(table.to_pylist()))
     summary = summarize(table)
     console.print(f"mRCE@0.5 severity 2: {summary['mrce_sev2']:.4f}; all: "
