@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from cosim import cli_dataset, cli_run, cli_scenarios, cli_sweep, cli_train
+from cosim import cli_dataset, cli_robustness, cli_run, cli_scenarios, cli_sweep, cli_train
 
 app = typer.Typer(no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation.")
 cli_run.register(app)
 cli_sweep.register(app)
+cli_robustness.register(app)
 app.command("train")(cli_train.train_command)
 app.command("eval")(cli_train.eval_command)
 app.add_typer(cli_scenarios.app, name="scenarios")
