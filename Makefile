@@ -18,9 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	rm -rf outputs/intersection_opv2v
-	$(BIN)/cosim scenarios export intersection --frames 20 --out outputs/intersection_opv2v
-	$(BIN)/cosim scenarios render intersection --frame 10 --out outputs/intersection_bev.png
+	$(BIN)/cosim run --out outputs/run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

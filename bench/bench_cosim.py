@@ -8,7 +8,7 @@ thread per vehicle and give the same detections (checked). The in-process execut
 vehicles one after another; the Ray executor runs one actor per vehicle (0.25 CPU each) in
 parallel, so on 2 cores it can be faster than in process despite its messaging.
 
-Without ``--checkpoint`` it uses the shipped ``models/checkpoints/cpu_attention.pt`` if present,
+Without ``--checkpoint`` it uses the shipped ``models/checkpoints/attention.pt`` if present,
 else an untrained ``cpu_attention`` model (the timings do not depend on the weights much, the
 APs do; ``trained_model`` in the JSON says which). Frames/s exclude start-up (Ray, actors,
 model loading); ``steady_frames_per_s`` also leaves out the first tick (lazy initialisation).

@@ -66,7 +66,7 @@ def run(
         help="built-in scenario, scenario YAML or OPV2V folder [default: intersection]")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="detector checkpoint; its config decides the fusion "
-             "[default: models/checkpoints/cpu_attention.pt]")] = None,
+             "[default: models/checkpoints/attention.pt]")] = None,
     agents: Annotated[int | None, typer.Option(help="connected vehicles (synthetic)")] = None,
     frames: Annotated[int | None, typer.Option(help="ticks to simulate [default: 20]")] = None,
     channel: Annotated[str | None, typer.Option(

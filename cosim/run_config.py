@@ -19,7 +19,7 @@ from channel.sparsify import validate_sparsity
 from scenarios.corruptions import CORRUPTION_NAMES
 
 DEFAULT_SCENARIO = "intersection"
-DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "cpu_attention.pt"))
+DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "attention.pt"))
 EXECUTORS = ("ray", "inprocess")
 
 
