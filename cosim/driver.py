@@ -169,6 +169,12 @@ class Simulation:
                 {"tick": tick, "agent": agent, "stage": stage, "seconds": seconds}
             )
 
+    def _timed_frame(self, index: int) -> tuple[Frame, float]:
+        """The source's frame and the seconds it took (world step and LiDAR simulation)."""
+        t0 = time.perf_counter()
+        frame = self.source.frame(index)
+        return frame, time.perf_counter() - t0
+
     def step(self, tick: int, frame: Frame, render: bool = False) -> None:
         """One tick on ``frame`` (``source.frame(tick)``, fetched by the caller)."""
         t_start = time.perf_counter()
@@ -273,7 +279,7 @@ class Simulation:
         from pathlib import Path
 
         blob = Path(self.config.checkpoint).read_bytes()
-        first = self.source.frame(0)
+        first, first_s = self._timed_frame(0)
         wanted = set(np.linspace(0, self.num_ticks - 1, self.config.render_frames).round()
                      .astype(int).tolist()) if self.config.render_frames > 0 else set()
         t0 = time.perf_counter()
@@ -286,10 +292,11 @@ class Simulation:
             upcoming = None
             for tick in range(self.num_ticks):
                 t_wait = time.perf_counter()
-                frame = first if upcoming is None else upcoming.result()
+                frame, world_s = (first, first_s) if upcoming is None else upcoming.result()
                 if tick + 1 < self.num_ticks:
-                    upcoming = pool.submit(self.source.frame, tick + 1)
-                self._time(tick, -1, {"source_wait": time.perf_counter() - t_wait})
+                    upcoming = pool.submit(self._timed_frame, tick + 1)
+                self._time(tick, -1, {"world": world_s,
+                                      "source_wait": time.perf_counter() - t_wait})
                 if on_tick is not None:
                     on_tick(tick, self.executor)
                 self.step(tick, frame, render=tick in wanted)

@@ -22,7 +22,8 @@ from models.detector_config import DetectorConfig
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator, match_detections
 from scenarios.frame import Frame
 
-STAGES = (*SENSE_STAGES, "channel", *EGO_STAGES)
+# "world" is the source: traffic and LiDAR simulation, or reading a recorded frame.
+STAGES = ("world", *SENSE_STAGES, "channel", *EGO_STAGES)
 
 
 def ground_truth(
