@@ -17,16 +17,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from cosim.dataset import build_dataset, dataset_info
+from cosim.progress import progress_bar
 from models.dataset import DatasetFormatError
 
 app = typer.Typer(no_args_is_help=True, help="Training datasets: build Parquet shards, inspect.")
@@ -78,14 +72,7 @@ def build(
     words += ["--every", str(every)] + ([] if agents is None else ["--agents", str(agents)])
     words += ["--shard-frames", str(shard_frames), "--out", str(out)]
     command = "cosim dataset build " + shlex.join(words)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task("frames", total=None)
         try:
             manifest = build_dataset(

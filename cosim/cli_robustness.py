@@ -16,8 +16,9 @@ from typing import Annotated
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from cosim.progress import progress_bar
 
 console = Console()
 
@@ -65,10 +66,8 @@ def robustness_command(
     settings = dict(dataclasses.asdict(config), checkpoint=str(checkpoint), executor=mode,
                     parallel=parallel, conditions=[c.label for c in chosen])
     (folder / "robustness.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    columns = (TextColumn("[bold]robustness"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("conditions"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("robustness", total=len(chosen))
+    with progress_bar(console, transient=True) as progress:
+        task = progress.add_task("robustness conditions", total=len(chosen))
         table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1), address,
                               lambda done, _: progress.update(task, completed=done))
     written = write_outputs(table, folder, f"robustness of {name} on {data.name}")

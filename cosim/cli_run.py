@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cosim.progress import progress_bar
 from cosim.run_config import RunConfig, parse_sparsity
 
 console = Console()
@@ -49,10 +49,8 @@ def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]
     from cosim.outputs import summary_table, write_run
 
     simulation = Simulation(config)
-    columns = (TextColumn("[bold]simulating"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("frames"), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
-        task = progress.add_task("run", total=simulation.num_ticks)
+    with progress_bar(console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("simulating frames", total=simulation.num_ticks)
         result = simulation.run(progress=lambda _tick: progress.advance(task))
     write_run(result, out, simulation.detector.grid)
     if not quiet:

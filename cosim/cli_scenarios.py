@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
+from cosim.progress import progress_bar
 from scenarios.frame import Frame
 from scenarios.geometry import matrix_to_pose
 from scenarios.source import FrameSource, close_source, open_source
@@ -181,13 +181,7 @@ def export(
 
     loaded = load_source(source, seed, agents, frames)
     count = min(frames, loaded.num_frames)
-    columns = (
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with progress_bar(console) as progress:
         simulate = progress.add_task(f"read {loaded.name}", total=count)
         collected = []
         try:

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cosim.progress import progress_bar
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, check_checkpoint
 
 console = Console()
@@ -74,11 +74,9 @@ def sweep(
     (folder / "sweep.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     if address is not None:
         ray.init(address=address, log_to_driver=False)
-    columns = (TextColumn("[bold]sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
-               TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("sweep", total=total)
+        with progress_bar(console, transient=True) as progress:
+            task = progress.add_task("sweep runs", total=total)
             table = run_sweep(config, lambda done, _: progress.update(task, completed=done))
     finally:
         if address is not None:

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from cosim.progress import progress_bar
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
@@ -51,15 +51,7 @@ def accumulate(
     dataset = eval_dataset(model, data_dir)
     total = len(dataset) if frames is None else min(frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-        transient=True,
-    ) as bar:
+    with progress_bar(console, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"eval {Path(data_dir).name}", total=total)
         for start in range(0, total, batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, total))]

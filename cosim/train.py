@@ -22,15 +22,9 @@ import numpy as np
 import torch
 import yaml
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from cosim.evaluate import evaluate_report
+from cosim.progress import progress_bar
 from cosim.train_config import ScheduleConfig, TrainConfig
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.dataset import CooperativeDataset, read_manifest
@@ -242,14 +236,7 @@ def _train_epoch(
     n_steps = steps_per_epoch(config, len(dataset))
     rows, losses, samples_seen = [], [], 0
     start = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
+    with progress_bar(console) as bar:
         task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=n_steps)
         for k in range(n_steps):
             picks = order[k * config.batch_size : (k + 1) * config.batch_size]
