@@ -18,6 +18,7 @@ import pyarrow as pa
 import ray
 import torch
 
+from cosim.ray_tasks import run_bounded
 from cosim.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
 from cosim.robustness_report import with_rce
 from models.checkpoint import load_checkpoint
@@ -94,24 +95,13 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
     try:
         blob = ray.put(Path(checkpoint).read_bytes())
         settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}
-        queue = list(enumerate(conditions))
-        pending: dict[Any, int] = {}
-        rows: list[dict[str, Any] | None] = [None] * len(conditions)
-        done = 0
-        while queue or pending:
-            while queue and len(pending) < max(1, parallel):
-                index, condition = queue.pop(0)
-                pending[_condition_task.remote(blob, settings, condition.to_dict())] = index
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                rows[pending.pop(ref)] = ray.get(ref)
-                done += 1
-                if progress is not None:
-                    progress(done, len(conditions))
+        return run_bounded(
+            lambda condition: _condition_task.remote(blob, settings, condition.to_dict()),
+            conditions, parallel, progress,
+        )
     finally:
         if started:
             ray.shutdown()
-    return [r for r in rows if r is not None]
 
 
 def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
+from cosim.ray_tasks import run_bounded
 from cosim.render import save  # noqa: E402
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, RunConfig, sparsity_label  # noqa: E402
 from cosim.run_config import parse_sparsity as _parse_sparsity  # noqa: E402
@@ -105,24 +106,14 @@ def run_sweep(
     if started:
         ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        queue = list(runs)
-        pending: dict[Any, int] = {}
-        rows: list[dict[str, Any] | None] = [None] * len(runs)
-        done = 0
-        while queue or pending:
-            while queue and len(pending) < max(1, config.max_parallel):
-                kind, run = queue.pop(0)
-                pending[_run_task.remote(kind, run.to_dict())] = len(runs) - len(queue) - 1
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                rows[pending.pop(ref)] = ray.get(ref)
-                done += 1
-                if progress is not None:
-                    progress(done, len(runs))
+        rows = run_bounded(
+            lambda item: _run_task.remote(item[0], item[1].to_dict()),
+            runs, config.max_parallel, progress,
+        )
     finally:
         if started:
             ray.shutdown()
-    return pa.Table.from_pylist([r for r in rows if r is not None])
+    return pa.Table.from_pylist(rows)
 
 
 def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) -> dict[tuple, float]:

@@ -1,0 +1,34 @@
+"""Fan a list of Ray tasks out with a bound on how many run at once (sweeps, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import ray
+
+Item = TypeVar("Item")
+
+
+def run_bounded(
+    submit: Callable[[Item], Any],
+    items: Sequence[Item],
+    parallel: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Any]:
+    """``ray.get(submit(item))`` for every item, at most ``parallel`` in flight; results in
+    item order. ``progress(done, total)`` runs as each task finishes."""
+    results: list[Any] = [None] * len(items)
+    pending: dict[Any, int] = {}
+    next_index = done = 0
+    while next_index < len(items) or pending:
+        while next_index < len(items) and len(pending) < max(1, parallel):
+            pending[submit(items[next_index])] = next_index
+            next_index += 1
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            results[pending.pop(ref)] = ray.get(ref)
+            done += 1
+            if progress is not None:
+                progress(done, len(items))
+    return results
