@@ -3,15 +3,14 @@ three connected vehicles and an untrained tiny detector (20 x 40 BEV cells, 24 c
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 import torch
-import yaml
 
 from models.checkpoint import save_checkpoint
 from models.detector import CooperativeDetector
 from models.detector_config import DetectorConfig
+from tests.scenario_files import write_scenario
 
 TINY_MODEL = {
     "name": "tiny",
@@ -48,10 +47,7 @@ def write_tiny_checkpoint(path: Path, fusion: str = "attention") -> Path:
 
 def write_small_scenario(path: Path, frames: float = 0.6, connected: int = 3) -> Path:
     """The built-in intersection with a 16-beam, 5,760-ray LiDAR and few frames."""
-    data = yaml.safe_load((files("scenarios") / "builtin" / "intersection.yaml").read_text())
-    data["lidar"].update({"channels": 16, "points_per_second": 57_600})
-    data["duration_s"] = frames
-    data["name"] = "small_intersection"
-    data["traffic"]["connected"] = connected
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_scenario(
+        path, name="small_intersection", duration_s=frames, channels=16,
+        points_per_second=57_600, traffic={"connected": connected},
+    )

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cosim.cli import app
 from scenarios.opv2v import OPV2VScenario
 from scenarios.synthetic import SyntheticSource
+from tests.scenario_files import write_scenario
 
 runner = CliRunner()
 
@@ -18,15 +18,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def small_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in intersection with a sparse LiDAR and few frames, to keep tests fast."""
-    from importlib.resources import files
-
-    data = yaml.safe_load((files("scenarios") / "builtin" / "intersection.yaml").read_text())
-    data["lidar"].update({"channels": 16, "points_per_second": 57_600})
-    data["duration_s"] = 0.5
-    data["name"] = "small_intersection"
-    path = tmp_path_factory.mktemp("scenario") / "small.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_scenario(
+        tmp_path_factory.mktemp("scenario") / "small.yaml", name="small_intersection",
+        duration_s=0.5, channels=16, points_per_second=57_600,
+    )
 
 
 def test_list_names_every_builtin() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from cosim.cli_dataset import app, parse_seeds
@@ -16,21 +15,14 @@ from cosim.dataset import build_dataset, dataset_info
 from models.dataset import FORMAT_VERSION, DatasetFormatError, FrameStore, shard_paths
 from scenarios.opv2v import OPV2VScenario
 from scenarios.opv2v_writer import write_opv2v
-from scenarios.scenario_file import BUILTIN_DIR
 from scenarios.synthetic import SyntheticSource
+from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 
 @pytest.fixture(scope="module")
 def tiny_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The intersection with 10 vehicles, 3 connected and an 8-channel, 1,600-ray LiDAR."""
-    data = yaml.safe_load((BUILTIN_DIR / "intersection.yaml").read_text())
-    data["name"] = "tiny"
-    data["traffic"].update(vehicles=10, parked=2, connected=3)
-    data["lidar"].update(channels=8, points_per_second=16_000)
-    data["duration_s"] = 1.0
-    path = tmp_path_factory.mktemp("scenario") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_scenario(tmp_path_factory.mktemp("scenario") / "tiny.yaml", traffic=TINY_TRAFFIC)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
 from cosim.train import lr_factor, train
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
-from scenarios.scenario_file import BUILTIN_DIR
+from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 # A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
 TINY_MODEL: dict[str, Any] = {
@@ -49,13 +49,8 @@ TINY_MODEL: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 frames of the intersection, 3 connected vehicles with an 8-channel LiDAR."""
-    data = yaml.safe_load((BUILTIN_DIR / "intersection.yaml").read_text())
-    data["name"] = "tiny"
-    data["traffic"].update(vehicles=10, parked=2, connected=3)
-    data["lidar"].update(channels=8, points_per_second=16_000)
-    data["duration_s"] = 1.0
     folder = tmp_path_factory.mktemp("train_data")
-    (folder / "tiny.yaml").write_text(yaml.safe_dump(data))
+    write_scenario(folder / "tiny.yaml", traffic=TINY_TRAFFIC)
     build_dataset(folder / "tiny.yaml", 4, folder / "frames", seeds=[0])
     return folder / "frames"
 

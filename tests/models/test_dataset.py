@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from cosim.dataset import build_dataset
 from models.dataset import CooperativeDataset, collate_samples, sample_from_frame
 from models.grid import CPU_GRID
 from scenarios.frame import AgentObservation, Frame, ObjectSet
 from scenarios.geometry import points_to_frame, yaw_pose
-from scenarios.scenario_file import BUILTIN_DIR
+from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 
 def _frame(with_hits: bool = True) -> Frame:
@@ -101,11 +100,8 @@ def test_another_ego_excludes_its_own_car_and_uses_its_own_neighbours() -> None:
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = yaml.safe_load((BUILTIN_DIR / "intersection.yaml").read_text())
-    data["traffic"].update(vehicles=10, parked=2, connected=3)
-    data["lidar"].update(channels=8, points_per_second=16_000)
     root = tmp_path_factory.mktemp("models_ds")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(data))
+    write_scenario(root / "tiny.yaml", name="intersection", duration_s=10.0, traffic=TINY_TRAFFIC)
     build_dataset(root / "tiny.yaml", 3, root / "data", seeds=[0, 1], frames_per_shard=2)
     return root / "data"
 
