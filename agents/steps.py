@@ -117,7 +117,7 @@ class EgoResult:
 
 
 def grid_header(grid: GridSpec) -> GridHeader:
-    """The codec's view of the model's BEV grid."""
+    """The codec's view of a message map's grid (the model's ``message_grid``)."""
     x0, y0, _, x1, y1, _ = grid.point_range
     return GridHeader(x0, y0, x1, y1, grid.cell_size)
 
@@ -168,8 +168,7 @@ def fuse_and_detect(
     Returns ``(boxes, scores, chosen indices, coverage (H, W), {"fuse": s, "head": s})``.
     """
     t0 = time.perf_counter()
-    grid = model.grid
-    h, w = grid.bev_shape
+    h, w = model.message_grid.bev_shape
     with torch.no_grad():
         ego = ego_feature.unsqueeze(0)
         transforms = np.zeros((0, 4, 4))
@@ -211,7 +210,7 @@ class Vehicle:
         self.agent_id = int(agent_id)
         self.model = model.eval()
         self.spec = spec
-        self.header = grid_header(model.grid)
+        self.header = grid_header(model.message_grid)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
         self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
         torch.set_num_threads(max(1, spec.torch_threads))
@@ -311,7 +310,7 @@ class Vehicle:
         except CodecError as err:
             return "codec_error", str(err), None
         header = decoded.header
-        expected = (self.model.out_channels, *self.model.grid.bev_shape)
+        expected = self.model.message_shape
         if header.shape != expected or header.grid != self.header:
             return "wrong_grid", f"message {header.shape} on {header.grid}, model {expected}", None
         mask = decoded.mask if header.sparse else None

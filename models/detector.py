@@ -3,11 +3,19 @@
 Declared stages (each a method with typed inputs and outputs, so training, the benches and the
 simulation actors call exactly the same code)::
 
-    encode  clouds, each in its own LiDAR frame         -> BEV (B, C, H, W)   FeatureNet
-    warp    nbr BEV (K, C, H, W), nbr->ego (K, 4, 4)     -> Warped(features, mask)
+    encode  clouds, each in its own LiDAR frame         -> message map (B, C, H, W)
+    warp    nbr maps (K, C, H, W), nbr->ego (K, 4, 4)    -> Warped(features, mask)
     fuse    ego (B,C,H,W), nbrs (B,K,C,H,W), masks       -> (B, C, H, W)       FUSION_STRATEGIES
-    head    (B, C, H, W)                                 -> HeadOutput         AnchorHead
+    head    fused map (B, C, H, W)                       -> HeadOutput
     detect  HeadOutput                                   -> list[Detections], ego LiDAR frame
+
+``config.fuse_at`` splits the FeatureNet between ``encode`` and ``head``: with ``backbone`` the
+message map is the backbone's output on ``grid.bev_shape`` and ``head`` is the anchor head;
+with ``encoder`` it is the encoder's pseudo-image at voxel resolution (``message_grid``, stride
+1) and ``head`` runs the 2D backbone, then the anchor head, on the fused map. Fusing before the
+backbone lets its convolutions read a neighbour's evidence in the ego's orientation: after the
+backbone, a feature's channels describe boxes in the *sender's* heading, which a per-cell head
+cannot rotate (measured in models/checkpoints/README.md).
 
 Fusion (``config.fusion``): ``none`` ego only; ``early`` neighbour points merged into the ego
 frame, one encode; intermediate (``max``, ``attention``, later ``agf``) ego and neighbours encoded
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,10 +84,20 @@ class CooperativeDetector(nn.Module):
         self.config = config
         self.grid = config.grid
         self.features = FeatureNet(config.grid, config.features)
-        self.out_channels = self.features.out_channels
+        self.fuse_at = config.fuse_at
+        at_encoder = self.fuse_at == "encoder"
+        self.message_grid = replace(config.grid, feature_stride=1) if at_encoder else config.grid
+        self.message_channels = (
+            self.features.encoder.out_channels if at_encoder else self.features.out_channels
+        )
         strategy = config.fusion if config.is_feature_fusion else "none"
-        self.fusion = build_fusion(strategy, self.out_channels)
-        self.anchor_head = AnchorHead(self.out_channels, config.grid, config.head)
+        self.fusion = build_fusion(strategy, self.message_channels)
+        self.anchor_head = AnchorHead(self.features.out_channels, config.grid, config.head)
+
+    @property
+    def message_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the map one vehicle encodes and sends (what ``encode`` returns)."""
+        return (self.message_channels, *self.message_grid.bev_shape)
 
     @property
     def device(self) -> torch.device:
@@ -99,12 +117,14 @@ class CooperativeDetector(nn.Module):
     # ---- stages --------------------------------------------------------------------------
 
     def encode(self, clouds: Sequence[PointsLike]) -> torch.Tensor:
-        """``(N_i, 4)`` clouds, each in its own sensor frame -> local BEV ``(B, C, H, W)``.
+        """``(N_i, 4)`` clouds, each in its own sensor frame -> message maps ``(B, *message_shape)``.
 
         What a vehicle actor runs on its own points before compressing and sending.
         """
         if len(clouds) == 0:
             raise ValueError("detector.encode: need at least one cloud")
+        if self.fuse_at == "encoder":
+            return self.features.encoder(self.features.voxelize(clouds))
         return self.features(clouds)
 
     def warp(
@@ -113,23 +133,24 @@ class CooperativeDetector(nn.Module):
         neighbour_to_ego: ArrayLike,
         sent_masks: torch.Tensor | NDArray[np.bool_] | None = None,
     ) -> Warped:
-        """Neighbour features ``(K, C, H, W)`` -> ego grid, with masks ``(K, 1, H, W)``.
+        """Neighbour message maps ``(K, C, H, W)`` -> ego grid, with masks ``(K, 1, H, W)``.
 
         ``sent_masks`` ``(K, H, W)`` (neighbour grid, True = cell sent) is warped the same way
         and multiplied into the validity mask (a cell counts when its sample is >= 0.5 sent).
         """
-        warped = warp_bev(features, neighbour_to_ego, self.grid)
+        grid = self.message_grid
+        warped = warp_bev(features, neighbour_to_ego, grid)
         if sent_masks is None:
             return warped
         sent = torch.as_tensor(sent_masks).to(device=features.device, dtype=features.dtype)
         if sent.dim() == 2:
             sent = sent.unsqueeze(0)
-        if tuple(sent.shape) != (warped.mask.shape[0], *self.grid.bev_shape):
+        if tuple(sent.shape) != (warped.mask.shape[0], *grid.bev_shape):
             raise ValueError(
-                f"detector.warp: sent masks must be (K, {self.grid.bev_shape[0]}, "
-                f"{self.grid.bev_shape[1]}), got {tuple(sent.shape)}"
+                f"detector.warp: sent masks must be (K, {grid.bev_shape[0]}, "
+                f"{grid.bev_shape[1]}), got {tuple(sent.shape)}"
             )
-        sent_in_ego = warp_bev(sent.unsqueeze(1), neighbour_to_ego, self.grid).features
+        sent_in_ego = warp_bev(sent.unsqueeze(1), neighbour_to_ego, grid).features
         return Warped(warped.features, warped.mask * (sent_in_ego >= 0.5).to(warped.mask))
 
     def fuse(
@@ -141,7 +162,10 @@ class CooperativeDetector(nn.Module):
         return self.fusion(ego, neighbours, masks)
 
     def head(self, features: torch.Tensor) -> HeadOutput:
-        """BEV ``(B, C, H, W)`` in the ego grid -> raw predictions."""
+        """A (fused) message map ``(B, *message_shape)`` in the ego grid -> raw predictions
+        (the 2D backbone first when ``fuse_at`` is ``encoder``)."""
+        if self.fuse_at == "encoder":
+            features = self.features.backbone(features)
         return self.anchor_head(features)
 
     def detect(
@@ -150,8 +174,19 @@ class CooperativeDetector(nn.Module):
         score_threshold: float | None = None,
         nms_iou: float | None = None,
     ) -> list[Detections]:
-        """Decode + rotated NMS per sample; boxes in the grid's (ego LiDAR) frame."""
-        return self.anchor_head.decode(output, score_threshold, nms_iou)
+        """Decode + rotated NMS per sample; boxes in the grid's (ego LiDAR) frame, minus boxes
+        of the ego vehicle itself (``config.ego_clearance``)."""
+        return [
+            Detections(d.boxes[keep], d.scores[keep])
+            for d in self.anchor_head.decode(output, score_threshold, nms_iou)
+            for keep in [self.clear_of_ego(d.boxes)]
+        ]
+
+    def clear_of_ego(self, boxes: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """True for ego-frame boxes whose centre is at least ``ego_clearance`` from the ego
+        LiDAR (planar): closer ones can only be the ego, which its neighbours see."""
+        boxes = np.asarray(boxes).reshape(-1, 7)
+        return np.hypot(boxes[:, 0], boxes[:, 1]) >= self.config.ego_clearance
 
     # ---- training ------------------------------------------------------------------------
 
@@ -288,7 +323,7 @@ class CooperativeDetector(nn.Module):
             nbrs, trans = [nbrs[i] for i in chosen], transforms[chosen]
             sent = None
             if any(n.sent_mask is not None for n in nbrs):
-                ones = torch.ones(self.grid.bev_shape, dtype=torch.bool)
+                ones = torch.ones(self.message_grid.bev_shape, dtype=torch.bool)
                 sent = torch.stack(
                     [
                         ones if n.sent_mask is None else torch.as_tensor(n.sent_mask).cpu()
@@ -310,8 +345,9 @@ class CooperativeDetector(nn.Module):
         nms_iou: float | None = None,
     ) -> Detections:
         """Late fusion: each neighbour's boxes (its LiDAR frame) projected to the ego frame,
-        pooled with the ego's, boxes whose centre leaves the ego grid (x, y) dropped, then
-        rotated NMS by score (``nms_iou``, default the head's; at most ``max_detections``).
+        pooled with the ego's, boxes whose centre leaves the ego grid (x, y) or lands on the
+        ego itself (``ego_clearance``) dropped, then rotated NMS by score (``nms_iou``, default
+        the head's; at most ``max_detections``).
         Neighbours beyond ``comm_range`` / past the nearest ``max_neighbours`` are ignored."""
         transforms = (
             np.stack([np.asarray(t, np.float64) for _, t in neighbour_detections])
@@ -331,6 +367,7 @@ class CooperativeDetector(nn.Module):
             & (all_boxes[:, 0] < x1)
             & (all_boxes[:, 1] >= y0)
             & (all_boxes[:, 1] < y1)
+            & self.clear_of_ego(all_boxes)
         )
         all_boxes, all_scores = all_boxes[inside], all_scores[inside]
         cfg = self.config.head

@@ -7,8 +7,10 @@ A config reads as the model's topology in a few lines of YAML (``models/configs/
     features: cpu             # a FEATURE_PRESETS name, or a FeatureConfig dict (see below)
     head: {score_threshold: 0.2, nms_iou: 0.15}
     fusion: max               # none | late | early | any key of models.fusion.FUSION_STRATEGIES
+    fuse_at: encoder          # encoder (BEV pseudo-image, before the 2D backbone) | backbone
     max_neighbours: 4
     comm_range: 70.0
+    ego_clearance: 1.5        # m: detections centred this close to the ego LiDAR are the ego
 
 ``features`` as a dict may name a ``preset`` to start from; any section it also gives
 (``encoder``, ``voxelize``, ``pillar``, ``sparse_voxel``, ``backbone``) replaces that preset's
@@ -34,6 +36,11 @@ from models.head import HeadConfig
 
 # Fusions that are not feature-fusion strategies: boxes merged by NMS, points merged first.
 NON_FEATURE_FUSIONS = ("late", "early")
+# Where intermediate fusion happens: on the encoder's BEV pseudo-image (pillar / height-compressed
+# voxel features at voxel resolution, F-Cooper's voxel-feature fusion) so the 2D backbone and head
+# run once on the fused map, or on the backbone's output (F-Cooper's spatial-feature fusion,
+# AttFuse-style), so only the head sees the fused map.
+FUSE_POINTS = ("encoder", "backbone")
 
 
 def fusion_names() -> list[str]:
@@ -94,7 +101,11 @@ class DetectorConfig:
 
     ``grid`` and ``features`` also accept a preset name (resolved on construction);
     ``max_neighbours`` (K) caps the neighbours fused per ego, nearest first; neighbours farther
-    than ``comm_range`` metres (planar) from the ego are ignored.
+    than ``comm_range`` metres (planar) from the ego are ignored. ``fuse_at`` (one of
+    ``FUSE_POINTS``) is where the map a vehicle sends is taken and fused; every other stage is
+    the same. ``ego_clearance`` (metres, 0 disables): a detection whose centre is that close
+    (planar) to the ego LiDAR is the ego vehicle itself, seen by its neighbours, and is dropped;
+    no other car's centre can be there without overlapping the ego.
     """
 
     name: str = "cpu_max"
@@ -102,8 +113,10 @@ class DetectorConfig:
     features: FeatureConfig = CPU_FEATURES
     head: HeadConfig = field(default_factory=HeadConfig)
     fusion: str = "max"
+    fuse_at: str = "backbone"
     max_neighbours: int = 4
     comm_range: float = 70.0
+    ego_clearance: float = 1.5
 
     def __post_init__(self) -> None:
         where = f"detector {self.name!r}"
@@ -115,12 +128,17 @@ class DetectorConfig:
             raise ValueError("detector: name must not be empty")
         if self.fusion not in fusion_names():
             raise ValueError(f"{where}: unknown fusion {self.fusion!r}; known {fusion_names()}")
+        if self.fuse_at not in FUSE_POINTS:
+            raise ValueError(f"{where}: unknown fuse_at {self.fuse_at!r}; known {FUSE_POINTS}")
         if isinstance(self.max_neighbours, bool) or int(self.max_neighbours) != self.max_neighbours:
             raise ValueError(f"{where}: max_neighbours must be an integer")
         object.__setattr__(self, "max_neighbours", int(self.max_neighbours))
         object.__setattr__(self, "comm_range", float(self.comm_range))
         if self.max_neighbours < 0 or not self.comm_range > 0:
             raise ValueError(f"{where}: need max_neighbours >= 0 and comm_range > 0")
+        object.__setattr__(self, "ego_clearance", float(self.ego_clearance))
+        if not 0.0 <= self.ego_clearance < 10.0:
+            raise ValueError(f"{where}: ego_clearance must be in [0, 10) m, got {self.ego_clearance}")
         backbone = self.features.backbone
         if backbone.output_stride != self.grid.feature_stride:
             raise ValueError(
@@ -148,8 +166,10 @@ class DetectorConfig:
                 "features": self.features.to_dict(),
                 "head": self.head.to_dict(),
                 "fusion": self.fusion,
+                "fuse_at": self.fuse_at,
                 "max_neighbours": self.max_neighbours,
                 "comm_range": self.comm_range,
+                "ego_clearance": self.ego_clearance,
             }
         )
 

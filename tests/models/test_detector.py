@@ -3,6 +3,7 @@ late-fusion box merge, the co-simulation feature path, gradients and a short ove
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -103,6 +104,29 @@ def test_unknown_fusion_and_missing_presets(tmp_path: Path) -> None:
         DetectorConfig(grid="gpu")  # type: ignore[arg-type]
 
 
+def test_fuse_at_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"det\.yaml.*unknown fuse_at 'head'.*encoder"):
+        DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: max\nfuse_at: head\n"))
+
+
+def test_fuse_points_share_weights_and_agree_without_neighbours() -> None:
+    """The fuse point only moves the split between ``encode`` and ``head``: the same weights
+    give the same logits for a lone ego; messages are the pillar map or the backbone's map."""
+    torch.manual_seed(0)
+    at_encoder = build_detector("cpu_attention").eval()
+    config = dataclasses.replace(at_encoder.config, fuse_at="backbone")
+    at_backbone = build_detector(config).eval()
+    at_backbone.load_state_dict(at_encoder.state_dict())
+    assert at_encoder.message_shape == (32, 160, 240)
+    assert at_backbone.message_shape == (96, 80, 120)
+    alone = make_sample(0)
+    with torch.no_grad():
+        a, b = at_encoder([alone]), at_backbone([alone])
+        assert at_encoder.encode([alone.ego_points]).shape == (1, 32, 160, 240)
+    torch.testing.assert_close(a.cls_logits, b.cls_logits)
+    torch.testing.assert_close(a.box_preds, b.box_preds)
+
+
 def test_presets_round_trip(tmp_path: Path) -> None:
     names = detector_presets()
     assert {"cpu_none", "cpu_late", "cpu_early", "cpu_max", "cpu_attention"} <= set(names)
@@ -141,7 +165,7 @@ def test_cpu_presets_forward_loss_predict(name: str, sample: CooperativeSample) 
 def test_opv2v_preset_forward() -> None:
     torch.manual_seed(0)
     model = build_detector("opv2v_attention").eval()
-    assert model.out_channels == 384
+    assert model.message_shape[0] == 384
     with torch.no_grad():
         out = model([make_sample(1)])
     assert out.cls_logits.shape == (1, 2, 100, 352)
@@ -197,7 +221,7 @@ def test_early_fusion_merges_neighbour_points_into_ego_frame(sample: Cooperative
 
 def test_gradients_flow_through_warp_and_fusion() -> None:
     model = build_detector("cpu_attention")
-    c, (h, w) = model.out_channels, model.grid.bev_shape
+    c, h, w = model.message_shape
     ego = torch.rand(1, c, h, w, requires_grad=True)
     nbr = torch.rand(1, c, h, w, requires_grad=True)
     warped = model.warp(nbr, yaw_pose(8.0, 0.0, 0.0, 0.2)[None])
@@ -238,6 +262,29 @@ def test_late_merge_projects_boxes_and_suppresses_duplicates() -> None:
     np.testing.assert_allclose(merged.boxes[1], expect, atol=1e-5)
 
 
+def test_the_ego_seen_by_its_neighbours_is_not_a_detection(sample: CooperativeSample) -> None:
+    """A neighbour 20 m ahead, facing back, reports the ego's own car at (20, 0) in its frame:
+    that is (0, 0) in the ego frame and is dropped; a car 3 m beside the ego is kept."""
+    model = build_detector("cpu_late")
+    facing_back = yaw_pose(20.0, 0.0, 0.0, math.pi)
+    theirs = Detections(
+        np.array([[20.0, 0.3, -1, 4.5, 1.8, 1.5, math.pi], [20.0, 3.0, -1, 4.5, 1.8, 1.5, 0.0]],
+                 np.float32),
+        np.array([0.9, 0.8], np.float32),
+    )
+    nothing = Detections(np.zeros((0, 7), np.float32), np.zeros(0, np.float32))
+    merged = model.detect_late(nothing, [(theirs, facing_back)])
+    np.testing.assert_allclose(merged.boxes[:, :2], [[0.0, -3.0]], atol=1e-5)
+    np.testing.assert_array_equal(
+        model.clear_of_ego(np.array([[1.4, 0.3, 0, 4, 2, 1.5, 0], [1.6, 0, 0, 4, 2, 1.5, 0]])),
+        [False, True],
+    )
+    keep_all = build_detector(dataclasses.replace(model.config, ego_clearance=0.0))
+    assert len(keep_all.detect_late(nothing, [(theirs, facing_back)])) == 2
+    with pytest.raises(ValueError, match="ego_clearance"):
+        dataclasses.replace(model.config, ego_clearance=-1.0)
+
+
 def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -> None:
     torch.manual_seed(0)
     model = build_detector("cpu_late").eval()
@@ -255,10 +302,14 @@ def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -
 # ---- the co-simulation path ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fuse_at", ["encoder", "backbone"])
 @pytest.mark.parametrize("fusion", ["max", "attention"])
-def test_detect_from_features_equals_predict(fusion: str, sample: CooperativeSample) -> None:
+def test_detect_from_features_equals_predict(
+    fusion: str, fuse_at: str, sample: CooperativeSample
+) -> None:
     torch.manual_seed(0)
-    model = build_detector(f"cpu_{fusion}").eval()
+    config = dataclasses.replace(load_detector_config(f"cpu_{fusion}"), fuse_at=fuse_at)
+    model = build_detector(config).eval()
     with torch.no_grad():
         bev = model.encode([sample.ego_points, *sample.neighbour_points])
     nbrs = list(zip(bev[1:], sample.neighbour_to_ego, strict=True))
@@ -268,10 +319,11 @@ def test_detect_from_features_equals_predict(fusion: str, sample: CooperativeSam
     np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-5)
     np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
     # All cells sent == no mask; nothing sent == ego alone.
-    sent = [NeighbourFeature(f, t, np.ones(model.grid.bev_shape, bool)) for f, t in nbrs]
+    shape = model.message_grid.bev_shape
+    sent = [NeighbourFeature(f, t, np.ones(shape, bool)) for f, t in nbrs]
     all_sent = model.detect_from_features(bev[0], sent, score_threshold=0.0)
     np.testing.assert_allclose(all_sent.scores, want.scores, atol=1e-6)
-    none_sent = [(f, t, torch.zeros(model.grid.bev_shape, dtype=torch.bool)) for f, t in nbrs]
+    none_sent = [(f, t, torch.zeros(shape, dtype=torch.bool)) for f, t in nbrs]
     alone = model.detect_from_features(bev[0], [], score_threshold=0.0)
     nothing = model.detect_from_features(bev[0], none_sent, score_threshold=0.0)
     np.testing.assert_allclose(nothing.scores, alone.scores, atol=1e-6)
@@ -281,11 +333,11 @@ def test_detect_from_features_equals_predict(fusion: str, sample: CooperativeSam
 
 def test_sent_mask_is_warped_with_the_features() -> None:
     model = build_detector("cpu_max")
-    h, w = model.grid.bev_shape
+    h, w = model.message_grid.bev_shape
     sent = torch.zeros(h, w, dtype=torch.bool)
     sent[:, :10] = True  # the neighbour sent its 10 leftmost columns only
-    shift = yaw_pose(8 * model.grid.cell_size, 0.0, 0.0, 0.0)  # 8 cells towards +x
-    warped = model.warp(torch.ones(1, model.out_channels, h, w), shift[None], sent[None])
+    shift = yaw_pose(8 * model.message_grid.cell_size, 0.0, 0.0, 0.0)  # 8 cells towards +x
+    warped = model.warp(torch.ones(1, model.message_shape[0], h, w), shift[None], sent[None])
     valid_cols = torch.nonzero(warped.mask[0, 0].all(dim=0)).flatten().tolist()
     assert valid_cols == list(range(8, 18))
 
