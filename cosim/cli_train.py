@@ -88,7 +88,8 @@ def eval_command(
     frames: Annotated[int | None, typer.Option(min=1, help="First N frames only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
 ) -> None:
-    """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions)."""
+    """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
+    and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
     import torch
 
     torch.set_num_threads(threads)
@@ -114,6 +115,19 @@ def eval_command(
         values = report[key].values()
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
+    seen = Table(title="recall at IoU 0.5 by who saw the box (>= 5 LiDAR points)")
+    for column in ("ground truth seen by", "boxes", "found", "recall", "median yaw error"):
+        seen.add_column(column, justify="left" if column.startswith("ground") else "right")
+    for name, row in report["recall_by_visibility"].items():
+        recall, yaw = row["recall"], row["median_yaw_error_deg"]
+        seen.add_row(
+            name.replace("_", " "),
+            str(row["gt"]),
+            str(row["found"]),
+            "n/a" if recall is None else f"{recall:.3f}",
+            "n/a" if yaw is None else f"{yaw:.1f} deg",
+        )
+    console.print(seen)
     if out is not None:
         console.print(f"wrote {out}")
 

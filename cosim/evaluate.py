@@ -21,6 +21,7 @@ from rich.console import Console
 from cosim.progress import progress_bar
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
+from cosim.visibility import VisibilityRecall
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
 
 EVAL_DATA: dict[str, Any] = {
@@ -45,9 +46,11 @@ def accumulate(
     progress: bool = True,
     console: Console | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    visibility: VisibilityRecall | None = None,
 ) -> DetectionAccumulator:
     """Run the model on the first ``frames`` evaluation samples (all when None) and match its
-    detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch."""
+    detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch;
+    ``visibility`` (if given) also collects recall by who saw each box."""
     dataset = eval_dataset(model, data_dir)
     total = len(dataset) if frames is None else min(frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
@@ -59,6 +62,8 @@ def accumulate(
                 detections = model.predict(samples, score_threshold=score_threshold)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
+                if visibility is not None:
+                    visibility.add(sample, det.boxes)
             bar.update(task, advance=len(samples))
             if on_batch is not None:
                 on_batch(start + len(samples), total)
@@ -91,8 +96,12 @@ def evaluate_report(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
-    "num_gt", "data", "protocol"}`` with IoU keys as strings (JSON-ready)."""
-    acc = accumulate(model, data_dir, frames, batch_size, score_threshold, progress, console)
+    "num_gt", "recall_by_visibility", "data", "protocol"}`` with IoU keys as strings
+    (JSON-ready); recall by visibility at IoU 0.5 (:mod:`cosim.visibility`)."""
+    visibility = VisibilityRecall(0.5)
+    acc = accumulate(
+        model, data_dir, frames, batch_size, score_threshold, progress, console, None, visibility
+    )
 
     def plain(aps: dict[float, float]) -> dict[str, float | None]:
         return {f"{t:g}": None if math.isnan(v) else v for t, v in aps.items()}
@@ -103,5 +112,6 @@ def evaluate_report(
         "num_gt": acc.num_gt,
         "ap": plain(acc.average_precision(False)),
         "ap_global_sort": plain(acc.average_precision(True)),
+        "recall_by_visibility": visibility.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
     }

@@ -233,6 +233,9 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     report = json.loads(report_path.read_text())
     assert report["frames"] == 4 and set(report["ap"]) == {"0.3", "0.5", "0.7"}
     assert all(0.0 <= v <= 1.0 for v in report["ap"].values() if not math.isnan(v))
+    by_class = report["recall_by_visibility"]
+    assert set(by_class) == {"ego", "neighbours_only", "sparse"} and "neighbours only" in res.output
+    assert sum(row["gt"] for row in by_class.values()) == report["num_gt"]
     res = runner.invoke(
         cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
     )
