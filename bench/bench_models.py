@@ -8,8 +8,9 @@ best of N runs (``total_median_ms`` is the median of the whole single-agent dete
 ``train_step_ms`` is a forward + backward + SGD step of the feature half alone, with a stand-in
 loss. ``nms_ms`` decodes and NMSes at score threshold 0, i.e. the head's ``pre_nms_top_k``
 (1000) best anchors of an untrained head: a worst case for a trained model's few candidates.
-``coop4_*`` run :class:`~models.detector.CooperativeDetector` with attention fusion on an ego
-plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, head, decode + NMS).
+``coop4_<fuse_at>_*`` run :class:`~models.detector.CooperativeDetector` with attention fusion
+on an ego plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, head, decode +
+NMS), fused at the pillar map (``encoder``: one backbone pass) or after the backbone.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
-from models.detector_config import DetectorConfig
+from models.detector_config import FUSE_POINTS, DetectorConfig
 from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
 from scenarios.geometry import yaw_pose
@@ -124,11 +125,18 @@ def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str,
         row["detections"] = len(dets[0])
         _, _, row["total_median_ms"] = _timed(detect_one, repeats)
         sample = cooperative_sample(net.encoder.voxel_grid)
-        detector([sample])  # warm-up
-        _, row["coop4_forward_ms"], _ = _timed(lambda: detector([sample]), repeats)
-        _, row["coop4_predict_ms"], _ = _timed(
-            lambda: detector.predict([sample], score_threshold=0.0), repeats
-        )
+        for fuse_at in FUSE_POINTS:
+            coop = CooperativeDetector(
+                DetectorConfig(f"{preset}_{encoder}", grid, config.with_encoder(encoder),
+                               fusion="attention", fuse_at=fuse_at)
+            ).eval()
+            coop([sample])  # warm-up
+            _, row[f"coop4_{fuse_at}_forward_ms"], _ = _timed(
+                lambda model=coop: model([sample]), repeats
+            )
+            _, row[f"coop4_{fuse_at}_predict_ms"], _ = _timed(
+                lambda model=coop: model.predict([sample], score_threshold=0.0), repeats
+            )
     row["total_ms"] = sum(
         row[k] for k in ("voxelize_ms", "encoder_ms", "backbone_ms", "head_ms", "nms_ms")
     )

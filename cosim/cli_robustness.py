@@ -1,6 +1,7 @@
 """``cosim robustness CHECKPOINT``: AP under sensor corruptions and communication faults.
 
-Register in ``cosim/cli.py`` with ``cli_robustness.register(app)``. Writes
+Register in ``cosim/cli.py`` with ``cli_robustness.register(app)``; it also adds
+``cosim robustness-compare RUN...``, one table across several benchmark runs. Writes
 ``robustness.parquet`` (one row per condition), ``report.md`` (AP@0.5 / AP@0.7 per condition,
 RCE per corruption, mRCE), ``faults.png``, ``corruptions.png`` and ``robustness.yaml`` (the
 settings) to ``--out``.
@@ -88,9 +89,35 @@ def _summary_table(rows: list[dict]) -> Table:
     return table
 
 
+def compare_command(
+    runs: Annotated[list[Path], typer.Argument(
+        help="Output folders of cosim robustness (each holds robustness.parquet).")],
+    out: Annotated[Path | None, typer.Option(help="Also write the markdown here.")] = None,
+) -> None:
+    """One table across benchmark runs: rows are the runs (named by folder), columns clean
+    AP@0.5, AP@0.5 per corruption at severity 2, mRCE, then the communication faults."""
+    import pyarrow.parquet as pq
+
+    from cosim.robustness_report import compare_report
+
+    tables = {}
+    for folder in runs:
+        path = folder / "robustness.parquet"
+        if not path.is_file():
+            console.print(f"[red]error:[/red] no robustness.parquet in {folder}")
+            raise typer.Exit(2)
+        tables[folder.name] = pq.read_table(path)
+    text = compare_report(tables)
+    typer.echo(text, nl=False)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``robustness`` to the ``cosim`` app."""
+    """Add ``robustness`` and ``robustness-compare`` to the ``cosim`` app."""
     app.command("robustness")(robustness_command)
+    app.command("robustness-compare")(compare_command)
 
 
 if __name__ == "__main__":  # python -m cosim.cli_robustness CHECKPOINT ... (before registration)

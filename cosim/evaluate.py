@@ -19,9 +19,9 @@ import torch
 from rich.console import Console
 
 from cosim.progress import progress_bar
+from cosim.visibility import VisibilityRecall
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
-from cosim.visibility import VisibilityRecall
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
 
 EVAL_DATA: dict[str, Any] = {

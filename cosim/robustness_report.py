@@ -72,8 +72,8 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def _f(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
+def _f(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def render_report(table: pa.Table, title: str) -> str:
@@ -150,6 +150,45 @@ def plot_corruptions(table: pa.Table, out: Path, title: str = "") -> Path | None
     axes.set_title(title or "sensor corruptions")
     figure.tight_layout()
     return save(figure, out)
+
+
+def _ap_by_label(table: pa.Table) -> dict[str, float]:
+    return dict(zip(table.column("label").to_pylist(), table.column("ap@0.5").to_pylist(),
+                    strict=True))
+
+
+def compare_report(tables: dict[str, pa.Table]) -> str:
+    """Markdown comparing benchmark runs (name -> robustness table), one row per run: clean
+    AP@0.5, AP@0.5 per corruption at severity 2, the two mRCEs; then AP@0.5 under each
+    communication fault that every run has (the README's robustness tables)."""
+    if not tables:
+        raise ValueError("robustness comparison needs at least one table")
+    by_name = {name: (_ap_by_label(t), summarize(t)) for name, t in tables.items()}
+    lines: list[str] = []
+    middle = [f"{n}/{MIDDLE_SEVERITY}" for n in CORRUPTION_NAMES]
+    if all(label in aps for aps, _ in by_name.values() for label in middle):
+        lines += ["| model | clean | " + " | ".join(CORRUPTION_NAMES)
+                  + f" | mRCE sev {MIDDLE_SEVERITY} | mRCE all |",
+                  "|---|" + "---|" * (len(CORRUPTION_NAMES) + 3)]
+        for name, (aps, summary) in by_name.items():
+            cells = [aps["clean"], *(aps[label] for label in middle), summary["mrce_sev2"],
+                     summary["mrce_all"]]
+            lines.append(f"| {name} | " + " | ".join(_f(c, 3) for c in cells) + " |")
+        lines.append("")
+    first = next(iter(tables.values()))
+    faults = [r["label"] for r in first.to_pylist() if r["kind"] in ("pose", "latency", "loss")
+              and float(r["level"]) > 0 and all(r["label"] in aps for aps, _ in
+                                                by_name.values())]
+    if faults:
+        lines += ["| model | clean | " + " | ".join(faults) + " |",
+                  "|---|" + "---|" * (len(faults) + 1)]
+        for name, (aps, _) in by_name.items():
+            lines.append(f"| {name} | " + " | ".join(
+                _f(aps[label], 3) for label in ["clean", *faults]) + " |")
+        lines.append("")
+    lines.append("AP@0.5 (3 decimals); mRCE = mean of (AP_clean - AP) / AP_clean over the "
+                 "corruptions.")
+    return "\n".join(lines) + "\n"
 
 
 def write_outputs(table: pa.Table, folder: Path, title: str) -> list[Path]:

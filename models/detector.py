@@ -117,7 +117,8 @@ class CooperativeDetector(nn.Module):
     # ---- stages --------------------------------------------------------------------------
 
     def encode(self, clouds: Sequence[PointsLike]) -> torch.Tensor:
-        """``(N_i, 4)`` clouds, each in its own sensor frame -> message maps ``(B, *message_shape)``.
+        """``(N_i, 4)`` clouds, each in its own sensor frame -> message maps
+        ``(B, *message_shape)``.
 
         What a vehicle actor runs on its own points before compressing and sending.
         """

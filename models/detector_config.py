@@ -138,7 +138,9 @@ class DetectorConfig:
             raise ValueError(f"{where}: need max_neighbours >= 0 and comm_range > 0")
         object.__setattr__(self, "ego_clearance", float(self.ego_clearance))
         if not 0.0 <= self.ego_clearance < 10.0:
-            raise ValueError(f"{where}: ego_clearance must be in [0, 10) m, got {self.ego_clearance}")
+            raise ValueError(
+                f"{where}: ego_clearance must be in [0, 10) m, got {self.ego_clearance}"
+            )
         backbone = self.features.backbone
         if backbone.output_stride != self.grid.feature_stride:
             raise ValueError(

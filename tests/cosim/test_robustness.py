@@ -26,7 +26,7 @@ from cosim.robustness import (
     loss_config,
     source_runs,
 )
-from cosim.robustness_report import render_report, summarize, with_rce
+from cosim.robustness_report import compare_report, render_report, summarize, with_rce
 from cosim.robustness_run import BenchmarkConfig, run_benchmark
 from models.batch import CooperativeSample
 from models.checkpoint import load_checkpoint
@@ -215,6 +215,19 @@ def test_mrce_arithmetic() -> None:
     assert math.isnan(partial["mrce_sev2"]) and math.isnan(partial["mrce_all"])
     with pytest.raises(ValueError, match="exactly one clean row"):
         with_rce(rows[1:])
+    halved = with_rce([{**r, "ap@0.5": r["ap@0.5"] / 2} for r in rows])
+    lines = compare_report({"full": table, "half": halved}).splitlines()
+    assert lines[0] == ("| model | clean | " + " | ".join(CORRUPTION_NAMES)
+                        + " | mRCE sev 2 | mRCE all |")
+    # clean 0.8, corruption i at severity 2: 0.8 - 0.2 - 0.01 i; halving every AP keeps RCEs
+    assert lines[2].startswith("| full | 0.800 | 0.600 | 0.590 | 0.580 |")
+    mrces = [float(cell) for cell in lines[2].split("|")[-3:-1]]
+    assert mrces == pytest.approx([0.2875, 0.2875], abs=6e-4)
+    assert lines[3].startswith("| half | 0.400 |")
+    assert lines[5:8] == ["| model | clean | b |", "|---|---|---|", "| full | 0.800 | 0.600 |"]
+    assert "| model" not in compare_report({"partial": with_rce(rows[:3])})  # nothing complete
+    with pytest.raises(ValueError, match="at least one"):
+        compare_report({})
 
 
 def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None:
@@ -233,6 +246,14 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
     assert "mRCE (seven corruptions, severity 2)" in report and "| sensor | fog/2 |" in report
     for name in ("faults.png", "corruptions.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    compared = runner.invoke(app, ["robustness-compare", str(out), "--out",
+                                   str(tmp_path / "compare.md")])
+    assert compared.exit_code == 0, compared.output
+    lines = (tmp_path / "compare.md").read_text().splitlines()
+    clean_ap = table.column("ap@0.5").to_pylist()[0]
+    assert lines[2].startswith(f"| bench | {clean_ap:.3f} |") and "pose/0.6" in lines[4]
+    missing = runner.invoke(app, ["robustness-compare", str(out), str(tmp_path)])
+    assert missing.exit_code == 2 and "no robustness.parquet in" in missing.output
     bad = runner.invoke(app, ["robustness", str(folder / "tiny.pt"), "--data",
                               str(folder / "data5hz"), "--out", str(tmp_path / "x"),
                               "--conditions", "latency", "--parallel", "0"])
