@@ -87,6 +87,8 @@ def eval_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here.")] = None,
     frames: Annotated[int | None, typer.Option(min=1, help="First N frames only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
+    score_threshold: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Drop detections below this score (default: the config's).")] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -97,10 +99,13 @@ def eval_command(
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
         model, config, payload = load_checkpoint(checkpoint)
-        report = evaluate_report(model, data, frames, progress=not as_json, console=console)
+        report = evaluate_report(model, data, frames, score_threshold=score_threshold,
+                                 progress=not as_json, console=console)
     except (DatasetFormatError, ValueError) as error:
         raise _fail(str(error)) from error
-    report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])
+    report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"],
+                  score_threshold=config.head.score_threshold if score_threshold is None
+                  else score_threshold)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")

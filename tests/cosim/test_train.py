@@ -240,6 +240,13 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
         cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
     )
     assert res.exit_code == 0 and json.loads(res.output)["ap"] == report["ap"]
+    assert report["score_threshold"] == read_checkpoint(run_dir / "best.pt")["config"]["head"][
+        "score_threshold"]
+    res = runner.invoke(cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data),
+                                "--json", "--score-threshold", "1.0"])
+    strict = json.loads(res.output)  # nothing scores above 1: no detection, AP 0, recall 0
+    assert strict["score_threshold"] == 1.0 and set(strict["ap"].values()) <= {0.0, None}
+    assert all(row["found"] == 0 for row in strict["recall_by_visibility"].values())
 
 
 def test_cli_errors_name_the_missing_file(tmp_path: Path) -> None:
