@@ -94,19 +94,21 @@ def compare_command(
         help="Output folders of cosim robustness (each holds robustness.parquet).")],
     out: Annotated[Path | None, typer.Option(help="Also write the markdown here.")] = None,
 ) -> None:
-    """One table across benchmark runs: rows are the runs (named by folder), columns clean
-    AP@0.5, AP@0.5 per corruption at severity 2, mRCE, then the communication faults."""
+    """One table across benchmark runs: rows are the runs (named by folder, or by the path as
+    given where two folders share a name), columns clean AP@0.5, AP@0.5 per corruption at
+    severity 2, mRCE, then the communication faults."""
     import pyarrow.parquet as pq
 
     from cosim.robustness_report import compare_report
 
+    names = [folder.name for folder in runs]
     tables = {}
-    for folder in runs:
+    for folder, name in zip(runs, names, strict=True):
         path = folder / "robustness.parquet"
         if not path.is_file():
             console.print(f"[red]error:[/red] no robustness.parquet in {folder}")
             raise typer.Exit(2)
-        tables[folder.name] = pq.read_table(path)
+        tables[name if names.count(name) == 1 else str(folder)] = pq.read_table(path)
     text = compare_report(tables)
     typer.echo(text, nl=False)
     if out is not None:

@@ -252,6 +252,11 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
     lines = (tmp_path / "compare.md").read_text().splitlines()
     clean_ap = table.column("ap@0.5").to_pylist()[0]
     assert lines[2].startswith(f"| bench | {clean_ap:.3f} |") and "pose/0.6" in lines[4]
+    twin = tmp_path / "again" / "bench"
+    twin.mkdir(parents=True)
+    (twin / "robustness.parquet").write_bytes((out / "robustness.parquet").read_bytes())
+    both = runner.invoke(app, ["robustness-compare", str(out), str(twin)])
+    assert both.exit_code == 0 and f"| {out} |" in both.output and f"| {twin} |" in both.output
     missing = runner.invoke(app, ["robustness-compare", str(out), str(tmp_path)])
     assert missing.exit_code == 2 and "no robustness.parquet in" in missing.output
     bad = runner.invoke(app, ["robustness", str(folder / "tiny.pt"), "--data",
