@@ -120,16 +120,18 @@ def eval_command(
         values = report[key].values()
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
-    seen = Table(title="recall at IoU 0.5 by who saw the box (>= 5 LiDAR points)")
-    for column in ("ground truth seen by", "boxes", "found", "recall", "median yaw error"):
+    seen = Table(title="recall by who saw the box (>= 5 LiDAR points)")
+    for column in ("ground truth seen by", "boxes", "found@0.5", "recall@0.5", "recall@0.7",
+                   "median yaw error"):
         seen.add_column(column, justify="left" if column.startswith("ground") else "right")
     for name, row in report["recall_by_visibility"].items():
-        recall, yaw = row["recall"], row["median_yaw_error_deg"]
+        recall, tight, yaw = row["recall"], row["recall@0.7"], row["median_yaw_error_deg"]
         seen.add_row(
             name.replace("_", " "),
             str(row["gt"]),
             str(row["found"]),
             "n/a" if recall is None else f"{recall:.3f}",
+            "n/a" if tight is None else f"{tight:.3f}",
             "n/a" if yaw is None else f"{yaw:.1f} deg",
         )
     console.print(seen)

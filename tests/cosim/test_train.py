@@ -236,6 +236,7 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     by_class = report["recall_by_visibility"]
     assert set(by_class) == {"ego", "neighbours_only", "sparse"} and "neighbours only" in res.output
     assert sum(row["gt"] for row in by_class.values()) == report["num_gt"]
+    assert all(row["found@0.7"] <= row["found"] for row in by_class.values())
     res = runner.invoke(
         cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
     )

@@ -64,3 +64,15 @@ def test_no_ground_truth_gives_empty_classes() -> None:
     recall = VisibilityRecall()
     recall.add(empty, GT)
     assert all(v["gt"] == 0 and v["recall"] is None for v in recall.report().values())
+
+
+def test_a_stricter_iou_counts_only_tight_boxes() -> None:
+    # 4 m long boxes shifted along their length: 0.5 m -> IoU 3.5/4.5 = 0.78, 1 m -> 3/5 = 0.6.
+    tight_a = GT[0] + np.array([0.5, 0, 0, 0, 0, 0, 0], np.float32)
+    loose_b = GT[1] + np.array([0, 1.0, 0, 0, 0, 0, 0], np.float32)  # B lies along y
+    found = {}
+    for threshold in (0.5, 0.7):
+        recall = VisibilityRecall(threshold)
+        recall.add(scene(), np.stack([tight_a, loose_b]))
+        found[threshold] = [v["found"] for v in recall.report().values()]
+    assert found == {0.5: [1, 1, 0], 0.7: [1, 0, 0]}
