@@ -123,7 +123,8 @@ def eval_command(
     seen = Table(title="recall by who saw the box (>= 5 LiDAR points)")
     for column in ("ground truth seen by", "boxes", "found@0.5", "recall@0.5", "recall@0.7",
                    "median yaw error"):
-        seen.add_column(column, justify="left" if column.startswith("ground") else "right")
+        first = column.startswith("ground")
+        seen.add_column(column, justify="left" if first else "right", no_wrap=first)
     for name, row in report["recall_by_visibility"].items():
         recall, tight, yaw = row["recall"], row["recall@0.7"], row["median_yaw_error_deg"]
         seen.add_row(
