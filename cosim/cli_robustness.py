@@ -93,13 +93,15 @@ def compare_command(
     runs: Annotated[list[Path], typer.Argument(
         help="Output folders of cosim robustness (each holds robustness.parquet).")],
     out: Annotated[Path | None, typer.Option(help="Also write the markdown here.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw AP@0.5 of every run against each fault level (PNG).")] = None,
 ) -> None:
     """One table across benchmark runs: rows are the runs (named by folder, or by the path as
     given where two folders share a name), columns clean AP@0.5, AP@0.5 per corruption at
     severity 2, mRCE, then the communication faults."""
     import pyarrow.parquet as pq
 
-    from cosim.robustness_report import compare_report
+    from cosim.robustness_report import compare_report, plot_compare
 
     names = [folder.name for folder in runs]
     tables = {}
@@ -114,6 +116,8 @@ def compare_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
+    if plot is not None:
+        typer.echo(f"wrote {plot_compare(tables, plot)}")
 
 
 def register(app: typer.Typer) -> None:

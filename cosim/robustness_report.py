@@ -191,6 +191,48 @@ def compare_report(tables: dict[str, pa.Table]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_compare(tables: dict[str, pa.Table], out: Path) -> Path:
+    """AP@0.5 of several runs against each fault level: pose error, latency, loss (Bernoulli
+    solid, bursty dashed) and sensor severity (mean over the seven corruptions, 0 = clean)."""
+    if not tables:
+        raise ValueError("robustness comparison needs at least one table")
+    figure, axes_list = plt.subplots(1, 4, figsize=(18, 4), dpi=100)
+    panels = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
+              ("loss", "mean loss (%)"), ("sensor", "corruption severity (mean of seven)"))
+    for index, (name, table) in enumerate(tables.items()):
+        color = f"C{index % 10}"
+        rows = table.to_pylist()
+        clean = next(r for r in rows if r["kind"] == "clean")["ap@0.5"]
+        for axes, (kind, _) in zip(axes_list, panels, strict=True):
+            chosen = [r for r in rows if r["kind"] == kind]
+            if kind == "sensor":
+                levels = sorted({int(r["level"]) for r in chosen})
+                xs = [0, *levels]
+                ys = [clean, *(float(np.mean([r["ap@0.5"] for r in chosen
+                                              if int(r["level"]) == lv])) for lv in levels)]
+                axes.plot(xs, ys, "o-", color=color, label=name)
+                continue
+            models = ["bernoulli", "gilbert_elliott"] if kind == "loss" else [None]
+            for model, style in zip(models, ("o-", "s--"), strict=False):
+                line = sorted((r["level"], r["ap@0.5"]) for r in chosen
+                              if model is None or r["name"] in (model, "none"))
+                if not line:
+                    continue
+                if kind == "loss" and line[0][0] > 0:
+                    line = [(0.0, clean), *line]
+                xs = [100 * lv if kind == "loss" else lv for lv, _ in line]
+                label = name if model in (None, "bernoulli") else f"{name} (bursty)"
+                axes.plot(xs, [ap for _, ap in line], style, color=color, label=label)
+    for axes, (kind, xlabel) in zip(axes_list, panels, strict=True):
+        axes.set_xlabel(xlabel)
+        axes.set_ylabel("AP@0.5")
+        axes.set_title(kind)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return save(figure, out)
+
+
 def write_outputs(table: pa.Table, folder: Path, title: str) -> list[Path]:
     """``robustness.parquet``, ``report.md``, ``faults.png``, ``corruptions.png`` in
     ``folder`` (plots only for the kinds run); returns the paths written."""

@@ -247,8 +247,10 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
     for name in ("faults.png", "corruptions.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     compared = runner.invoke(app, ["robustness-compare", str(out), "--out",
-                                   str(tmp_path / "compare.md")])
+                                   str(tmp_path / "compare.md"), "--plot",
+                                   str(tmp_path / "compare.png")])
     assert compared.exit_code == 0, compared.output
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
     lines = (tmp_path / "compare.md").read_text().splitlines()
     clean_ap = table.column("ap@0.5").to_pylist()[0]
     assert lines[2].startswith(f"| bench | {clean_ap:.3f} |") and "pose/0.6" in lines[4]
