@@ -103,9 +103,7 @@ def eval_command(
                                  progress=not as_json, console=console)
     except (DatasetFormatError, ValueError) as error:
         raise _fail(str(error)) from error
-    report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"],
-                  score_threshold=config.head.score_threshold if score_threshold is None
-                  else score_threshold)
+    report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -120,6 +118,9 @@ def eval_command(
         values = report[key].values()
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
+    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g} "
+                  f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
+                  f"{report['false_positives']['0.5']} false positives at IoU 0.5")
     seen = Table(title="recall by who saw the box (>= 5 LiDAR points)")
     for column in ("ground truth seen by", "boxes", "found@0.5", "recall@0.5", "recall@0.7",
                    "median yaw error"):

@@ -11,7 +11,7 @@ takes up to its ``max_neighbours`` nearest).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,11 @@ def accumulate(
     progress: bool = True,
     console: Console | None = None,
     on_batch: Callable[[int, int], None] | None = None,
-    visibility: Sequence[VisibilityRecall] = (),
+    visibility: VisibilityRecall | None = None,
 ) -> DetectionAccumulator:
     """Run the model on the first ``frames`` evaluation samples (all when None) and match its
     detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch;
-    each of ``visibility`` also collects recall by who saw each box (at its IoU)."""
+    ``visibility`` (if given) also collects recall by who saw each box."""
     dataset = eval_dataset(model, data_dir)
     total = len(dataset) if frames is None else min(frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
@@ -62,8 +62,8 @@ def accumulate(
                 detections = model.predict(samples, score_threshold=score_threshold)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
-                for recall in visibility:
-                    recall.add(sample, det.boxes)
+                if visibility is not None:
+                    visibility.add(sample, det.boxes)
             bar.update(task, advance=len(samples))
             if on_batch is not None:
                 on_batch(start + len(samples), total)
@@ -96,18 +96,15 @@ def evaluate_report(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
-    "num_gt", "recall_by_visibility", "data", "protocol"}`` with IoU keys as strings
-    (JSON-ready); recall by visibility (:mod:`cosim.visibility`) at IoU 0.5, each class row
-    also carrying ``found@0.7`` / ``recall@0.7``: a box found at 0.5 but not 0.7 is a false
-    positive at 0.7."""
-    loose, tight = VisibilityRecall(0.5), VisibilityRecall(0.7)
+    "num_gt", "detections", "false_positives", "score_threshold", "recall_by_visibility",
+    "data", "protocol"}`` with IoU keys as strings (JSON-ready); recall by visibility
+    (:mod:`cosim.visibility`) at IoU 0.5, each class row also carrying ``found@0.7`` /
+    ``recall@0.7`` (a box found at 0.5 but not 0.7 is a false positive at 0.7)."""
+    visibility = VisibilityRecall((0.5, 0.7))
     acc = accumulate(
-        model, data_dir, frames, batch_size, score_threshold, progress, console, None,
-        (loose, tight),
+        model, data_dir, frames, batch_size, score_threshold, progress, console, None, visibility
     )
-    by_class = loose.report()
-    for name, row in tight.report().items():
-        by_class[name].update({"found@0.7": row["found"], "recall@0.7": row["recall"]})
+    head = model.config.head
 
     def plain(aps: dict[float, float]) -> dict[str, float | None]:
         return {f"{t:g}": None if math.isnan(v) else v for t, v in aps.items()}
@@ -118,6 +115,9 @@ def evaluate_report(
         "num_gt": acc.num_gt,
         "ap": plain(acc.average_precision(False)),
         "ap_global_sort": plain(acc.average_precision(True)),
-        "recall_by_visibility": by_class,
+        "detections": acc.num_detections,
+        "false_positives": {f"{t:g}": n for t, n in acc.false_positives().items()},
+        "score_threshold": head.score_threshold if score_threshold is None else score_threshold,
+        "recall_by_visibility": visibility.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
     }

@@ -21,6 +21,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from cosim.render import save  # noqa: E402
+from cosim.robustness import LOSS_MODELS  # noqa: E402
 from models.metrics import relative_corruption_error  # noqa: E402
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES  # noqa: E402
 
@@ -100,25 +101,38 @@ def render_report(table: pa.Table, title: str) -> str:
     return "\n".join(lines)
 
 
+FAULT_AXES = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
+              ("loss", "mean loss (%)"))
+
+
+def _fault_series(rows: list[dict[str, Any]], kind: str,
+                  metric: str) -> list[tuple[str | None, list[float], list[float]]]:
+    """``(loss model or None, x, metric)`` lines of one fault kind, by level; each loss model's
+    line starts at the shared lossless ``none`` row; loss levels in percent."""
+    chosen = [r for r in rows if r["kind"] == kind]
+    models: list[str | None] = list(LOSS_MODELS) if kind == "loss" else [None]
+    out = []
+    for model in models:
+        line = sorted((r["level"], r[metric]) for r in chosen
+                      if model is None or r["name"] in (model, "none"))
+        if line:
+            scale = 100.0 if kind == "loss" else 1.0
+            out.append((model, [scale * lv for lv, _ in line], [v for _, v in line]))
+    return out
+
+
 def plot_faults(table: pa.Table, out: Path, title: str = "") -> Path | None:
     """AP@0.5 and AP@0.7 against pose error, latency and loss (one panel each present)."""
     rows = table.to_pylist()
-    axes_labels = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
-                   ("loss", "mean loss (%)"))
-    panels = [(k, x) for k, x in axes_labels if any(r["kind"] == k for r in rows)]
+    panels = [(k, x) for k, x in FAULT_AXES if any(r["kind"] == k for r in rows)]
     if not panels:
         return None
     figure, axes_list = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=100,
                                      squeeze=False)
     for axes, (kind, xlabel) in zip(axes_list[0], panels, strict=True):
-        chosen = [r for r in rows if r["kind"] == kind]
-        names = ["bernoulli", "gilbert_elliott"] if kind == "loss" else [chosen[0]["name"]]
-        for name in names:
-            line = sorted((r["level"], r) for r in chosen if r["name"] in (name, "none"))
-            xs = [100 * lv if kind == "loss" else lv for lv, _ in line]
-            for metric, style in (("ap@0.5", "o-"), ("ap@0.7", "s--")):
-                label = metric.upper() + (f" {name}" if kind == "loss" else "")
-                axes.plot(xs, [r[metric] for _, r in line], style, label=label)
+        for metric, style in (("ap@0.5", "o-"), ("ap@0.7", "s--")):
+            for model, xs, ys in _fault_series(rows, kind, metric):
+                axes.plot(xs, ys, style, label=metric.upper() + (f" {model}" if model else ""))
         axes.set_xlabel(xlabel)
         axes.set_ylabel("AP")
         axes.set_title(kind)
@@ -196,33 +210,22 @@ def plot_compare(tables: dict[str, pa.Table], out: Path) -> Path:
     solid, bursty dashed) and sensor severity (mean over the seven corruptions, 0 = clean)."""
     if not tables:
         raise ValueError("robustness comparison needs at least one table")
-    figure, axes_list = plt.subplots(1, 4, figsize=(18, 4), dpi=100)
-    panels = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
-              ("loss", "mean loss (%)"), ("sensor", "corruption severity (mean of seven)"))
+    panels = (*FAULT_AXES, ("sensor", "corruption severity (mean of seven)"))
+    figure, axes_list = plt.subplots(1, len(panels), figsize=(18, 4), dpi=100)
     for index, (name, table) in enumerate(tables.items()):
         color = f"C{index % 10}"
         rows = table.to_pylist()
+        for axes, (kind, _) in zip(axes_list[:-1], FAULT_AXES, strict=True):
+            for model, xs, ys in _fault_series(rows, kind, "ap@0.5"):
+                bursty = model == "gilbert_elliott"
+                axes.plot(xs, ys, "s--" if bursty else "o-", color=color,
+                          label=f"{name} (bursty)" if bursty else name)
         clean = next(r for r in rows if r["kind"] == "clean")["ap@0.5"]
-        for axes, (kind, _) in zip(axes_list, panels, strict=True):
-            chosen = [r for r in rows if r["kind"] == kind]
-            if kind == "sensor":
-                levels = sorted({int(r["level"]) for r in chosen})
-                xs = [0, *levels]
-                ys = [clean, *(float(np.mean([r["ap@0.5"] for r in chosen
-                                              if int(r["level"]) == lv])) for lv in levels)]
-                axes.plot(xs, ys, "o-", color=color, label=name)
-                continue
-            models = ["bernoulli", "gilbert_elliott"] if kind == "loss" else [None]
-            for model, style in zip(models, ("o-", "s--"), strict=False):
-                line = sorted((r["level"], r["ap@0.5"]) for r in chosen
-                              if model is None or r["name"] in (model, "none"))
-                if not line:
-                    continue
-                if kind == "loss" and line[0][0] > 0:
-                    line = [(0.0, clean), *line]
-                xs = [100 * lv if kind == "loss" else lv for lv, _ in line]
-                label = name if model in (None, "bernoulli") else f"{name} (bursty)"
-                axes.plot(xs, [ap for _, ap in line], style, color=color, label=label)
+        sensor = [r for r in rows if r["kind"] == "sensor"]
+        levels = sorted({int(r["level"]) for r in sensor})
+        means = [float(np.mean([r["ap@0.5"] for r in sensor if int(r["level"]) == lv]))
+                 for lv in levels]
+        axes_list[-1].plot([0, *levels], [clean, *means], "o-", color=color, label=name)
     for axes, (kind, xlabel) in zip(axes_list, panels, strict=True):
         axes.set_xlabel(xlabel)
         axes.set_ylabel("AP@0.5")

@@ -10,6 +10,7 @@ of those matches shows whether a strategy gets the heading of what it found righ
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -36,12 +37,17 @@ def visibility_classes(sample: CooperativeSample, min_points: int = 5) -> NDArra
 
 
 class VisibilityRecall:
-    """Accumulates recall and yaw error per visibility class over many samples."""
+    """Accumulates recall per visibility class over many samples at one or more IoU thresholds
+    (classes and IoUs computed once per sample); yaw errors at the first threshold."""
 
-    def __init__(self, iou_threshold: float = 0.5, min_points: int = 5) -> None:
-        self.iou_threshold = iou_threshold
+    def __init__(self, iou_thresholds: float | Sequence[float] = 0.5, min_points: int = 5) -> None:
+        thresholds = (iou_thresholds,) if isinstance(iou_thresholds, float | int) else (
+            iou_thresholds)
+        self.iou_thresholds = tuple(float(t) for t in thresholds)
+        if not self.iou_thresholds:
+            raise ValueError("VisibilityRecall needs at least one IoU threshold")
         self.min_points = min_points
-        self.found = np.zeros(len(VISIBILITY_CLASSES), np.int64)
+        self.found = np.zeros((len(self.iou_thresholds), len(VISIBILITY_CLASSES)), np.int64)
         self.total = np.zeros(len(VISIBILITY_CLASSES), np.int64)
         self.yaw_errors: list[list[float]] = [[] for _ in VISIBILITY_CLASSES]
 
@@ -53,21 +59,27 @@ class VisibilityRecall:
         if len(classes) == 0 or len(pred) == 0:
             return
         iou = rotated_iou_bev(pred, sample.gt_boxes)  # (P, G)
-        best = iou.argmax(axis=0)
-        for g in np.nonzero(iou.max(axis=0) >= self.iou_threshold)[0]:
-            self.found[classes[g]] += 1
-            error = abs(float(wrap_angle(2.0 * (pred[best[g], 6] - sample.gt_boxes[g, 6])))) / 2
-            self.yaw_errors[classes[g]].append(float(np.degrees(error)))
+        best, best_iou = iou.argmax(axis=0), iou.max(axis=0)
+        for i, threshold in enumerate(self.iou_thresholds):
+            hit = best_iou >= threshold
+            self.found[i] += np.bincount(classes[hit], minlength=len(VISIBILITY_CLASSES))
+            if i == 0:
+                for g in np.nonzero(hit)[0]:
+                    error = abs(float(wrap_angle(2.0 * (pred[best[g], 6] - sample.gt_boxes[g, 6]))))
+                    self.yaw_errors[classes[g]].append(float(np.degrees(error / 2)))
 
     def report(self) -> dict[str, dict[str, Any]]:
-        """``{class: {"gt", "found", "recall", "median_yaw_error_deg"}}`` (None where empty)."""
+        """``{class: {"gt", "found", "recall", "median_yaw_error_deg"}}`` at the first threshold
+        plus ``found@T`` / ``recall@T`` for each further threshold T (None where empty)."""
         out: dict[str, dict[str, Any]] = {}
-        for i, name in enumerate(VISIBILITY_CLASSES):
-            total, found, errors = int(self.total[i]), int(self.found[i]), self.yaw_errors[i]
-            out[name] = {
-                "gt": total,
-                "found": found,
-                "recall": found / total if total else None,
-                "median_yaw_error_deg": float(np.median(errors)) if errors else None,
-            }
+        for c, name in enumerate(VISIBILITY_CLASSES):
+            total, errors = int(self.total[c]), self.yaw_errors[c]
+            row: dict[str, Any] = {"gt": total}
+            for i, threshold in enumerate(self.iou_thresholds):
+                found = int(self.found[i, c])
+                suffix = "" if i == 0 else f"@{threshold:g}"
+                row[f"found{suffix}"] = found
+                row[f"recall{suffix}"] = found / total if total else None
+            row["median_yaw_error_deg"] = float(np.median(errors)) if errors else None
+            out[name] = row
         return out

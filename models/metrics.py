@@ -110,6 +110,14 @@ class DetectionAccumulator:
         self.num_gt += len(gt)
         self.num_frames += 1
 
+    @property
+    def num_detections(self) -> int:
+        return int(sum(len(s) for s in self._scores))
+
+    def false_positives(self) -> dict[float, int]:
+        """``{iou_threshold: detections that matched no GT}`` over every frame added so far."""
+        return {t: int(sum((~tp).sum() for tp in self._tp[t])) for t in self.iou_thresholds}
+
     def average_precision(self, global_sort: bool = False) -> dict[float, float]:
         """``{iou_threshold: AP}`` over every frame added so far."""
         scores = np.concatenate(self._scores) if self._scores else np.empty(0)

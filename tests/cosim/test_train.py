@@ -237,6 +237,8 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert set(by_class) == {"ego", "neighbours_only", "sparse"} and "neighbours only" in res.output
     assert sum(row["gt"] for row in by_class.values()) == report["num_gt"]
     assert all(row["found@0.7"] <= row["found"] for row in by_class.values())
+    assert 0 <= report["false_positives"]["0.5"] <= report["detections"]
+    assert f"{report['detections']} detections at score >=" in res.output
     res = runner.invoke(
         cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
     )
@@ -247,6 +249,7 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
                                 "--json", "--score-threshold", "1.0"])
     strict = json.loads(res.output)  # nothing scores above 1: no detection, AP 0, recall 0
     assert strict["score_threshold"] == 1.0 and set(strict["ap"].values()) <= {0.0, None}
+    assert strict["detections"] == 0
     assert all(row["found"] == 0 for row in strict["recall_by_visibility"].values())
 
 

@@ -70,9 +70,14 @@ def test_a_stricter_iou_counts_only_tight_boxes() -> None:
     # 4 m long boxes shifted along their length: 0.5 m -> IoU 3.5/4.5 = 0.78, 1 m -> 3/5 = 0.6.
     tight_a = GT[0] + np.array([0.5, 0, 0, 0, 0, 0, 0], np.float32)
     loose_b = GT[1] + np.array([0, 1.0, 0, 0, 0, 0, 0], np.float32)  # B lies along y
-    found = {}
-    for threshold in (0.5, 0.7):
-        recall = VisibilityRecall(threshold)
-        recall.add(scene(), np.stack([tight_a, loose_b]))
-        found[threshold] = [v["found"] for v in recall.report().values()]
-    assert found == {0.5: [1, 1, 0], 0.7: [1, 0, 0]}
+    both = VisibilityRecall((0.5, 0.7))
+    both.add(scene(), np.stack([tight_a, loose_b]))
+    report = both.report()
+    assert [v["found"] for v in report.values()] == [1, 1, 0]
+    assert [v["found@0.7"] for v in report.values()] == [1, 0, 0]
+    assert report["neighbours_only"]["recall@0.7"] == 0.0 and report["sparse"]["gt"] == 1
+    only_strict = VisibilityRecall(0.7)
+    only_strict.add(scene(), np.stack([tight_a, loose_b]))
+    assert [v["found"] for v in only_strict.report().values()] == [1, 0, 0]
+    with pytest.raises(ValueError, match="at least one IoU"):
+        VisibilityRecall(())

@@ -41,6 +41,14 @@ def test_two_gt_three_detections_tp_fp_tp() -> None:
         assert value == pytest.approx(5 / 6)
 
 
+def test_accumulator_counts_detections_and_false_positives() -> None:
+    acc = DetectionAccumulator()
+    acc.add(arr(box(20, 0), box(0, 0), box(0.1, 0)), np.array([0.7, 0.9, 0.8]), GT2)
+    acc.add(arr(box(50, 0)), np.array([0.5]), GT2)  # a frame with one stray box
+    assert acc.num_detections == 4
+    assert acc.false_positives() == {0.3: 2, 0.5: 2, 0.7: 2}
+
+
 def test_empty_predictions_and_empty_ground_truth() -> None:
     assert evaluate_detections([(arr(), np.zeros(0), GT2)]) == {0.3: 0.0, 0.5: 0.0, 0.7: 0.0}
     # No GT anywhere: recall is undefined -> NaN, with or without detections, in both modes.
