@@ -88,6 +88,11 @@ def run(
     max_restarts: Annotated[int | None, typer.Option(
         help="Ray restarts of a dead vehicle actor [default: 1]")] = None,
     render: Annotated[int | None, typer.Option(help="BEV pictures to draw [default: 3]")] = None,
+    refine_steps: Annotated[int | None, typer.Option(
+        help="PKD refiner DDIM steps 0-10 (0: off) [default: the checkpoint's]")] = None,
+    refine_neighbours: Annotated[bool | None, typer.Option(
+        "--refine-neighbours/--no-refine-neighbours",
+        help="also refine every received map before fusing it")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML to start from")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory [default: runs/<time>]")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
@@ -102,7 +107,8 @@ def run(
             channel=channel, dtype=dtype, sparsity=sparsity, corruption=corruption,
             severity=severity, pose_error=pose_error, seed=seed, address=address,
             executor=executor, all_egos=all_egos, cooperate=cooperate,
-            max_restarts=max_restarts, render_frames=render,
+            max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
+            refine_neighbours=refine_neighbours,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:

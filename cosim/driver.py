@@ -33,6 +33,7 @@ from cosim.driver_metrics import (
     ap_summary,
     ground_truth,
     message_summary,
+    refine_summary,
     stage_summary,
     true_positives,
 )
@@ -111,6 +112,7 @@ FRAME_SCHEMA = pa.schema([
     ("num_det", pa.int64()), ("num_gt", pa.int64()), ("tp@0.3", pa.int64()),
     ("tp@0.5", pa.int64()), ("tp@0.7", pa.int64()), ("received", pa.int64()),
     ("fused", pa.int64()), ("stale_fused", pa.int64()), ("codec_errors", pa.int64()),
+    ("refine_gamma", pa.float64()), ("refine_steps", pa.int64()),
 ])
 TIMING_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("agent", pa.int64()), ("stage", pa.string()), ("seconds", pa.float64()),
@@ -137,6 +139,7 @@ class Simulation:
             lidar=_lidar_of(self.source),
             send=config.cooperate and self.detector.is_feature_fusion,
             torch_threads=config.torch_threads,
+            refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
         )
         self.executor = executor or make_executor(
             config.executor, config.address, config.actor_cpus, config.max_restarts
@@ -266,6 +269,8 @@ class Simulation:
             "tp@0.7": tp[0.7], "received": len(receptions), "fused": len(fused),
             "stale_fused": sum(1 for r in fused if r.t_send < t - EPS_S),
             "codec_errors": sum(1 for r in receptions if r.status in ("codec_error", "wrong_grid")),
+            "refine_gamma": math.nan if result is None else result.gamma,
+            "refine_steps": 0 if result is None else result.refine_steps,
         })
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
@@ -329,6 +334,8 @@ class Simulation:
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
             "stage_s_per_tick": stage_summary(tables["timings"], self.num_ticks),
+            "refine": refine_summary(tables["frames"], self.detector, self.config.refine_steps,
+                                     self.config.refine_neighbours),
             "wall_s": wall, "startup_s": startup,
             "frames_per_s": self.num_ticks / wall if wall > 0 else math.nan,
             "failures": self.events, "failed_vehicles": failed,

@@ -29,13 +29,17 @@ EXECUTORS = ("ray", "inprocess")
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """What every condition shares: data, frames per source, seed, batch and torch threads."""
+    """What every condition shares: data, frames per source, seed, batch, torch threads, who
+    carries a sensor corruption (``corrupt``: all, ego, neighbours) and the refiner's DDIM
+    steps (None: the checkpoint's)."""
 
     data: str
     frames: int | None = None
     seed: int = 0
     batch_size: int = 4
     threads: int = 1
+    corrupt: str = "all"
+    refine_steps: int | None = None
 
 
 def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -> None:
@@ -52,7 +56,8 @@ def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict
     torch.set_num_threads(config.threads)
     try:
         return evaluate_condition(model, config.data, condition, config.frames, config.seed,
-                                  config.batch_size)
+                                  config.batch_size, target=config.corrupt,
+                                  refine_steps=config.refine_steps)
     finally:
         torch.set_num_threads(before)
 

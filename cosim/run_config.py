@@ -16,6 +16,7 @@ import yaml
 
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
+from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
 
 DEFAULT_SCENARIO = "intersection"
@@ -77,6 +78,8 @@ class RunConfig:
     torch_threads: int = 1
     render_frames: int = 3
     min_points: int = 1
+    refine_steps: int | None = None  # PKD refiner DDIM steps (None: the checkpoint's, 0: off)
+    refine_neighbours: bool = False  # also refine every received map before fusing it
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -89,6 +92,10 @@ class RunConfig:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
         if self.pose_error is not None and not self.pose_error >= 0:
             raise ValueError(f"pose error sigma must be >= 0, got {self.pose_error}")
+        if self.refine_steps is not None and not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
+            raise ValueError(
+                f"refine_steps must be in 0..{MAX_REFINE_STEPS}, got {self.refine_steps}"
+            )
         if not 0 < self.actor_cpus <= 64 or self.max_restarts < -1:
             raise ValueError("actor_cpus must be in (0, 64] and max_restarts >= -1")
         object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))
