@@ -63,6 +63,7 @@ class VehicleSpec:
     torch_threads: int = 1
     refine_steps: int | None = None  # PKD refiner's DDIM steps (None: the checkpoint's; 0: off)
     refine_neighbours: bool = False  # also refine each received map before warping it
+    refine_skip_above: float | None = None  # adaptive steps override (None: the checkpoint's)
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,8 @@ class Vehicle:
     def __init__(self, agent_id: int, model: CooperativeDetector, spec: VehicleSpec) -> None:
         self.agent_id = int(agent_id)
         self.model = model.eval()
+        if spec.refine_skip_above is not None:
+            self.model.set_refine_skip(spec.refine_skip_above)
         self.spec = spec
         self.header = grid_header(model.message_grid)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)

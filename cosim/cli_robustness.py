@@ -44,6 +44,9 @@ def robustness_command(
         help="Who carries a sensor corruption: all, ego or neighbours (RCP-Bench).")] = "all",
     refine_steps: Annotated[int | None, typer.Option(
         help="PKD refiner DDIM steps 0-10 [default: the checkpoint's].")] = None,
+    refine_skip_above: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
     from cosim.robustness import build_conditions
@@ -67,7 +70,8 @@ def robustness_command(
         if refine_steps is not None and not 0 <= refine_steps <= MAX_STEPS:
             raise ValueError(f"--refine-steps must be in 0..{MAX_STEPS}, got {refine_steps}")
         config = BenchmarkConfig(data=str(data), frames=frames, seed=seed, threads=threads,
-                                 corrupt=corrupt, refine_steps=refine_steps)
+                                 corrupt=corrupt, refine_steps=refine_steps,
+                                 refine_skip_above=refine_skip_above)
         check_conditions(config, chosen)
         if mode not in ("ray", "inprocess"):
             raise ValueError(f"--executor must be ray or inprocess, got {executor!r}")

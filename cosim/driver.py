@@ -140,6 +140,7 @@ class Simulation:
             send=config.cooperate and self.detector.is_feature_fusion,
             torch_threads=config.torch_threads,
             refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
+            refine_skip_above=config.refine_skip_above,
         )
         self.executor = executor or make_executor(
             config.executor, config.address, config.actor_cpus, config.max_restarts
@@ -334,8 +335,7 @@ class Simulation:
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
             "stage_s_per_tick": stage_summary(tables["timings"], self.num_ticks),
-            "refine": refine_summary(tables["frames"], self.detector, self.config.refine_steps,
-                                     self.config.refine_neighbours),
+            "refine": refine_summary(tables["frames"], self.detector, self.config),
             "wall_s": wall, "startup_s": startup,
             "frames_per_s": self.num_ticks / wall if wall > 0 else math.nan,
             "failures": self.events, "failed_vehicles": failed,

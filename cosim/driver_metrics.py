@@ -104,14 +104,16 @@ def ap_summary(acc: DetectionAccumulator) -> dict[str, float]:
 
 
 def refine_summary(
-    frames: pa.Table, config: DetectorConfig, steps: int | None, neighbours: bool
+    frames: pa.Table, config: DetectorConfig, run: Any
 ) -> dict[str, Any] | None:
     """What the PKD refiner did over a run: the steps asked for, the fraction of ego-ticks it
     skipped (adaptive steps: the noise adapter judged the map clean), mean and range of its
-    ``gamma``; None for a model without a refiner."""
+    ``gamma``; None for a model without a refiner. ``run`` is the RunConfig (its refine_*
+    overrides)."""
     if config.refiner is None:
         return None
-    asked = config.refiner.steps if steps is None else steps
+    asked = config.refiner.steps if run.refine_steps is None else run.refine_steps
+    skip = config.refiner.skip_above if run.refine_skip_above is None else run.refine_skip_above
     gamma = np.asarray(frames.column("refine_gamma").to_pylist(), np.float64)
     ran = np.asarray(frames.column("refine_steps").to_pylist(), np.int64)
     ok = np.asarray(frames.column("ego_ok").to_pylist(), bool)
@@ -119,8 +121,8 @@ def refine_summary(
     finite = gamma[np.isfinite(gamma)]
     return {
         "steps": asked,
-        "refine_neighbours": neighbours,
-        "skip_above": config.refiner.skip_above,
+        "refine_neighbours": run.refine_neighbours,
+        "skip_above": skip,
         "ego_ticks": int(ok.sum()),
         "skipped_fraction": float(np.mean(ran == 0)) if asked > 0 and ran.size else math.nan,
         "mean_steps_run": float(ran.mean()) if ran.size else math.nan,

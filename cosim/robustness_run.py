@@ -40,6 +40,7 @@ class BenchmarkConfig:
     threads: int = 1
     corrupt: str = "all"
     refine_steps: int | None = None
+    refine_skip_above: float | None = None
 
 
 def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -> None:
@@ -52,6 +53,8 @@ def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -
 
 
 def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict[str, Any]:
+    if config.refine_skip_above is not None:
+        model.set_refine_skip(config.refine_skip_above)
     before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:

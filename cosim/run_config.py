@@ -80,6 +80,7 @@ class RunConfig:
     min_points: int = 1
     refine_steps: int | None = None  # PKD refiner DDIM steps (None: the checkpoint's, 0: off)
     refine_neighbours: bool = False  # also refine every received map before fusing it
+    refine_skip_above: float | None = None  # adaptive steps: skip maps with gamma >= this
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -96,6 +97,8 @@ class RunConfig:
             raise ValueError(
                 f"refine_steps must be in 0..{MAX_REFINE_STEPS}, got {self.refine_steps}"
             )
+        if self.refine_skip_above is not None and not 0.0 <= self.refine_skip_above <= 1.0:
+            raise ValueError(f"refine_skip_above must be in [0, 1], got {self.refine_skip_above}")
         if not 0 < self.actor_cpus <= 64 or self.max_restarts < -1:
             raise ValueError("actor_cpus must be in (0, 64] and max_restarts >= -1")
         object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))

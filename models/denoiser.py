@@ -26,27 +26,60 @@ from torch import nn
 _GAMMA_LOGIT_BOUND = 8.0
 
 
-class LinearAutoencoder(nn.Module):
-    """1x1-conv encode ``C -> latent`` and decode ``latent -> C``; identity when latent is None."""
+def unpatchify(deconv: nn.ConvTranspose2d, h: torch.Tensor) -> torch.Tensor:
+    """``deconv(h)`` for a kernel == stride transposed conv, as one matmul + ``pixel_shuffle``.
 
-    def __init__(self, channels: int, latent_channels: int | None) -> None:
+    Same result; oneDNN's transposed convolution is 4-10x slower on CPU for these shapes.
+    """
+    k = deconv.stride[0]
+    b, c, hh, ww = h.shape
+    out = deconv.out_channels
+    weight = deconv.weight.reshape(c, out * k * k).t().unsqueeze(0).expand(b, -1, -1)
+    flat = h.reshape(b, c, hh * ww)
+    if deconv.bias is None:
+        y = torch.bmm(weight, flat)
+    else:
+        bias = deconv.bias.repeat_interleave(k * k).view(1, -1, 1)
+        y = torch.baddbmm(bias, weight, flat)
+    return F.pixel_shuffle(y.view(b, out * k * k, hh, ww), k)
+
+
+class LinearAutoencoder(nn.Module):
+    """Linear encode ``C -> latent`` and decode ``latent -> C``; identity when latent is None.
+
+    ``stride`` 1 is DiffKD's 1x1-conv channel compressor. ``stride`` s > 1 also folds each
+    s x s cell block into one latent vector (stride-s conv, transposed conv back), so every
+    diffusion step runs on s*s times fewer latent cells: the full-resolution latent dominates
+    the refiner's CPU cost.
+    """
+
+    def __init__(self, channels: int, latent_channels: int | None, stride: int = 1) -> None:
         super().__init__()
+        if latent_channels is None and stride != 1:
+            raise ValueError(f"autoencoder: stride={stride} needs latent_channels")
         self.channels = channels
+        self.stride = stride
         self.latent_channels = channels if latent_channels is None else latent_channels
         self.enabled = latent_channels is not None
         self.encoder: nn.Module = nn.Identity()
         self.decoder: nn.Module = nn.Identity()
         if latent_channels is not None:
-            self.encoder = nn.Conv2d(channels, latent_channels, 1)
-            self.decoder = nn.Conv2d(latent_channels, channels, 1)
+            self.encoder = nn.Conv2d(channels, latent_channels, stride, stride=stride)
+            self.decoder = (
+                nn.Conv2d(latent_channels, channels, 1)
+                if stride == 1
+                else nn.ConvTranspose2d(latent_channels, channels, stride, stride=stride)
+            )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature ``(B, C, H, W)`` -> latent ``(B, L, H, W)``."""
-        return pointwise(self.encoder, x)
+        """Feature ``(B, C, H, W)`` -> latent ``(B, L, H/stride, W/stride)``."""
+        return pointwise(self.encoder, x) if self.stride == 1 else self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Latent ``(B, L, H, W)`` -> feature ``(B, C, H, W)``."""
-        return pointwise(self.decoder, z)
+        """Latent ``(B, L, H/stride, W/stride)`` -> feature ``(B, C, H, W)``."""
+        if self.stride == 1:
+            return pointwise(self.decoder, z)
+        return unpatchify(self.decoder, z)  # type: ignore[arg-type]
 
 
 def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -155,7 +188,7 @@ class Denoiser(nn.Module):
             film = film.view(b, len(self.blocks), 2, self.mid)
             for i, block in enumerate(self.blocks):
                 h = block(h, film[:, i, 0], film[:, i, 1])
-        return self.head(F.silu(h))
+        return unpatchify(self.head, F.silu(h))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         """``model_output`` for ``x_t`` ``(B, L, H, W)`` at timesteps ``t`` (scalar or ``(B,)``)."""

@@ -197,6 +197,15 @@ class CooperativeDetector(nn.Module):
             return None
         return self.refiner(maps, steps)
 
+    def set_refine_skip(self, skip_above: float | None) -> None:
+        """Adaptive steps at run time: refine only maps whose noise-adapter ``gamma`` is below
+        ``skip_above`` (None: refine every map); the model's config records it."""
+        if self.refiner is None:
+            raise ValueError(f"detector {self.config.name!r} has no refiner to skip")
+        refiner = replace(self.refiner.config, skip_above=skip_above)
+        self.refiner.config = refiner
+        self.config = replace(self.config, refiner=refiner)
+
     def warp(
         self,
         features: torch.Tensor,

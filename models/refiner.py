@@ -54,6 +54,7 @@ class RefinerConfig:
     """Sizes, schedule and sampling settings of :class:`FeatureRefiner` (validated on build)."""
 
     latent_channels: int | None = 16  # light linear autoencoder C -> latent; None: no AE
+    ae_stride: int = 1  # AE also folds ae_stride x ae_stride cells per latent cell (1: 1x1 AE)
     hidden: int = 32  # denoiser width
     blocks: int = 2  # bottleneck residual blocks with timestep FiLM
     patch: int = 4  # denoiser works at H/patch x W/patch
@@ -78,9 +79,11 @@ class RefinerConfig:
             _is_int(self.latent_channels) and self.latent_channels >= 1
         ):
             raise bad("latent_channels", "must be an int >= 1 or None")
-        for name in ("hidden", "patch", "num_train_timesteps"):
+        for name in ("hidden", "patch", "num_train_timesteps", "ae_stride"):
             if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
                 raise bad(name, "must be an int >= 1")
+        if self.latent_channels is None and self.ae_stride != 1:
+            raise bad("ae_stride", "must be 1 without an autoencoder (latent_channels None)")
         if not (_is_int(self.blocks) and self.blocks >= 0):
             raise bad("blocks", "must be an int >= 0")
         if self.beta_schedule not in BETA_SCHEDULES:
@@ -158,7 +161,7 @@ class FeatureRefiner(nn.Module):
             raise ValueError(f"refiner: channels={channels!r}; must be an int >= 1")
         self.channels = channels
         self.config = config
-        self.autoencoder = LinearAutoencoder(channels, config.latent_channels)
+        self.autoencoder = LinearAutoencoder(channels, config.latent_channels, config.ae_stride)
         latent = self.autoencoder.latent_channels
         self.denoiser = Denoiser(latent, config.hidden, config.blocks, config.patch)
         self.adapter = NoiseAdapter(
@@ -183,10 +186,11 @@ class FeatureRefiner(nn.Module):
             raise ValueError(
                 f"refiner: {what} must be (B, {self.channels}, H, W), got {tuple(x.shape)}"
             )
-        p = self.config.patch
+        p = self.config.patch * self.config.ae_stride
         if x.shape[2] % p or x.shape[3] % p:
             raise ValueError(
-                f"refiner: {what} H={x.shape[2]}, W={x.shape[3]} must be divisible by patch={p}"
+                f"refiner: {what} H={x.shape[2]}, W={x.shape[3]} must be divisible by "
+                f"patch * ae_stride = {p}"
             )
 
     def _check_steps(self, steps: Any) -> int:

@@ -137,6 +137,11 @@ def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
     frames = pq.read_table(out / "frames.parquet").to_pylist()
     assert [f["refine_steps"] for f in frames] == [3, 3]
     assert all(0.0 < f["refine_gamma"] < 1.0 for f in frames)
+    skipped = runner.invoke(app, [*args, "--refine-skip-above", "0", "--out", str(tmp_path / "s")])
+    assert skipped.exit_code == 0, skipped.output
+    refine = json.loads((tmp_path / "s" / "summary.json").read_text())["refine"]
+    assert refine["skip_above"] == 0.0 and refine["skipped_fraction"] == 1.0
+    assert refine["mean_steps_run"] == 0.0 and 0.0 < refine["gamma_mean"] < 1.0
     bad = runner.invoke(app, [*args, "--refine-steps", "11", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
     assert "refine_steps must be in 0..10, got 11" in bad.output

@@ -141,7 +141,7 @@ def test_bad_inputs_raise() -> None:
         refiner(torch.zeros(8, 16, 16))
     with pytest.raises(ValueError, match=r"\(B, 8, H, W\)"):
         refiner(torch.zeros(1, 7, 16, 16))
-    with pytest.raises(ValueError, match="divisible by patch=2"):
+    with pytest.raises(ValueError, match="divisible by patch \\* ae_stride = 2"):
         refiner(torch.zeros(1, 8, 15, 16))
 
 
