@@ -27,7 +27,7 @@ _GAMMA_LOGIT_BOUND = 8.0
 
 
 def unpatchify(deconv: nn.ConvTranspose2d, h: torch.Tensor) -> torch.Tensor:
-    """``deconv(h)`` for a kernel == stride transposed conv, as one matmul + ``pixel_shuffle``.
+    """``deconv(h)`` for a kernel == stride transposed conv, as one matmul + a pixel shuffle.
 
     Same result; oneDNN's transposed convolution is 4-10x slower on CPU for these shapes.
     """
@@ -41,7 +41,11 @@ def unpatchify(deconv: nn.ConvTranspose2d, h: torch.Tensor) -> torch.Tensor:
     else:
         bias = deconv.bias.repeat_interleave(k * k).view(1, -1, 1)
         y = torch.baddbmm(bias, weight, flat)
-    return F.pixel_shuffle(y.view(b, out * k * k, hh, ww), k)
+    if k == 1:
+        return y.view(b, out, hh, ww)
+    # pixel_shuffle, written as a permute: 3x faster than F.pixel_shuffle on CPU here.
+    y = y.view(b, out, k, k, hh, ww).permute(0, 1, 4, 2, 5, 3)
+    return y.reshape(b, out, hh * k, ww * k)
 
 
 class LinearAutoencoder(nn.Module):

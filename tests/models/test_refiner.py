@@ -302,3 +302,18 @@ def test_detached_target_keeps_encoder_gradient_from_the_condition_only() -> Non
     refiner.zero_grad(set_to_none=True)
     refiner.diffusion_loss(teacher, student, gen.manual_seed(0), detach_target=True).backward()
     assert not torch.equal(grad_both, refiner.autoencoder.encoder.weight.grad)
+
+
+def test_strided_autoencoder_refines_at_lower_resolution() -> None:
+    cfg = RefinerConfig(**{**SMALL.to_dict(), "ae_stride": 2, "patch": 2})
+    refiner = FeatureRefiner(8, cfg).train()
+    x = _feature()
+    assert refiner.autoencoder.encode(x).shape == (2, 4, 8, 8)
+    out = refiner(x, steps=2)
+    assert out.feature.shape == x.shape
+    out.feature.sum().backward()
+    assert _has_grad(refiner.denoiser) and _has_grad(refiner.autoencoder)
+    with pytest.raises(ValueError, match="patch \\* ae_stride = 4"):
+        refiner(torch.zeros(1, 8, 18, 16))
+    with pytest.raises(ValueError, match="ae_stride=2"):
+        RefinerConfig(latent_channels=None, ae_stride=2)
