@@ -138,7 +138,11 @@ def distill_loss(
         if teacher is None:
             raise ValueError("distill: a model with a refiner needs teacher maps")
         teacher = teacher.to(passed.ego_maps)
-        terms["diffusion"] = weights.diffusion * refiner.diffusion_loss(teacher, passed.ego_maps)
+        # The teacher latent is a detached target (as DiffKD): else the encoder could lower the
+        # loss by shrinking every latent; the autoencoder term trains it on the teacher.
+        terms["diffusion"] = weights.diffusion * refiner.diffusion_loss(
+            teacher, passed.ego_maps, detach_target=True
+        )
         if passed.refined is not None:
             terms["feature"] = weights.feature * F.mse_loss(passed.refined.feature, teacher)
             target = torch.tensor([cleanliness(s.severity) for s in samples]).to(teacher)

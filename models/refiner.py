@@ -8,7 +8,7 @@ refined toward the clean teacher feature of the same shape::
     x   = g * z + (1 - g) * eps                    # DiffKD's adaptive noise matching
     for t in scheduler(K).timesteps:               # K DDIM steps from the top timestep
         x = scheduler.step(denoiser(x, t, cond=z), t, x).prev_sample
-    out = AE.decode(x)                             # last step: its pred_original_sample
+    out = student + AE.decode(x) - AE.decode(z)   # residual decode (last x: pred_original_sample)
 
 The noise schedule is diffusers' ``DDIMScheduler`` (``set_timesteps`` / ``add_noise`` /
 ``step``), kept apart from the networks (:mod:`models.denoiser`) so K is a runtime argument and
@@ -53,14 +53,18 @@ def _is_int(value: Any) -> bool:
 class RefinerConfig:
     """Sizes, schedule and sampling settings of :class:`FeatureRefiner` (validated on build)."""
 
+    # Defaults: the CPU preset's (cpu_diffkd). The diffusion runs on 1/16 of the cells, which
+    # keeps K = 2 under a quarter of the encoder's time; the residual decode keeps the detail.
     latent_channels: int | None = 16  # light linear autoencoder C -> latent; None: no AE
-    ae_stride: int = 1  # AE also folds ae_stride x ae_stride cells per latent cell (1: 1x1 AE)
-    hidden: int = 32  # denoiser width
+    ae_stride: int = 4  # AE also folds ae_stride x ae_stride cells per latent cell (1: 1x1 AE)
+    hidden: int = 24  # denoiser width
     blocks: int = 2  # bottleneck residual blocks with timestep FiLM
-    patch: int = 4  # denoiser works at H/patch x W/patch
+    patch: int = 1  # denoiser works at H/(ae_stride*patch) x W/(ae_stride*patch)
     num_train_timesteps: int = 1000
     beta_schedule: str = "linear"  # any diffusers DDIMScheduler beta_schedule
-    prediction_type: str = "epsilon"  # "epsilon" | "sample"
+    # "sample" (x0) prediction: from the top timestep epsilon's x0 estimate divides by
+    # sqrt(abar_T) ~ 1/158 and the first steps blow up (measured in tests/models/test_refiner.py).
+    prediction_type: str = "sample"  # "epsilon" | "sample"
     steps: int = 2  # default K at inference; 0 = refinement off; max 10
     noise_adapter: bool = True  # DiffKD adaptive noise matching: gamma predicted per sample
     fixed_gamma: float = 0.5  # start mix when noise_adapter is False
@@ -70,6 +74,9 @@ class RefinerConfig:
     # Where the K steps start, as a fraction of the schedule: 1.0 = the top timestep; 0.5 =
     # DiffKD's choice (set_timesteps(2K), run the second half), far better conditioned.
     start_fraction: float = 1.0
+    # refined = student + decode(x0) - decode(z) (True) or decode(x0) (False): the residual
+    # form keeps the student's detail that a strided, narrow latent cannot hold.
+    residual_decode: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ValueError:
@@ -92,6 +99,8 @@ class RefinerConfig:
             raise bad("prediction_type", f"must be one of {list(PREDICTION_TYPES)}")
         if not (_is_int(self.steps) and 0 <= self.steps <= MAX_STEPS):
             raise bad("steps", f"must be an int in 0..{MAX_STEPS}")
+        if not isinstance(self.residual_decode, bool):
+            raise bad("residual_decode", "must be true or false")
         if not isinstance(self.noise_adapter, bool):
             raise bad("noise_adapter", "must be true or false")
         if not (isinstance(self.fixed_gamma, (int, float)) and 0.0 <= self.fixed_gamma <= 1.0):
@@ -229,7 +238,14 @@ class FeatureRefiner(nn.Module):
         else:
             g = gamma
         x = torch.lerp(eps, z, g.view(-1, 1, 1, 1))  # g * z + (1 - g) * eps, one pass
-        refined = self.autoencoder.decode(self._sample(x, z, k, generator, idx, b))
+        x0 = self._sample(x, z, k, generator, idx, b)
+        # Residual decode: the student map plus the decoded latent correction. The decoder is
+        # linear, so this equals decode(x0) where the autoencoder is exact, and keeps the
+        # student's own detail where it is not (a strided, narrow latent).
+        refined = self.autoencoder.decode(x0)
+        if self.config.residual_decode:
+            base = student if idx is None else student[idx]
+            refined = base + refined - self.autoencoder.decode(z)
         if idx is None:
             return RefineOutput(refined, gamma, steps_run)
         feature = student.index_copy(0, idx, refined.to(student.dtype))

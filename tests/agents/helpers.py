@@ -48,7 +48,8 @@ def write_tiny_checkpoint(path: Path, fusion: str = "attention") -> Path:
 def write_tiny_diffkd_checkpoint(path: Path, skip_above: float | None = None) -> Path:
     """An untrained tiny Diff-KD model: AGF on the pillar map, a small PKD refiner."""
     torch.manual_seed(0)
-    refiner = {"latent_channels": 4, "hidden": 8, "blocks": 1, "patch": 4, "steps": 2,
+    refiner = {"latent_channels": 4, "hidden": 8, "blocks": 1, "ae_stride": 4, "patch": 1,
+               "steps": 2,
                "skip_above": skip_above}
     config = DetectorConfig.from_dict({**TINY_MODEL, "name": "tiny_diffkd", "fusion": "agf",
                                        "fuse_at": "encoder", "refiner": refiner})

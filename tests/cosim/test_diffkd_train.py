@@ -30,7 +30,8 @@ STUDENT = {
     "fusion": "agf",
     "fuse_at": "encoder",
     "fusion_options": {"key_channels": 8, "hidden": 8},
-    "refiner": {"latent_channels": 8, "hidden": 16, "blocks": 1, "patch": 4, "steps": 2},
+    "refiner": {"latent_channels": 8, "hidden": 16, "blocks": 1, "ae_stride": 4, "patch": 1,
+                "steps": 2},
 }
 
 
