@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from agents.steps import EgoResult, Inbound, SenseResult, VehicleSpec
+from agents.steps import REFUSED_STATUSES, EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import DeliveryQueue
 from cosim.driver_metrics import (
     ap_summary,
@@ -265,7 +265,7 @@ class Simulation:
             "num_det": len(scores), "num_gt": len(gt), "tp@0.3": tp[0.3], "tp@0.5": tp[0.5],
             "tp@0.7": tp[0.7], "received": len(receptions), "fused": len(fused),
             "stale_fused": sum(1 for r in fused if r.t_send < t - EPS_S),
-            "codec_errors": sum(1 for r in receptions if r.status in ("codec_error", "wrong_grid")),
+            "codec_errors": sum(1 for r in receptions if r.status in REFUSED_STATUSES),
         })
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
