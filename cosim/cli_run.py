@@ -16,6 +16,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
 from cosim.run_config import RunConfig, parse_sparsity
 
@@ -106,7 +107,7 @@ def run(
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         raise typer.Exit(2) from err
 
 

@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, check_checkpoint
 
@@ -67,7 +68,7 @@ def sweep(
         )
         total = len(sweep_runs(config))  # validates every run's settings before starting
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         raise typer.Exit(2) from err
     folder = out or default_run_dir(None).with_name("sweep-" + default_run_dir(None).name)
     folder.mkdir(parents=True, exist_ok=True)
