@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 
 from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
 from cosim.run_config import RunConfig, parse_sparsity
+from scenarios.safe_yaml import load_yaml_file
 
 console = Console()
 
@@ -27,7 +27,10 @@ def _channel(value: str) -> str | dict[str, Any]:
     """A preset name, or a channel YAML file (ChannelConfig.from_dict keys)."""
     path = Path(value)
     if value.endswith((".yaml", ".yml")) and path.is_file():
-        return dict(yaml.safe_load(path.read_text()) or {})
+        data = load_yaml_file(path) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a channel file must be a mapping")
+        return dict(data)
     return value
 
 
@@ -41,7 +44,11 @@ def build_config(config_file: Path | None, **options: Any) -> RunConfig:
         given["channel"] = _channel(given["channel"])
     if "checkpoint" in given:
         given["checkpoint"] = str(given["checkpoint"])
-    return dataclasses.replace(base, **given)
+    resolved = dataclasses.replace(base, **given)
+    if "severity" in given and resolved.corruption is None:
+        raise ValueError(f"--severity {given['severity']} needs --corruption NAME "
+                         "(a severity without a corruption would be recorded but do nothing)")
+    return resolved
 
 
 def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from models.checkpoint import read_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame
-from scenarios.source import FrameSource, close_source, open_source
+from scenarios.source import FrameSource, close_source, is_recorded_source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,12 @@ class SimulationResult:
 def detector_config_of(checkpoint: str) -> DetectorConfig:
     """The detector config stored in a checkpoint; rejects fusions the simulation cannot run."""
     payload = read_checkpoint(check_checkpoint(checkpoint))
-    config = DetectorConfig.from_dict(payload["config"], f"{checkpoint}:config")
+    if not isinstance(payload.get("config"), dict):
+        raise ValueError(f"{checkpoint}: checkpoint has no 'config' mapping")
+    try:
+        config = DetectorConfig.from_dict(payload["config"], f"{checkpoint}:config")
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{checkpoint}: checkpoint config is unreadable: {err}") from None
     if config.fusion in ("early", "late"):
         raise ValueError(
             f"{checkpoint}: fusion {config.fusion!r} exchanges points or boxes, which the "
@@ -123,8 +128,10 @@ class Simulation:
     def __init__(self, config: RunConfig, executor: Executor | None = None) -> None:
         self.config = config
         self.detector = detector_config_of(config.checkpoint)
+        # A recorded folder has fixed content: the run's seed drives the channel and noise only.
+        world_seed = None if is_recorded_source(config.scenario) else config.seed
         self.source = open_source(
-            config.scenario, seed=config.seed, num_cavs=config.agents, num_frames=config.frames
+            config.scenario, seed=world_seed, num_cavs=config.agents, num_frames=config.frames
         )
         self.num_ticks = min(config.frames or self.source.num_frames, self.source.num_frames)
         self.dt = 1.0 / self.source.rate_hz
