@@ -44,11 +44,10 @@ def build_config(config_file: Path | None, **options: Any) -> RunConfig:
         given["channel"] = _channel(given["channel"])
     if "checkpoint" in given:
         given["checkpoint"] = str(given["checkpoint"])
-    resolved = dataclasses.replace(base, **given)
-    if "severity" in given and resolved.corruption is None:
+    if "severity" in given and given.get("corruption", base.corruption) is None:
         raise ValueError(f"--severity {given['severity']} needs --corruption NAME "
                          "(a severity without a corruption would be recorded but do nothing)")
-    return resolved
+    return dataclasses.replace(base, **given)
 
 
 def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]:

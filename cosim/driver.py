@@ -38,7 +38,7 @@ from cosim.driver_metrics import (
 )
 from cosim.executors import Executor, VehicleFailure, make_executor
 from cosim.run_config import RunConfig, check_checkpoint
-from models.checkpoint import read_checkpoint
+from models.checkpoint import load_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame
@@ -77,13 +77,9 @@ class SimulationResult:
 
 def detector_config_of(checkpoint: str) -> DetectorConfig:
     """The detector config stored in a checkpoint; rejects fusions the simulation cannot run."""
-    payload = read_checkpoint(check_checkpoint(checkpoint))
-    if not isinstance(payload.get("config"), dict):
-        raise ValueError(f"{checkpoint}: checkpoint has no 'config' mapping")
-    try:
-        config = DetectorConfig.from_dict(payload["config"], f"{checkpoint}:config")
-    except (KeyError, TypeError) as err:
-        raise ValueError(f"{checkpoint}: checkpoint config is unreadable: {err}") from None
+    # Built once here, so that bad weights are reported against this file before any actor
+    # (which loads the bytes from a temporary file) starts.
+    _, config, _ = load_checkpoint(check_checkpoint(checkpoint))
     if config.fusion in ("early", "late"):
         raise ValueError(
             f"{checkpoint}: fusion {config.fusion!r} exchanges points or boxes, which the "
