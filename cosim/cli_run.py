@@ -86,7 +86,12 @@ def run(
         help="pose error sigma (m on x/y, deg on yaw), replaces the channel's")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the world, channel, noise")] = None,
     address: Annotated[str | None, typer.Option(
-        help="connect to a Ray cluster: auto, ray://host:10001")] = None,
+        help="connect to a Ray cluster: auto, host:6379, ray://host:10001")] = None,
+    connect_timeout: Annotated[float | None, typer.Option(
+        help="seconds to wait for --address to answer [default: 30]")] = None,
+    metrics: Annotated[bool | None, typer.Option(
+        "--metrics/--no-metrics",
+        help="let a local Ray instance export Prometheus metrics [default: off]")] = None,
     executor: Annotated[str | None, typer.Option(help="ray or inprocess [default: ray]")] = None,
     all_egos: Annotated[bool | None, typer.Option(
         "--all-egos/--one-ego", help="every vehicle fuses and is scored")] = None,
@@ -108,6 +113,7 @@ def run(
             config, scenario=scenario, checkpoint=checkpoint, agents=agents, frames=frames,
             channel=channel, dtype=dtype, sparsity=sparsity, corruption=corruption,
             severity=severity, pose_error=pose_error, seed=seed, address=address,
+            connect_timeout_s=connect_timeout, metrics=metrics,
             executor=executor, all_egos=all_egos, cooperate=cooperate,
             max_restarts=max_restarts, render_frames=render,
         )

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
+from cosim.ray_setup import connect
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, check_checkpoint
 
 console = Console()
@@ -74,7 +75,7 @@ def sweep(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
+        connect(address)
     try:
         with progress_bar(console, transient=True) as progress:
             task = progress.add_task("sweep runs", total=total)

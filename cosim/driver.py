@@ -142,7 +142,8 @@ class Simulation:
             torch_threads=config.torch_threads,
         )
         self.executor = executor or make_executor(
-            config.executor, config.address, config.actor_cpus, config.max_restarts
+            config.executor, config.address, config.actor_cpus, config.max_restarts,
+            metrics=config.metrics, connect_timeout_s=config.connect_timeout_s,
         )
         self.acc = DetectionAccumulator()
         self.pending: dict[int, Any] = {}  # seq -> message handle, while in flight

@@ -25,8 +25,8 @@ DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "atten
 EXECUTORS = ("ray", "inprocess")
 _INT_FIELDS = ("agents", "frames", "zstd_level", "severity", "seed", "max_restarts",
                "torch_threads", "render_frames", "min_points")
-_FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus")
-_BOOL_FIELDS = ("all_egos", "cooperate")
+_FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus", "connect_timeout_s")
+_BOOL_FIELDS = ("all_egos", "cooperate", "metrics")
 _STR_FIELDS = ("scenario", "checkpoint", "dtype", "executor", "address", "corruption")
 _OPTIONAL = ("agents", "frames", "pose_error", "fusion_deadline_s", "address", "corruption")
 
@@ -102,6 +102,8 @@ class RunConfig:
     cooperate: bool = True
     fusion_deadline_s: float | None = None
     max_restarts: int = 1
+    connect_timeout_s: float = 30.0
+    metrics: bool = False
     actor_cpus: float = 0.25
     torch_threads: int = 1
     render_frames: int = 3
@@ -124,6 +126,9 @@ class RunConfig:
                              f"got {self.fusion_deadline_s}")
         if self.severity not in (0, 1, 2, 3):
             raise ValueError(f"run config: severity must be 0-3, got {self.severity}")
+        if not self.connect_timeout_s > 0:
+            raise ValueError(f"run config: connect_timeout_s must be > 0 s, "
+                             f"got {self.connect_timeout_s}")
         if not 0 < self.actor_cpus <= 64 or self.max_restarts < -1:
             raise ValueError("actor_cpus must be in (0, 64] and max_restarts >= -1")
         object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))

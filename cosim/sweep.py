@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
+from cosim.ray_setup import init_local
 from cosim.ray_tasks import run_bounded
 from cosim.render import save  # noqa: E402
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, RunConfig, sparsity_label  # noqa: E402
@@ -104,7 +105,7 @@ def run_sweep(
     runs = sweep_runs(config)
     started = not ray.is_initialized()
     if started:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        init_local()
     try:
         rows = run_bounded(
             lambda item: _run_task.remote(item[0], item[1].to_dict()),
