@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from cosim.cli_errors import print_error
+from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.progress import progress_bar
 from cosim.run_config import RunConfig, parse_sparsity
 from scenarios.safe_yaml import load_yaml_file
@@ -56,13 +57,20 @@ def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]
     from cosim.outputs import summary_table, write_run
 
     simulation = Simulation(config)
-    with progress_bar(console, disable=quiet, transient=True) as progress:
-        task = progress.add_task("simulating frames", total=simulation.num_ticks)
-        result = simulation.run(progress=lambda _tick: progress.advance(task))
-    write_run(result, out, simulation.detector.grid)
+    with graceful_stop() as stop:
+        with progress_bar(console, disable=quiet, transient=True) as progress:
+            task = progress.add_task("simulating frames", total=simulation.num_ticks)
+            result = simulation.run(progress=lambda _tick: progress.advance(task),
+                                    should_stop=stop)
+        write_run(result, out, simulation.detector.grid)
     if not quiet:
         console.print(summary_table(result.summary))
         console.print(f"run directory: [bold]{out}[/bold]")
+    if result.summary.get("interrupted"):
+        console.print(f"interrupted ({stop.name or 'SIGINT'}): wrote the "
+                      f"{result.summary['frames']} complete tick(s) of "
+                      f"{result.summary['frames_planned']} to {out}", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     return result.summary
 
 
