@@ -89,12 +89,24 @@ def check_pose(
     return None
 
 
-def check_values(feature: NDArray[np.float32], expect: MessageExpectation) -> str | None:
-    """Every value finite and within the per-channel bounds (or ``abs_bound``)."""
-    flat = feature.reshape(feature.shape[0], -1)
-    if flat.shape[1] == 0:
-        return None
-    hi, lo = flat.max(axis=1), flat.min(axis=1)  # NaN propagates into both
+def check_values(
+    feature: NDArray[np.float32],
+    expect: MessageExpectation,
+    extremes: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+) -> str | None:
+    """Every value finite and within the per-channel bounds (or ``abs_bound``).
+
+    ``extremes`` = per-channel ``(min, max)`` already known (the decoder's ``value_min``,
+    ``value_max`` over the sent cells; the unsent ones are zero, inside any bound): then the
+    check is O(C) instead of two passes over the map.
+    """
+    if extremes is not None:
+        lo, hi = extremes
+    else:
+        flat = feature.reshape(feature.shape[0], -1)
+        if flat.shape[1] == 0:
+            return None
+        hi, lo = flat.max(axis=1), flat.min(axis=1)  # NaN propagates into both
     if not (np.isfinite(hi).all() and np.isfinite(lo).all()):
         return "feature map holds NaN/inf"
     if expect.high is None or expect.low is None:
@@ -129,4 +141,13 @@ def check_message(
         return f"message {header.shape} on {header.grid.as_list()}, expected {expect.shape}"
     return (check_link(header, sender, t_send)
             or check_pose(header.pose, ego_pose, expect.max_range_m)
-            or check_values(decoded.feature, expect))
+            or check_values(decoded.feature, expect, _extremes(decoded)))
+
+
+def _extremes(
+    decoded: DecodedFeature,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]] | None:
+    """The decoder's per-channel extremes, widened to include the zeros of unsent cells."""
+    if decoded.value_min is None or decoded.value_max is None:
+        return None
+    return np.minimum(decoded.value_min, 0.0), np.maximum(decoded.value_max, 0.0)

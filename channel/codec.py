@@ -167,13 +167,19 @@ class Header:
 @dataclass(frozen=True, eq=False)
 class DecodedFeature:
     """What a receiver gets: dense float32 ``(C, H, W)`` (zeros outside ``mask``), the mask,
-    the header, the int8 scales (``None`` for float dtypes) and the wire size."""
+    the header, the int8 scales (``None`` for float dtypes) and the wire size.
+
+    ``value_min``/``value_max`` (``(C,)``) are each channel's extremes over the *sent* values
+    (zeros when none were sent): the decoder gets them in the same pass that proves every
+    value finite, so a receiver can bound-check a map in O(C)."""
 
     header: Header
     feature: NDArray[np.float32]
     mask: NDArray[np.bool_]
     wire_nbytes: int
     scale: NDArray[np.float32] | None = field(default=None)
+    value_min: NDArray[np.float32] | None = field(default=None)
+    value_max: NDArray[np.float32] | None = field(default=None)
 
     @property
     def raw_nbytes(self) -> int:
@@ -422,7 +428,12 @@ def _decode(
         values, scale = decode_values(raw[mask_bytes:], header.dtype, channels, header.n_cells)
     except ValueError as err:
         raise CodecError(f"payload: {err}") from err
-    if not np.isfinite(values).all():
+    if header.n_cells:
+        # One pass each; NaN propagates into both and inf shows in one: no isfinite pass.
+        value_min, value_max = values.min(axis=1), values.max(axis=1)
+    else:
+        value_min = value_max = np.zeros(channels, np.float32)
+    if not (np.isfinite(value_min).all() and np.isfinite(value_max).all()):
         raise CodecError("payload contains NaN/inf values")
     if header.sparse:
         feature = np.zeros((channels, height * width), dtype=np.float32)
@@ -430,7 +441,7 @@ def _decode(
         feature = feature.reshape(channels, height, width)
     else:
         feature = values.reshape(channels, height, width)
-    return DecodedFeature(header, feature, mask, len(data), scale)
+    return DecodedFeature(header, feature, mask, len(data), scale, value_min, value_max)
 
 
 @dataclass(frozen=True)

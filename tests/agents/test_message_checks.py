@@ -107,3 +107,22 @@ def test_honest_int8_message_passes_after_quantisation(shipped) -> None:
 def shipped_grid(model) -> tuple[float, float, float, float, float]:
     x0, y0, _, x1, y1, _ = model.message_grid.point_range
     return (x0, y0, x1, y1, model.message_grid.cell_size)
+
+
+def test_decoder_extremes_make_the_value_check_o_of_c() -> None:
+    # With the decoder's per-channel extremes the map itself is not read again.
+    expect = MessageExpectation((2, 1, 3), GRID, np.zeros(2, np.float32),
+                                np.array([1.0, 5.0], np.float32))
+    unread = np.full((2, 1, 3), np.nan, np.float32)
+    ok = (np.zeros(2, np.float32), np.array([1.0, 4.0], np.float32))
+    assert check_values(unread, expect, ok) is None
+    bad = (np.zeros(2, np.float32), np.array([1.0, 6.0], np.float32))
+    assert check_values(unread, expect, bad).startswith("channel 1 value 6 outside")
+
+
+def test_decoder_reports_extremes_of_the_sent_values() -> None:
+    f = np.zeros((2, 12, 16), np.float32)
+    f[0, 3, 4], f[1, 5, 6] = 2.5, 7.0
+    dec = decode_feature(encode_feature(f, np.eye(4), 0.0, 1, GRID, CodecConfig("float32")))
+    np.testing.assert_array_equal(dec.value_max, [2.5, 7.0])
+    np.testing.assert_array_equal(dec.value_min, [0.0, 0.0])
