@@ -96,11 +96,14 @@ def _run_task(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sweep(
-    config: SweepConfig, progress: Callable[[int, int], None] | None = None
+    config: SweepConfig, progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> pa.Table:
     """Every run of the sweep as Ray tasks (at most ``max_parallel`` at once); one row each.
 
     Uses the current Ray connection, or starts a local instance and shuts it down after.
+    With ``should_stop`` (see :mod:`cosim.interrupts`) the sweep can end early: the table then
+    holds the complete runs only.
     """
     runs = sweep_runs(config)
     started = not ray.is_initialized()
@@ -109,12 +112,12 @@ def run_sweep(
     try:
         rows = run_bounded(
             lambda item: _run_task.remote(item[0], item[1].to_dict()),
-            runs, config.max_parallel, progress,
+            runs, config.max_parallel, progress, should_stop,
         )
     finally:
         if started:
             ray.shutdown()
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist([row for row in rows if row is not None])
 
 
 def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) -> dict[tuple, float]:
