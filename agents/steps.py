@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from channel import (
     encode_feature,
 )
 from models.checkpoint import load_checkpoint
-from models.detector import CooperativeDetector, NeighbourFeature
+from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
 from models.grid import GridSpec
 from scenarios.corruption_models import CorruptionContext
 from scenarios.corruptions import corrupt
@@ -44,7 +44,7 @@ from scenarios.frame import AgentObservation, Frame
 from scenarios.lidar_config import LidarConfig
 
 SENSE_STAGES = ("sense", "encode", "codec")
-EGO_STAGES = ("decode", "fuse", "head")
+EGO_STAGES = ("decode", "refine", "fuse", "head")
 # Reception statuses of a message the ego refused (counted as ``codec_errors`` in a run).
 REFUSED_STATUSES = ("codec_error", "wrong_grid", REJECTED)
 
@@ -65,6 +65,9 @@ class VehicleSpec:
     lidar: LidarConfig | None = None
     send: bool = True
     torch_threads: int = 1
+    refine_steps: int | None = None  # PKD refiner's DDIM steps (None: the checkpoint's; 0: off)
+    refine_neighbours: bool = False  # also refine each received map before warping it
+    refine_skip_above: float | None = None  # adaptive steps override (None: the checkpoint's)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class EgoResult:
     receptions: tuple[Reception, ...]
     coverage: NDArray[np.uint8]
     timings: dict[str, float]
+    gamma: float = float("nan")  # the refiner's noise-adapter estimate (NaN: no refiner)
+    refine_steps: int = 0  # DDIM steps the refiner ran on the ego map (0: skipped or none)
 
 
 def grid_header(grid: GridSpec) -> GridHeader:
@@ -167,43 +172,14 @@ def fuse_and_detect(
     model: CooperativeDetector,
     ego_feature: torch.Tensor,
     neighbours: Sequence[NeighbourFeature],
-) -> tuple[np.ndarray, np.ndarray, NDArray[np.int64], NDArray[np.uint8], dict[str, float]]:
-    """Warp the selected neighbours into the ego grid, fuse, run the head.
-
-    The same stages as ``CooperativeDetector.detect_from_features``, timed separately.
-    Returns ``(boxes, scores, chosen indices, coverage (H, W), {"fuse": s, "head": s})``.
-    """
-    t0 = time.perf_counter()
-    h, w = model.message_grid.bev_shape
-    with torch.no_grad():
-        ego = ego_feature.unsqueeze(0)
-        transforms = np.zeros((0, 4, 4))
-        if neighbours:
-            transforms = np.stack([n.neighbour_to_ego for n in neighbours])
-        chosen = model.select_neighbours(transforms) if model.config.is_feature_fusion else []
-        chosen = np.asarray(chosen, dtype=np.int64)
-        coverage = np.zeros((h, w), np.uint8)
-        if len(chosen):
-            picked = [neighbours[i] for i in chosen]
-            sent = None
-            if any(n.sent_mask is not None for n in picked):
-                ones = torch.ones((h, w), dtype=torch.bool)
-                sent = torch.stack(
-                    [ones if n.sent_mask is None else torch.as_tensor(n.sent_mask) for n in picked]
-                )
-            feats = torch.stack([n.feature for n in picked])
-            warped = model.warp(feats, transforms[chosen], sent)
-            fused = model.fuse(ego, warped.features.unsqueeze(0), warped.mask.unsqueeze(0))
-            coverage = warped.mask[:, 0].sum(dim=0).to(torch.uint8).numpy()
-        else:
-            c = ego.shape[1]
-            fused = model.fuse(ego, ego.new_zeros(1, 0, c, h, w), ego.new_zeros(1, 0, 1, h, w))
-        t1 = time.perf_counter()
-        dets = model.detect(model.head(fused))[0]
-    t2 = time.perf_counter()
-    boxes = np.asarray(dets.boxes, np.float32).reshape(-1, 7)
-    scores = np.asarray(dets.scores, np.float32).reshape(-1)
-    return boxes, scores, chosen, coverage, {"fuse": t1 - t0, "head": t2 - t1}
+    refine_steps: int | None = None,
+    refine_neighbours: bool = False,
+) -> EgoDetections:
+    """The ego's own map ``(C, H, W)`` and its decoded neighbours -> refine, warp, fuse, head:
+    ``CooperativeDetector.detect_features`` for one ego, the path ``cosim eval`` takes too."""
+    return model.detect_features(
+        ego_feature, [neighbours], refine_steps=refine_steps, refine_neighbours=refine_neighbours
+    )[0]
 
 
 class Vehicle:
@@ -215,6 +191,8 @@ class Vehicle:
     def __init__(self, agent_id: int, model: CooperativeDetector, spec: VehicleSpec) -> None:
         self.agent_id = int(agent_id)
         self.model = model.eval()
+        if spec.refine_skip_above is not None:
+            self.model.set_refine_skip(spec.refine_skip_above)
         self.spec = spec
         self.header = grid_header(model.message_grid)
         self.expect = MessageExpectation.for_model(model, self.header)
@@ -231,7 +209,8 @@ class Vehicle:
         feature = encode_points(self.model, points)
         encode_feature(feature.numpy(), np.eye(4), 0.0, self.agent_id, self.header,
                        self.spec.codec)
-        fuse_and_detect(self.model, feature, [NeighbourFeature(feature, np.eye(4))])
+        fuse_and_detect(self.model, feature, [NeighbourFeature(feature, np.eye(4))],
+                        self.spec.refine_steps, self.spec.refine_neighbours)
 
     def sense(self, frame: Frame, tick: int) -> tuple[SenseResult, bytes | None]:
         """Sense, encode and (if sending) compress; returns the report and the message."""
@@ -292,19 +271,26 @@ class Vehicle:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             status, error))
             else:
-                usable.append((inbound, neighbour))
+                # The cues AGF reads: how old the map is, whether it was warped with a pose
+                # from an earlier tick, and the pose-error level every vehicle of the run has.
+                cues = replace(neighbour, age_s=max(0.0, age), stale=inbound.t_send < t_now,
+                               pose_sigma=self.spec.pose_error.std_xy_m)
+                usable.append((inbound, cues))
         t1 = time.perf_counter()
-        boxes, scores, chosen, coverage, stage = fuse_and_detect(
-            self.model, own_feature, [n for _, n in usable]
-        )
-        picked = set(chosen.tolist())
+        result = fuse_and_detect(self.model, own_feature, [n for _, n in usable],
+                                 self.spec.refine_steps, self.spec.refine_neighbours)
+        picked = set(result.chosen.tolist())
         for i, (inbound, _) in enumerate(usable):
             receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send,
                                         t_now - inbound.t_send,
                                         "fused" if i in picked else "not_selected"))
         receptions.sort(key=lambda r: r.seq)
-        return EgoResult(self.agent_id, tick, boxes, scores, tuple(receptions), coverage,
-                         {"decode": t1 - t0, **stage})
+        dets = result.detections
+        return EgoResult(
+            self.agent_id, tick, np.asarray(dets.boxes, np.float32).reshape(-1, 7),
+            np.asarray(dets.scores, np.float32).reshape(-1), tuple(receptions), result.coverage,
+            {"decode": t1 - t0, **result.timings}, result.gamma, result.steps_run,
+        )
 
     def _decode(
         self, data: bytes | None, own_pose: NDArray[np.float64], inbound: Inbound

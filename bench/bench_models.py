@@ -11,6 +11,10 @@ loss. ``nms_ms`` decodes and NMSes at score threshold 0, i.e. the head's ``pre_n
 ``coop4_<fuse_at>_*`` run :class:`~models.detector.CooperativeDetector` with attention fusion
 on an ego plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, head, decode +
 NMS), fused at the pillar map (``encoder``: one backbone pass) or after the backbone.
+``refine_k<K>_ms`` time the PKD refiner (``models.refiner``, the ``cpu_diffkd`` preset's sizes) on
+one agent's message map at K DDIM steps; ``refine_k2_over_encoder`` is its K = 2 time over the
+encoder's (the budget is 0.25). ``coop4_agf[_pkd]_predict_ms`` are the 4-agent AGF inference
+without and with the refiner (K = 2) in front.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from models.detector import CooperativeDetector
 from models.detector_config import FUSE_POINTS, DetectorConfig
 from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
+from models.refiner import FeatureRefiner, RefinerConfig
 from scenarios.geometry import yaw_pose
 
 
@@ -110,7 +115,8 @@ def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str,
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
 
     def detect_one() -> Any:
-        return detector.detect(detector.head(detector.encode([cloud])), score_threshold=0.0)
+        maps = detector.bev(detector.encode([cloud]))
+        return detector.detect(detector.head(maps), score_threshold=0.0)
 
     with torch.no_grad():
         net([cloud])  # warm-up (spconv builds its index pairs lazily)
@@ -136,6 +142,21 @@ def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str,
             )
             _, row[f"coop4_{fuse_at}_predict_ms"], _ = _timed(
                 lambda model=coop: model.predict([sample], score_threshold=0.0), repeats
+            )
+        # The refiner acts on the encoder's pseudo-image (the map fused at the encoder).
+        refiner = FeatureRefiner(bev.shape[1], RefinerConfig()).eval()
+        refiner(bev, steps=2)  # warm-up
+        for k in (1, 2, 5, 10):
+            _, row[f"refine_k{k}_ms"], _ = _timed(lambda k=k: refiner(bev, steps=k), repeats)
+        row["refine_k2_over_encoder"] = row["refine_k2_ms"] / row["encoder_ms"]
+        for name, refine in (("agf", None), ("agf_pkd", RefinerConfig())):
+            agf = CooperativeDetector(
+                DetectorConfig(f"{preset}_{encoder}_{name}", grid, config.with_encoder(encoder),
+                               fusion="agf", fuse_at="encoder", refiner=refine)
+            ).eval()
+            agf.predict([sample], score_threshold=0.0)  # warm-up
+            _, row[f"coop4_{name}_predict_ms"], _ = _timed(
+                lambda model=agf: model.predict([sample], score_threshold=0.0), repeats
             )
     row["total_ms"] = sum(
         row[k] for k in ("voxelize_ms", "encoder_ms", "backbone_ms", "head_ms", "nms_ms")

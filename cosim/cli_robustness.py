@@ -41,6 +41,13 @@ def robustness_command(
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of corruptions, pose error, loss.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads per condition.")] = 1,
+    corrupt: Annotated[str, typer.Option(
+        help="Who carries a sensor corruption: all, ego or neighbours (RCP-Bench).")] = "all",
+    refine_steps: Annotated[int | None, typer.Option(
+        help="PKD refiner DDIM steps 0-10 [default: the checkpoint's].")] = None,
+    refine_skip_above: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
+    ] = None,
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
     from cosim.robustness import build_conditions
@@ -55,7 +62,17 @@ def robustness_command(
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         chosen = build_conditions(tuple(p.strip() for p in conditions.split(",") if p.strip()))
-        config = BenchmarkConfig(data=str(data), frames=frames, seed=seed, threads=threads)
+        from cosim.robustness import CORRUPT_TARGETS
+        from models.refiner import MAX_STEPS
+
+        if corrupt not in CORRUPT_TARGETS:
+            raise ValueError(f"--corrupt must be one of {', '.join(CORRUPT_TARGETS)}, "
+                             f"got {corrupt!r}")
+        if refine_steps is not None and not 0 <= refine_steps <= MAX_STEPS:
+            raise ValueError(f"--refine-steps must be in 0..{MAX_STEPS}, got {refine_steps}")
+        config = BenchmarkConfig(data=str(data), frames=frames, seed=seed, threads=threads,
+                                 corrupt=corrupt, refine_steps=refine_steps,
+                                 refine_skip_above=refine_skip_above)
         check_conditions(config, chosen)
         if mode not in ("ray", "inprocess"):
             raise ValueError(f"--executor must be ray or inprocess, got {executor!r}")

@@ -108,6 +108,14 @@ def run(
     max_restarts: Annotated[int | None, typer.Option(
         help="Ray restarts of a dead vehicle actor [default: 1]")] = None,
     render: Annotated[int | None, typer.Option(help="BEV pictures to draw [default: 3]")] = None,
+    refine_steps: Annotated[int | None, typer.Option(
+        help="PKD refiner DDIM steps 0-10 (0: off) [default: the checkpoint's]")] = None,
+    refine_neighbours: Annotated[bool | None, typer.Option(
+        "--refine-neighbours/--no-refine-neighbours",
+        help="also refine every received map before fusing it")] = None,
+    refine_skip_above: Annotated[float | None, typer.Option(
+        help="adaptive steps: skip refining maps the noise adapter rates >= this (0-1; "
+             "1 = never skip) [default: the checkpoint's]")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML to start from")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory [default: runs/<time>]")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
@@ -123,7 +131,8 @@ def run(
             severity=severity, pose_error=pose_error, seed=seed, address=address,
             connect_timeout_s=connect_timeout, metrics=metrics,
             executor=executor, all_egos=all_egos, cooperate=cooperate,
-            max_restarts=max_restarts, render_frames=render,
+            max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
+            refine_neighbours=refine_neighbours, refine_skip_above=refine_skip_above,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:

@@ -90,6 +90,11 @@ def eval_command(
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
     score_threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Drop detections below this score (default: the config's).")] = None,
+    refine_steps: Annotated[int | None, typer.Option(
+        min=0, max=10, help="PKD refiner DDIM steps, 0 = off (default: the checkpoint's).")] = None,
+    refine_skip_above: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
+    ] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -100,8 +105,11 @@ def eval_command(
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
         model, config, payload = load_checkpoint(checkpoint)
+        if refine_skip_above is not None:
+            model.set_refine_skip(refine_skip_above)
         report = evaluate_report(model, data, frames, score_threshold=score_threshold,
-                                 progress=not as_json, console=console)
+                                 progress=not as_json, console=console,
+                                 refine_steps=refine_steps)
     except (DatasetFormatError, ValueError) as error:
         raise _fail(str(error)) from error
     report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])

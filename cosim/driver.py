@@ -34,6 +34,7 @@ from cosim.driver_metrics import (
     ap_summary,
     ground_truth,
     message_summary,
+    refine_summary,
     stage_summary,
     true_positives,
 )
@@ -113,6 +114,7 @@ FRAME_SCHEMA = pa.schema([
     ("num_det", pa.int64()), ("num_gt", pa.int64()), ("tp@0.3", pa.int64()),
     ("tp@0.5", pa.int64()), ("tp@0.7", pa.int64()), ("received", pa.int64()),
     ("fused", pa.int64()), ("stale_fused", pa.int64()), ("codec_errors", pa.int64()),
+    ("refine_gamma", pa.float64()), ("refine_steps", pa.int64()),
 ])
 TIMING_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("agent", pa.int64()), ("stage", pa.string()), ("seconds", pa.float64()),
@@ -141,6 +143,8 @@ class Simulation:
             lidar=_lidar_of(self.source),
             send=config.cooperate and self.detector.is_feature_fusion,
             torch_threads=config.torch_threads,
+            refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
+            refine_skip_above=config.refine_skip_above,
         )
         self.executor = executor or make_executor(
             config.executor, config.address, config.actor_cpus, config.max_restarts,
@@ -273,6 +277,8 @@ class Simulation:
             "tp@0.7": tp[0.7], "received": len(receptions), "fused": len(fused),
             "stale_fused": sum(1 for r in fused if r.t_send < t - EPS_S),
             "codec_errors": sum(1 for r in receptions if r.status in REFUSED_STATUSES),
+            "refine_gamma": math.nan if result is None else result.gamma,
+            "refine_steps": 0 if result is None else result.refine_steps,
         })
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
@@ -367,6 +373,7 @@ class Simulation:
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
             "stage_s_per_tick": stage_summary(tables["timings"], max(done, 1)),
+            "refine": refine_summary(tables["frames"], self.detector, self.config),
             "wall_s": wall, "startup_s": startup,
             "frames_per_s": done / wall if wall > 0 else math.nan,
             "failures": self.events, "failed_vehicles": failed,

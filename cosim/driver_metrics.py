@@ -101,3 +101,32 @@ def stage_summary(timings: pa.Table, num_ticks: int) -> dict[str, float]:
 def ap_summary(acc: DetectionAccumulator) -> dict[str, float]:
     """``{"ap@0.3": .., "ap@0.5": .., "ap@0.7": ..}`` (NaN without ground truth)."""
     return {f"ap@{t:g}": v for t, v in acc.average_precision().items()}
+
+
+def refine_summary(
+    frames: pa.Table, config: DetectorConfig, run: Any
+) -> dict[str, Any] | None:
+    """What the PKD refiner did over a run: the steps asked for, the fraction of ego-ticks it
+    skipped (adaptive steps: the noise adapter judged the map clean), mean and range of its
+    ``gamma``; None for a model without a refiner. ``run`` is the RunConfig (its refine_*
+    overrides)."""
+    if config.refiner is None:
+        return None
+    asked = config.refiner.steps if run.refine_steps is None else run.refine_steps
+    skip = config.refiner.skip_above if run.refine_skip_above is None else run.refine_skip_above
+    gamma = np.asarray(frames.column("refine_gamma").to_pylist(), np.float64)
+    ran = np.asarray(frames.column("refine_steps").to_pylist(), np.int64)
+    ok = np.asarray(frames.column("ego_ok").to_pylist(), bool)
+    gamma, ran = gamma[ok], ran[ok]
+    finite = gamma[np.isfinite(gamma)]
+    return {
+        "steps": asked,
+        "refine_neighbours": run.refine_neighbours,
+        "skip_above": skip,
+        "ego_ticks": int(ok.sum()),
+        "skipped_fraction": float(np.mean(ran == 0)) if asked > 0 and ran.size else math.nan,
+        "mean_steps_run": float(ran.mean()) if ran.size else math.nan,
+        "gamma_mean": float(finite.mean()) if finite.size else math.nan,
+        "gamma_min": float(finite.min()) if finite.size else math.nan,
+        "gamma_max": float(finite.max()) if finite.size else math.nan,
+    }

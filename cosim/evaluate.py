@@ -47,10 +47,12 @@ def accumulate(
     console: Console | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     visibility: VisibilityRecall | None = None,
+    refine_steps: int | None = None,
 ) -> DetectionAccumulator:
     """Run the model on the first ``frames`` evaluation samples (all when None) and match its
     detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch;
-    ``visibility`` (if given) also collects recall by who saw each box."""
+    ``visibility`` (if given) also collects recall by who saw each box; ``refine_steps``: the
+    PKD refiner's DDIM steps (None: the checkpoint's)."""
     dataset = eval_dataset(model, data_dir)
     total = len(dataset) if frames is None else min(frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
@@ -59,7 +61,8 @@ def accumulate(
         for start in range(0, total, batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, total))]
             with torch.no_grad():
-                detections = model.predict(samples, score_threshold=score_threshold)
+                detections = model.predict(samples, score_threshold=score_threshold,
+                                           refine_steps=refine_steps)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
                 if visibility is not None:
@@ -94,6 +97,7 @@ def evaluate_report(
     score_threshold: float | None = None,
     progress: bool = True,
     console: Console | None = None,
+    refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
     "num_gt", "detections", "false_positives", "score_threshold", "recall_by_visibility",
@@ -102,7 +106,8 @@ def evaluate_report(
     ``recall@0.7`` (a box found at 0.5 but not 0.7 is a false positive at 0.7)."""
     visibility = VisibilityRecall((0.5, 0.7))
     acc = accumulate(
-        model, data_dir, frames, batch_size, score_threshold, progress, console, None, visibility
+        model, data_dir, frames, batch_size, score_threshold, progress, console, None, visibility,
+        refine_steps,
     )
     head = model.config.head
 
@@ -120,4 +125,6 @@ def evaluate_report(
         "score_threshold": head.score_threshold if score_threshold is None else score_threshold,
         "recall_by_visibility": visibility.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
+        "refine_steps": None if model.refiner is None else (
+            model.refiner.config.steps if refine_steps is None else refine_steps),
     }

@@ -130,6 +130,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
     stages = summary["stage_s_per_tick"]
     for stage in STAGES:
         table.add_row(f"{stage} (ms / tick, all agents)", _fmt(1e3 * stages[stage], ".1f"))
+    refine = summary.get("refine")
+    if refine is not None:
+        table.add_row("refiner steps asked / mean run", f"{refine['steps']} / "
+                      + _fmt(refine["mean_steps_run"], ".2f"))
+        table.add_row("refiner skipped (adaptive)", _fmt(refine["skipped_fraction"], ".0%"))
+        table.add_row("refiner gamma mean", _fmt(refine["gamma_mean"], ".3f"))
     table.add_row("frames / s (wall)", _fmt(summary["frames_per_s"], ".2f"))
     failed = summary["failed_vehicles"]
     table.add_row("vehicle failures", ", ".join(map(str, failed)) if failed else "none")

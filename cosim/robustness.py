@@ -52,6 +52,9 @@ from scenarios.lidar_config import LidarConfig
 from scenarios.scenario_file import load_scenario
 
 KINDS = ("clean", "sensor", "pose", "latency", "loss")
+#: Who carries a sensor corruption: every agent, the ego only, the neighbours only (RCP-Bench's
+#: global, ego and CAV interference).
+CORRUPT_TARGETS = ("all", "ego", "neighbours")
 GROUPS = {"sensor": ("sensor",), "comm": ("pose", "latency", "loss"), "pose": ("pose",),
           "latency": ("latency",), "loss": ("loss",)}
 LATENCY_MS: tuple[int, ...] = (0, 100, 200)
@@ -224,8 +227,9 @@ class _Faults:
     """The seeded state of one condition over one source, applied to samples in frame order."""
 
     def __init__(self, condition: Condition, seed: int, run: int, lidar: LidarConfig,
-                 lag: int) -> None:
+                 lag: int, target: str = "all") -> None:
         self.condition, self.seed, self.lidar, self.lag = condition, seed, lidar, lag
+        self.target = target
         stream = int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
         self.pose = PoseErrorModel(PoseErrorConfig.level(condition.level), stream) \
             if condition.kind == "pose" else None
@@ -247,21 +251,25 @@ class _Faults:
                 return corrupt(points, self.condition.name, int(self.condition.level),
                                np.random.default_rng(seq), context)
 
-            return replace(
-                sample, ego_points=hit(ego, sample.ego_points),
-                neighbour_points=tuple(hit(a, p) for a, p in
-                                       zip(ids, sample.neighbour_points, strict=True)))
+            ego_points, nbr_points = sample.ego_points, sample.neighbour_points
+            if self.target in ("all", "ego"):
+                ego_points = hit(ego, ego_points)
+            if self.target in ("all", "neighbours"):
+                nbr_points = tuple(hit(a, p) for a, p in zip(ids, nbr_points, strict=True))
+            return replace(sample, ego_points=ego_points, neighbour_points=nbr_points)
         ego_pose = frame.agent(ego).lidar_pose
         if kind == "pose" and self.pose is not None:
             reported = [self.pose.perturb(a, frame.agent(a).lidar_pose)[0] for a in ids]
             return _with_neighbours(sample, ids, sample.neighbour_points,
-                                    [relative_transform(r, ego_pose) for r in reported])
+                                    [relative_transform(r, ego_pose) for r in reported],
+                                    pose_sigma=self.condition.level)
         if kind == "latency" and self.lag > 0:
             old = frames[run[max(0, k - self.lag)]]
             keep = [a for a in ids if a in old.agents]
             return _with_neighbours(
                 sample, keep, [old.agent(a).points for a in keep],
-                [relative_transform(old.agent(a).lidar_pose, ego_pose) for a in keep])
+                [relative_transform(old.agent(a).lidar_pose, ego_pose) for a in keep],
+                age_s=frame.timestamp - old.timestamp)
         if kind == "loss" and self.links is not None:
             xy = frame.agent(ego).lidar_pose[:2, 3]
             received = [
@@ -278,23 +286,31 @@ class _Faults:
 
 
 def _with_neighbours(sample: CooperativeSample, ids: list[int] | tuple[int, ...],
-                     points: Any, transforms: Any) -> CooperativeSample:
+                     points: Any, transforms: Any, pose_sigma: float = 0.0,
+                     age_s: float = 0.0) -> CooperativeSample:
+    """``sample`` with another neighbour set; each carries the cues the ego would know: the
+    pose-error level its sender reports and the age of its data."""
     stacked = np.stack(transforms) if len(transforms) else np.zeros((0, 4, 4))
     return replace(sample, neighbour_ids=tuple(ids), neighbour_points=tuple(points),
-                   neighbour_to_ego=stacked)
+                   neighbour_to_ego=stacked,
+                   neighbour_pose_sigma=np.full(len(ids), pose_sigma, np.float32),
+                   neighbour_age_s=np.full(len(ids), age_s, np.float32))
 
 
 def condition_samples(
     store: FrameStore, grid: GridSpec, condition: Condition, frames: int | None = None,
-    seed: int = 0,
+    seed: int = 0, target: str = "all",
 ) -> Iterator[CooperativeSample]:
     """The evaluation samples of the first ``frames`` stored frames of each source (all when
-    None) under ``condition``, in stored order; ground truth as in ``cosim eval``."""
+    None) under ``condition``, in stored order; ground truth as in ``cosim eval``. A sensor
+    corruption hits the agents ``target`` names (:data:`CORRUPT_TARGETS`)."""
+    if target not in CORRUPT_TARGETS:
+        raise ValueError(f"corrupt target must be one of {CORRUPT_TARGETS}, got {target!r}")
     lag = latency_lag(condition, frame_spacing(store)) if condition.kind == "latency" else 0
     lidars = source_lidars(store)
     for number, (source, run) in enumerate(source_runs(store)):
         run = run if frames is None else run[:frames]
-        faults = _Faults(condition, seed, number, lidars.get(source, LidarConfig()), lag)
+        faults = _Faults(condition, seed, number, lidars.get(source, LidarConfig()), lag, target)
         history: dict[int, Frame] = {}
         for k, position in enumerate(run):
             oldest = run[max(0, k - max(lag, 1))]  # the latency source and the previous frame
@@ -307,7 +323,7 @@ def condition_samples(
 def evaluate_condition(
     model: CooperativeDetector, data_dir: str | Path, condition: Condition,
     frames: int | None = None, seed: int = 0, batch_size: int = 4,
-    score_threshold: float | None = None,
+    score_threshold: float | None = None, target: str = "all", refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """One table row: the condition, AP@0.3/0.5/0.7 (OPV2V per-frame sort), frames, GT boxes,
     mean neighbours given to the model, mean points per agent, seconds."""
@@ -316,7 +332,7 @@ def evaluate_condition(
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
     neighbours = points = clouds = 0
     batch: list[CooperativeSample] = []
-    samples = condition_samples(store, model.grid, condition, frames, seed)
+    samples = condition_samples(store, model.grid, condition, frames, seed, target)
     for sample in [*samples, None]:
         if sample is not None:
             batch.append(sample)
@@ -325,7 +341,8 @@ def evaluate_condition(
             points += len(sample.ego_points) + sum(len(p) for p in sample.neighbour_points)
         if batch and (sample is None or len(batch) == batch_size):
             with torch.no_grad():
-                detections = model.predict(batch, score_threshold=score_threshold)
+                detections = model.predict(batch, score_threshold=score_threshold,
+                                           refine_steps=refine_steps)
             for s, det in zip(batch, detections, strict=True):
                 acc.add(det.boxes, det.scores, s.gt_boxes)
             batch = []

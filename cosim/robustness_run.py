@@ -30,13 +30,18 @@ EXECUTORS = ("ray", "inprocess")
 
 @dataclass(frozen=True)
 class BenchmarkConfig:
-    """What every condition shares: data, frames per source, seed, batch and torch threads."""
+    """What every condition shares: data, frames per source, seed, batch, torch threads, who
+    carries a sensor corruption (``corrupt``: all, ego, neighbours) and the refiner's DDIM
+    steps (None: the checkpoint's)."""
 
     data: str
     frames: int | None = None
     seed: int = 0
     batch_size: int = 4
     threads: int = 1
+    corrupt: str = "all"
+    refine_steps: int | None = None
+    refine_skip_above: float | None = None
 
 
 def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -> None:
@@ -49,11 +54,14 @@ def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -
 
 
 def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict[str, Any]:
+    if config.refine_skip_above is not None:
+        model.set_refine_skip(config.refine_skip_above)
     before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
         return evaluate_condition(model, config.data, condition, config.frames, config.seed,
-                                  config.batch_size)
+                                  config.batch_size, target=config.corrupt,
+                                  refine_steps=config.refine_steps)
     finally:
         torch.set_num_threads(before)
 

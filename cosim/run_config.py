@@ -17,6 +17,7 @@ import yaml
 
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
+from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.safe_yaml import load_yaml_file, short_repr
 
@@ -24,11 +25,13 @@ DEFAULT_SCENARIO = "intersection"
 DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "attention.pt"))
 EXECUTORS = ("ray", "inprocess")
 _INT_FIELDS = ("agents", "frames", "zstd_level", "severity", "seed", "max_restarts",
-               "torch_threads", "render_frames", "min_points")
-_FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus", "connect_timeout_s")
-_BOOL_FIELDS = ("all_egos", "cooperate", "metrics")
+               "torch_threads", "render_frames", "min_points", "refine_steps")
+_FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus", "connect_timeout_s",
+                 "refine_skip_above")
+_BOOL_FIELDS = ("all_egos", "cooperate", "metrics", "refine_neighbours")
 _STR_FIELDS = ("scenario", "checkpoint", "dtype", "executor", "address", "corruption")
-_OPTIONAL = ("agents", "frames", "pose_error", "fusion_deadline_s", "address", "corruption")
+_OPTIONAL = ("agents", "frames", "pose_error", "fusion_deadline_s", "address", "corruption",
+             "refine_steps", "refine_skip_above")
 
 
 def _check_types(config: RunConfig) -> None:
@@ -108,6 +111,9 @@ class RunConfig:
     torch_threads: int = 1
     render_frames: int = 3
     min_points: int = 1
+    refine_steps: int | None = None  # PKD refiner DDIM steps (None: the checkpoint's, 0: off)
+    refine_neighbours: bool = False  # also refine every received map before fusing it
+    refine_skip_above: float | None = None  # adaptive steps: skip maps with gamma >= this
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -129,6 +135,12 @@ class RunConfig:
         if not self.connect_timeout_s > 0:
             raise ValueError(f"run config: connect_timeout_s must be > 0 s, "
                              f"got {self.connect_timeout_s}")
+        if self.refine_steps is not None and not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
+            raise ValueError(
+                f"refine_steps must be in 0..{MAX_REFINE_STEPS}, got {self.refine_steps}"
+            )
+        if self.refine_skip_above is not None and not 0.0 <= self.refine_skip_above <= 1.0:
+            raise ValueError(f"refine_skip_above must be in [0, 1], got {self.refine_skip_above}")
         if not 0 < self.actor_cpus <= 64 or self.max_restarts < -1:
             raise ValueError("actor_cpus must be in (0, 64] and max_restarts >= -1")
         object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))

@@ -11,6 +11,7 @@ shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if nev
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -25,12 +26,22 @@ from rich.console import Console
 
 from cosim.evaluate import evaluate_report
 from cosim.progress import progress_bar
+from cosim.robustness import source_lidars
 from cosim.train_config import ScheduleConfig, TrainConfig
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.dataset import CooperativeDataset, read_manifest
 from models.detector import CooperativeDetector
+from models.distill import (
+    DistillWeights,
+    check_teacher,
+    distill_loss,
+    file_sha256,
+    teacher_maps,
+)
+from models.pairs import PairMaker
 
-STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos"]
+STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos",
+               "detection", "diffusion", "feature", "autoencoder", "adapter", "max_severity"]
 LOG_EVERY = 20  # steps.csv is appended every this many steps
 EPOCH_FIELDS = ["epoch", "loss", "samples", "seconds", "samples_per_s", "ap30", "ap50", "ap70"]
 
@@ -108,7 +119,12 @@ def _truncate_log(path: Path, key: str, limit: int) -> None:
 
 
 def make_dataset(config: TrainConfig, model: CooperativeDetector) -> CooperativeDataset:
-    """The training samples (``data`` section; neighbours default to the model's)."""
+    """The training samples (``data`` section; neighbours default to the model's), as Diff-KD
+    pairs when the config has a ``corrupt`` section."""
+    pairs = None
+    if config.corrupt is not None:
+        dataset = make_dataset(dataclasses.replace(config, corrupt=None), model)
+        pairs = PairMaker(config.corrupt, source_lidars(dataset.store))
     return CooperativeDataset(
         config.data.train,
         model.grid,
@@ -118,7 +134,33 @@ def make_dataset(config: TrainConfig, model: CooperativeDetector) -> Cooperative
         min_points=config.data.min_points,
         augment=None if config.augment is None else config.augment.build(),
         seed=config.seed,
+        pairs=pairs,
     )
+
+
+def load_teacher(config: TrainConfig, model: CooperativeDetector) -> CooperativeDetector | None:
+    """The frozen Diff-KD teacher, checked against the student; None without one."""
+    if config.distill is None or config.distill.teacher is None:
+        if model.refiner is not None and config.distill is not None:
+            raise ValueError(f"{config.source}: distill.teacher is needed to train a refiner")
+        return None
+    teacher, _, _ = load_checkpoint(config.distill.teacher)
+    check_teacher(teacher, model)
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval()
+
+
+def warm_start(model: CooperativeDetector, path: str) -> list[str]:
+    """Copy every weight of checkpoint ``path`` whose name and shape match ``model``'s (a
+    fusion or refiner the checkpoint lacks keeps its initialisation); returns the names of the
+    model's weights that were not found there."""
+    source, _, _ = load_checkpoint(path)
+    theirs = source.state_dict()
+    ours = model.state_dict()
+    matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return sorted(set(ours) - set(matched))
 
 
 def train(
@@ -140,8 +182,11 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     model = CooperativeDetector(config.model)
     if config.init_from and not resume:
-        start_model, _, _ = load_checkpoint(config.init_from)
-        model.load_state_dict(start_model.state_dict())
+        fresh = warm_start(model, config.init_from)
+        if fresh:
+            console.print(f"warm start from {config.init_from}: {len(fresh)} new weights "
+                          f"({', '.join(sorted({k.split('.')[0] for k in fresh}))})")
+    teacher = load_teacher(config, model)
     model.train()
     dataset = make_dataset(config, model)
     per_epoch = steps_per_epoch(config, len(dataset))
@@ -174,9 +219,15 @@ def train(
         "train_command": command,
         "data_commands": data_commands(config),
     }
+    if teacher is not None and config.distill is not None and config.distill.teacher:
+        extra["teacher"] = {"path": config.distill.teacher,
+                            "sha256": file_sha256(config.distill.teacher),
+                            "name": teacher.config.name}
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     for epoch in range(first_epoch, last_epoch + 1):
-        row, step = _train_epoch(model, dataset, optimizer, scheduler, config, epoch, step, console)
+        row, step = _train_epoch(
+            model, dataset, optimizer, scheduler, config, epoch, step, console, teacher
+        )
         elapsed += row["seconds"]
         if config.data.val is not None and (
             epoch % config.eval_every == 0 or epoch == config.epochs
@@ -219,6 +270,36 @@ def train(
     return result
 
 
+@dataclass
+class StepLoss:
+    """One step's loss to backpropagate, its named parts for steps.csv, and the positives."""
+
+    total: torch.Tensor
+    parts: dict[str, float]
+    num_positive: int
+
+
+def _step_loss(
+    model: CooperativeDetector,
+    batch: list[Any],
+    config: TrainConfig,
+    teacher: CooperativeDetector | None,
+) -> StepLoss:
+    """The head loss, or with a ``corrupt``/``distill`` section the Diff-KD loss."""
+    if config.corrupt is None and config.distill is None:
+        loss = model.loss(batch, model(batch))
+        parts = {"cls": loss.cls, "reg": loss.reg, "direction": loss.direction}
+        return StepLoss(loss.total, {k: float(v.detach()) for k, v in parts.items()},
+                        loss.num_positive)
+    distill = config.distill
+    maps = None if teacher is None else teacher_maps(teacher, batch, model.fuse_at)
+    loss = distill_loss(
+        model, batch, maps, distill.weights if distill else DistillWeights(),
+        None if distill is None else distill.refine_steps,
+    )
+    return StepLoss(loss.total, loss.row(), loss.num_positive)
+
+
 def _train_epoch(
     model: CooperativeDetector,
     dataset: CooperativeDataset,
@@ -228,6 +309,7 @@ def _train_epoch(
     epoch: int,
     step: int,
     console: Console,
+    teacher: CooperativeDetector | None = None,
 ) -> tuple[dict[str, Any], int]:
     """One pass over a seeded shuffle of the samples; returns the epoch row and the step."""
     torch.manual_seed(config.seed * 100_003 + epoch)
@@ -241,7 +323,7 @@ def _train_epoch(
         for k in range(n_steps):
             picks = order[k * config.batch_size : (k + 1) * config.batch_size]
             batch = [dataset[int(i)] for i in picks]
-            loss = model.loss(batch, model(batch))
+            loss = _step_loss(model, batch, config, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             if config.grad_clip is not None:
@@ -260,10 +342,11 @@ def _train_epoch(
                     "global_step": step,
                     "lr": lr,
                     "loss": value,
-                    "cls": float(loss.cls.detach()),
-                    "reg": float(loss.reg.detach()),
-                    "direction": float(loss.direction.detach()),
+                    **loss.parts,
                     "pos": float(loss.num_positive),
+                    "max_severity": 0
+                    if config.corrupt is None
+                    else config.corrupt.max_severity(epoch),
                 }
             )
             if len(rows) == LOG_EVERY or k == n_steps - 1:

@@ -26,6 +26,9 @@ import yaml
 
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
+from models.distill import DistillWeights
+from models.pairs import PairConfig
+from models.refiner import MAX_STEPS
 
 
 class TrainConfigError(ValueError):
@@ -161,6 +164,43 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Diff-KD: the frozen clean ``teacher`` checkpoint (an early-fusion detector; only needed
+    to train), the loss ``weights`` and the DDIM ``refine_steps`` of the training forward
+    (None: the model's configured K)."""
+
+    teacher: str | None = None
+    weights: DistillWeights = field(default_factory=DistillWeights)
+    refine_steps: int | None = None
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> DistillConfig:
+        _check_keys(cls, data, where)
+        weights = data.get("weights") or {}
+        _check_keys(DistillWeights, weights, f"{where}.weights")
+        try:
+            parsed = DistillWeights(**weights)
+        except ValueError as err:
+            raise TrainConfigError(f"{where}: {err}") from err
+        steps = data.get("refine_steps")
+        if steps is not None:
+            steps = _number(steps, f"{where}.refine_steps", int, 0)
+            if steps > MAX_STEPS:
+                raise TrainConfigError(f"{where}.refine_steps: must be <= {MAX_STEPS}, got {steps}")
+        teacher = data.get("teacher")
+        return cls(None if teacher is None else str(teacher), parsed, steps)
+
+
+def _pairs(data: Any, where: str) -> PairConfig | None:
+    if data in (None, False, "off"):
+        return None
+    try:
+        return PairConfig.from_dict(data, where)
+    except ValueError as err:
+        raise TrainConfigError(str(err)) from err
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run: model, data, optimisation, schedule and bookkeeping."""
 
@@ -178,6 +218,8 @@ class TrainConfig:
     eval_every: int = 1
     steps_per_epoch: int | None = None  # cap (a partial pass over the shuffled samples)
     init_from: str | None = None  # warm start: weights of a checkpoint with the same topology
+    corrupt: PairConfig | None = None  # Diff-KD pairs: corrupt the student's points per sample
+    distill: DistillConfig | None = None  # Diff-KD teacher and loss weights
     source: str = field(default="", metadata={"yaml": False})  # the file it was read from
     raw: dict[str, Any] = field(default_factory=dict, compare=False, metadata={"yaml": False})
 
@@ -219,6 +261,10 @@ class TrainConfig:
             if data.get("steps_per_epoch") is None
             else _number(data["steps_per_epoch"], f"{where}: steps_per_epoch", int, 1),
             init_from=None if data.get("init_from") is None else str(data["init_from"]),
+            corrupt=_pairs(data.get("corrupt"), f"{where}: corrupt"),
+            distill=None
+            if data.get("distill") is None
+            else DistillConfig.parse(data["distill"], f"{where}: distill"),
             source=where,
             raw=dict(data),
         )

@@ -117,6 +117,16 @@ class Augmentation:
         flip = rng.random() < self.flip_prob
         theta = float(rng.uniform(*self.rotation))
         factor = float(rng.uniform(*self.scale))
+        return self.apply(sample, flip, theta, factor)
+
+    def apply(
+        self, sample: CooperativeSample, flip: bool, theta: float, factor: float
+    ) -> CooperativeSample:
+        """The ops with these draws; a Diff-KD sample's clean view gets the very same ones."""
+        if sample.clean is not None:
+            sample = dataclasses.replace(
+                sample, clean=self.apply(sample.clean, flip, theta, factor)
+            )
         if flip:
             sample = flip_y(sample)
         if self.rotation != (0.0, 0.0):

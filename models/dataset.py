@@ -318,14 +318,19 @@ def sample_from_frame(
 
 
 Augment = Callable[[CooperativeSample, np.random.Generator], CooperativeSample]
+#: Diff-KD pairs (:class:`models.pairs.PairMaker`): ``(clean sample, frame, rng, epoch)`` ->
+#: the student's corrupted sample carrying the clean one.
+PairHook = Callable[[CooperativeSample, Frame, np.random.Generator, int], CooperativeSample]
 
 
 class CooperativeDataset(torch.utils.data.Dataset):
     """``(frame, ego)`` pairs of a dataset folder as CooperativeSamples.
 
     ``egos="first"``: each frame's own ego; ``"all"``: every connected vehicle (roadside units
-    excepted) takes the ego role in turn. ``augment(sample, rng)`` runs with a generator seeded
-    by ``(seed, epoch, index)``, so an item is the same in any worker; call :meth:`set_epoch`.
+    excepted) takes the ego role in turn. ``pairs`` (Diff-KD training) turns each clean sample
+    into a corrupted one that carries the clean view, with a generator seeded by ``(seed,
+    epoch, index, 1)``; ``augment(sample, rng)`` then runs with one seeded by ``(seed, epoch,
+    index)``, so an item is the same in any worker; call :meth:`set_epoch`.
     """
 
     def __init__(
@@ -338,6 +343,7 @@ class CooperativeDataset(torch.utils.data.Dataset):
         min_points: int = 1,
         augment: Augment | None = None,
         seed: int = 0,
+        pairs: PairHook | None = None,
     ) -> None:
         if egos not in ("first", "all"):
             raise ValueError(f"egos must be 'first' or 'all', got {egos!r}")
@@ -345,6 +351,7 @@ class CooperativeDataset(torch.utils.data.Dataset):
         self.grid, self.max_neighbours = grid, max_neighbours
         self.comm_range, self.min_points = comm_range, min_points
         self.augment, self.seed, self.epoch = augment, seed, 0
+        self.pairs = pairs
         self.items: list[tuple[int, int]] = [
             (frame, agent_id)
             for frame, agents in enumerate(self.store.frame_agents)
@@ -373,6 +380,9 @@ class CooperativeDataset(torch.utils.data.Dataset):
             self.min_points,
             self.store.frame_sources[frame_number],
         )
+        if self.pairs is not None:
+            pair_rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+            sample = self.pairs(sample, self._cached[1], pair_rng, self.epoch)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             sample = self.augment(sample, rng)

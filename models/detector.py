@@ -1,38 +1,47 @@
 """The cooperative detector: one ego plus up to K neighbours -> vehicle boxes in the ego frame.
 
-Declared stages (each a method with typed inputs and outputs, so training, the benches and the
-simulation actors call exactly the same code)::
+Declared stages (each a method with typed inputs and outputs, so training, evaluation, the
+robustness benchmark, the benches and the simulation actors call exactly the same code)::
 
     encode  clouds, each in its own LiDAR frame         -> message map (B, C, H, W)
+    refine  message maps (B, C, H, W)                   -> RefineOutput   models.refiner (PKD)
     warp    nbr maps (K, C, H, W), nbr->ego (K, 4, 4)    -> Warped(features, mask)
-    fuse    ego (B,C,H,W), nbrs (B,K,C,H,W), masks       -> (B, C, H, W)       FUSION_STRATEGIES
-    head    fused map (B, C, H, W)                       -> HeadOutput
+    fuse    ego (B,C,H,W), nbrs (B,K,C,H,W), masks, cues -> (B, C, H, W)       FUSION_STRATEGIES
+    bev     fused map (B, C, H, W)                       -> head input (the 2D backbone, or as is)
+    head    head input                                   -> HeadOutput
     detect  HeadOutput                                   -> list[Detections], ego LiDAR frame
 
-``config.fuse_at`` splits the FeatureNet between ``encode`` and ``head``: with ``backbone`` the
-message map is the backbone's output on ``grid.bev_shape`` and ``head`` is the anchor head;
-with ``encoder`` it is the encoder's pseudo-image at voxel resolution (``message_grid``, stride
-1) and ``head`` runs the 2D backbone, then the anchor head, on the fused map. Fusing before the
-backbone lets its convolutions read a neighbour's evidence in the ego's orientation: after the
-backbone, a feature's channels describe boxes in the *sender's* heading, which a per-cell head
-cannot rotate (measured in models/checkpoints/README.md).
+:meth:`CooperativeDetector.detect_features` chains refine -> warp -> fuse -> bev -> head ->
+detect for maps that are already encoded: it is the one inference path, used by
+:meth:`predict` (``cosim eval``, ``cosim robustness``) and by the ego actor of ``cosim run``.
+
+``config.fuse_at`` splits the FeatureNet between ``encode`` and ``bev``: with ``backbone`` the
+message map is the backbone's output on ``grid.bev_shape`` and ``bev`` is the identity; with
+``encoder`` it is the encoder's pseudo-image at voxel resolution (``message_grid``, stride 1)
+and ``bev`` runs the 2D backbone on the fused map. Fusing before the backbone lets its
+convolutions read a neighbour's evidence in the ego's orientation: after the backbone, a
+feature's channels describe boxes in the *sender's* heading, which a per-cell head cannot
+rotate (measured in models/checkpoints/README.md).
 
 Fusion (``config.fusion``): ``none`` ego only; ``early`` neighbour points merged into the ego
-frame, one encode; intermediate (``max``, ``attention``, later ``agf``) ego and neighbours encoded
-in one batch, neighbours warped and fused with masks; ``late`` trains as a single-agent detector
-and, at inference, merges every agent's boxes in the ego frame by rotated NMS.
+frame, one encode; intermediate (``max``, ``attention``, ``agf``) ego and neighbours encoded in
+one batch, neighbours warped and fused with masks; ``late`` trains as a single-agent detector
+and, at inference, merges every agent's boxes in the ego frame by rotated NMS
+(:mod:`models.late_fusion`). ``config.refiner`` adds the PKD diffusion refiner, which repairs the
+ego's own map (and, on request, each received map) before fusion.
 
 Devices: the parameters' device is the model's device. Voxelization runs on the CPU (index
 arithmetic only, no gradient) and the voxels move to the model's device; transforms are numpy
 float64 and become float32 warp matrices on that device; Detections are numpy on the CPU.
-Gradients flow through encode, warp (``grid_sample``), fusion and head.
+Gradients flow through encode, refine, warp (``grid_sample``), fusion and head.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -43,24 +52,34 @@ from models.batch import CooperativeSample
 from models.detector_config import DetectorConfig, load_detector_config
 from models.early_fusion import merge_points_to_ego
 from models.encoders.feature_net import FeatureNet
-from models.fusion import build_fusion
+from models.fusion import NUM_CUES, build_fusion, cue_vector
 from models.head import AnchorHead, Detections, HeadLoss, HeadOutput
-from models.nms import rotated_nms
+from models.late_fusion import merge_late
+from models.refiner import FeatureRefiner, RefineOutput
 from models.voxelize import PointsLike
 from models.warp import Warped, warp_bev
-from scenarios.geometry import boxes_to_frame
 
 
 @dataclass(frozen=True)
 class NeighbourFeature:
     """A neighbour's BEV feature as the ego receives it: ``feature`` ``(C, H, W)`` in the
-    neighbour's own grid, ``neighbour_to_ego`` 4x4 (from the *reported* poses), and optionally
+    neighbour's own grid, ``neighbour_to_ego`` 4x4 (from the *reported* poses), optionally
     ``sent_mask`` ``(H, W)`` bool in the neighbour's grid, True where the cell was sent
-    (sparsified messages); cells not sent are treated as no data."""
+    (sparsified messages; cells not sent are no data), and the cues the ego knows about the
+    message (:data:`models.fusion.CUE_NAMES`): its ``age_s`` at fusion time, whether it is
+    ``stale`` (sent before this tick, so warped with an old pose) and the sender's reported
+    ``pose_sigma`` (pose-error level, m and degrees)."""
 
     feature: torch.Tensor
     neighbour_to_ego: NDArray[np.float64]
     sent_mask: torch.Tensor | NDArray[np.bool_] | None = None
+    age_s: float = 0.0
+    stale: bool = False
+    pose_sigma: float = 0.0
+
+    @property
+    def cues(self) -> list[float]:
+        return cue_vector(self.age_s, self.stale, self.pose_sigma)
 
 
 NeighbourInput = (
@@ -70,14 +89,51 @@ NeighbourInput = (
 )
 
 
-def _as_neighbour(item: NeighbourInput) -> NeighbourFeature:
+def as_neighbour(item: NeighbourInput) -> NeighbourFeature:
+    """A :class:`NeighbourFeature` from itself or a ``(feature, transform[, sent_mask])``."""
     if isinstance(item, NeighbourFeature):
         return item
     return NeighbourFeature(item[0], np.asarray(item[1], np.float64), *item[2:])
 
 
+@dataclass(frozen=True)
+class FusedMaps:
+    """What :meth:`CooperativeDetector.fuse_neighbours` returns: ``features`` ``(B, C, H, W)``,
+    per ego the indices of the neighbours it used (``chosen``) and how many of them cover each
+    cell (``coverage`` ``(B, H, W)`` uint8)."""
+
+    features: torch.Tensor
+    chosen: list[NDArray[np.int64]]
+    coverage: torch.Tensor
+
+
+@dataclass(frozen=True)
+class EgoDetections:
+    """One ego's result from :meth:`CooperativeDetector.detect_features`: detections (ego
+    LiDAR frame), the neighbours used, coverage ``(H, W)`` uint8, the refiner's ``gamma`` and
+    ``steps_run`` for the ego map (NaN / 0 without refinement) and wall seconds per stage
+    (``refine``, ``fuse``, ``head``; batch totals split evenly over the egos)."""
+
+    detections: Detections
+    chosen: NDArray[np.int64]
+    coverage: NDArray[np.uint8]
+    gamma: float = float("nan")
+    steps_run: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ForwardPass:
+    """A batch's intermediate maps: the ego message maps as encoded, the refiner's output on
+    them (None without a refiner) and the fused maps the head reads."""
+
+    ego_maps: torch.Tensor
+    refined: RefineOutput | None
+    fused: FusedMaps
+
+
 class CooperativeDetector(nn.Module):
-    """Feature net + fusion strategy + anchor head, built from a :class:`DetectorConfig`."""
+    """Feature net + optional refiner + fusion strategy + anchor head, from a DetectorConfig."""
 
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
@@ -91,7 +147,13 @@ class CooperativeDetector(nn.Module):
             self.features.encoder.out_channels if at_encoder else self.features.out_channels
         )
         strategy = config.fusion if config.is_feature_fusion else "none"
-        self.fusion = build_fusion(strategy, self.message_channels)
+        options = config.fusion_options if config.is_feature_fusion else None
+        self.fusion = build_fusion(strategy, self.message_channels, options)
+        self.refiner = (
+            FeatureRefiner(self.message_channels, config.refiner)
+            if config.refiner is not None
+            else None
+        )
         self.anchor_head = AnchorHead(self.features.out_channels, config.grid, config.head)
 
     @property
@@ -128,6 +190,22 @@ class CooperativeDetector(nn.Module):
             return self.features.encoder(self.features.voxelize(clouds))
         return self.features(clouds)
 
+    def refine(self, maps: torch.Tensor, steps: int | None = None) -> RefineOutput | None:
+        """The PKD refiner on message maps ``(B, *message_shape)`` with ``steps`` DDIM steps
+        (None: the config's; 0: off); None when the model has no refiner."""
+        if self.refiner is None:
+            return None
+        return self.refiner(maps, steps)
+
+    def set_refine_skip(self, skip_above: float | None) -> None:
+        """Adaptive steps at run time: refine only maps whose noise-adapter ``gamma`` is below
+        ``skip_above`` (None: refine every map); the model's config records it."""
+        if self.refiner is None:
+            raise ValueError(f"detector {self.config.name!r} has no refiner to skip")
+        refiner = replace(self.refiner.config, skip_above=skip_above)
+        self.refiner.config = refiner
+        self.config = replace(self.config, refiner=refiner)
+
     def warp(
         self,
         features: torch.Tensor,
@@ -155,18 +233,25 @@ class CooperativeDetector(nn.Module):
         return Warped(warped.features, warped.mask * (sent_in_ego >= 0.5).to(warped.mask))
 
     def fuse(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self,
+        ego: torch.Tensor,
+        neighbours: torch.Tensor,
+        masks: torch.Tensor,
+        cues: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``ego (B, C, H, W)``, warped ``neighbours (B, K, C, H, W)``, ``masks
-        (B, K, 1, H, W)`` -> fused ``(B, C, H, W)`` (the configured strategy; ego-only for
-        none/early/late)."""
-        return self.fusion(ego, neighbours, masks)
+        (B, K, 1, H, W)``, ``cues (B, K, NUM_CUES)`` -> fused ``(B, C, H, W)`` (the configured
+        strategy; ego-only for none/early/late)."""
+        return self.fusion(ego, neighbours, masks, cues)
+
+    def bev(self, fused: torch.Tensor) -> torch.Tensor:
+        """The slot between fusion and head: the 2D backbone when ``fuse_at`` is ``encoder``
+        (the fused map is a pillar pseudo-image), the identity when it is ``backbone``."""
+        return self.features.backbone(fused) if self.fuse_at == "encoder" else fused
 
     def head(self, features: torch.Tensor) -> HeadOutput:
-        """A (fused) message map ``(B, *message_shape)`` in the ego grid -> raw predictions
-        (the 2D backbone first when ``fuse_at`` is ``encoder``)."""
-        if self.fuse_at == "encoder":
-            features = self.features.backbone(features)
+        """Head input ``(B, C', *grid.bev_shape)`` (what :meth:`bev` returns) -> raw
+        predictions."""
         return self.anchor_head(features)
 
     def detect(
@@ -189,37 +274,120 @@ class CooperativeDetector(nn.Module):
         boxes = np.asarray(boxes).reshape(-1, 7)
         return np.hypot(boxes[:, 0], boxes[:, 1]) >= self.config.ego_clearance
 
+    # ---- fusion of received maps ---------------------------------------------------------
+
+    def fuse_neighbours(
+        self,
+        ego: torch.Tensor,
+        neighbours: Sequence[Sequence[NeighbourInput]],
+        refine_steps: int | None = None,
+    ) -> FusedMaps:
+        """Ego maps ``(B, C, H, W)`` and each ego's received neighbour maps -> fused maps.
+
+        Per ego, the neighbours within ``comm_range`` / the nearest ``max_neighbours`` are
+        chosen (none for a non-feature fusion), optionally refined (``refine_steps`` not None
+        and a refiner present), warped with their sent masks in one batch, padded to the
+        batch's largest set with zero masks (a zero mask contributes nothing) and fused.
+        """
+        b, c, h, w = ego.shape
+        if len(neighbours) != b:
+            raise ValueError(f"detector: {b} ego maps but {len(neighbours)} neighbour lists")
+        picked: list[list[NeighbourFeature]] = []
+        chosen: list[NDArray[np.int64]] = []
+        for items in neighbours:
+            nbrs = [as_neighbour(n) for n in items] if self.config.is_feature_fusion else []
+            transforms = np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros(
+                (0, 4, 4)
+            )
+            idx = self.select_neighbours(transforms)
+            chosen.append(idx)
+            picked.append([nbrs[i] for i in idx])
+        counts = [len(p) for p in picked]
+        k = max(counts, default=0)
+        if k == 0:
+            fused = self.fuse(ego, ego.new_zeros(b, 0, c, h, w), ego.new_zeros(b, 0, 1, h, w))
+            return FusedMaps(fused, chosen, torch.zeros(b, h, w, dtype=torch.uint8))
+        flat = [n for p in picked for n in p]
+        feats = torch.stack([n.feature.to(ego) for n in flat])
+        if refine_steps is not None and self.refiner is not None:
+            feats = self.refiner(feats, refine_steps).feature
+        sent = None
+        if any(n.sent_mask is not None for n in flat):
+            ones = torch.ones((h, w), dtype=torch.bool)
+            sent = torch.stack(
+                [ones if n.sent_mask is None else torch.as_tensor(n.sent_mask).cpu() for n in flat]
+            )
+        warped = self.warp(feats, np.stack([n.neighbour_to_ego for n in flat]), sent)
+        cue_rows = torch.tensor([n.cues for n in flat], dtype=ego.dtype, device=ego.device)
+        nbr_maps, masks, cues, start = [], [], [], 0
+        for n in counts:
+            pad = k - n
+            nbr_maps.append(
+                torch.cat([warped.features[start : start + n], ego.new_zeros(pad, c, h, w)])
+            )
+            masks.append(torch.cat([warped.mask[start : start + n], ego.new_zeros(pad, 1, h, w)]))
+            cues.append(torch.cat([cue_rows[start : start + n], ego.new_zeros(pad, NUM_CUES)]))
+            start += n
+        stacked_masks = torch.stack(masks)
+        fused = self.fuse(ego, torch.stack(nbr_maps), stacked_masks, torch.stack(cues))
+        coverage = stacked_masks[:, :, 0].sum(dim=1).to(torch.uint8).cpu()
+        return FusedMaps(fused, chosen, coverage)
+
     # ---- training ------------------------------------------------------------------------
 
     def forward(self, samples: Sequence[CooperativeSample]) -> HeadOutput:
         """Training forward for a batch of samples (see the module docstring per fusion)."""
-        return self.head(self.fused_features(samples))
+        return self.head(self.bev(self.forward_pass(samples).fused.features))
 
     def loss(self, samples: Sequence[CooperativeSample], output: HeadOutput) -> HeadLoss:
         """Head loss against each sample's ``gt_boxes`` (ego LiDAR frame)."""
         targets = self.anchor_head.assign([s.gt_boxes for s in samples])
         return self.anchor_head.loss(output, targets)
 
-    def fused_features(self, samples: Sequence[CooperativeSample]) -> torch.Tensor:
-        """The ego-grid BEV ``(B, C, H, W)`` the head sees, per the configured fusion."""
+    def forward_pass(
+        self, samples: Sequence[CooperativeSample], refine_steps: int | None = None
+    ) -> ForwardPass:
+        """Encode the batch, refine the ego maps (``refine_steps`` as in :meth:`refine`) and
+        fuse the chosen neighbours: what the head reads in training."""
+        ego_maps, neighbours = self.encode_samples(samples)
+        refined = self.refine(ego_maps, refine_steps)
+        ego = ego_maps if refined is None else refined.feature
+        return ForwardPass(ego_maps, refined, self.fuse_neighbours(ego, neighbours))
+
+    def encode_samples(
+        self, samples: Sequence[CooperativeSample]
+    ) -> tuple[torch.Tensor, list[list[NeighbourFeature]]]:
+        """Every cloud of the batch encoded in one pass -> the ego maps ``(B, *message_shape)``
+        and, per ego, its chosen neighbours' maps with their transforms and pose cues. Early
+        fusion encodes the merged cloud as the ego's; none/late/early send no neighbour."""
         if not samples:
             raise ValueError("detector: need at least one sample")
-        fusion = self.config.fusion
-        if fusion in ("none", "late"):
-            return self.encode([s.ego_points for s in samples])
-        if fusion == "early":
-            return self.encode([self.merged_cloud(s) for s in samples])
-        chosen = [self.select_neighbours(s.neighbour_to_ego) for s in samples]
-        clouds = [s.ego_points for s in samples]
+        early = self.config.fusion == "early"
+        clouds = [self.merged_cloud(s) if early else s.ego_points for s in samples]
+        chosen = [
+            self.select_neighbours(s.neighbour_to_ego)
+            if self.config.is_feature_fusion
+            else np.zeros(0, np.int64)
+            for s in samples
+        ]
         clouds += [
             s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
         ]
-        bev = self.encode(clouds)
-        transforms = [s.neighbour_to_ego[idx] for s, idx in zip(samples, chosen, strict=True)]
-        b = len(samples)
-        return self._fuse_flat(
-            bev[:b], bev[b:], np.concatenate(transforms), [len(i) for i in chosen]
-        )
+        maps = self.encode(clouds)
+        neighbours: list[list[NeighbourFeature]] = []
+        start = len(samples)
+        for s, idx in zip(samples, chosen, strict=True):
+            sigmas, ages = s.neighbour_pose_sigma, s.neighbour_age_s
+            neighbours.append(
+                [
+                    NeighbourFeature(maps[start + j], s.neighbour_to_ego[i],
+                                     age_s=float(ages[i]), stale=bool(ages[i] > 0),
+                                     pose_sigma=float(sigmas[i]))
+                    for j, i in enumerate(idx)
+                ]
+            )
+            start += len(idx)
+        return maps[: len(samples)], neighbours
 
     def merged_cloud(self, sample: CooperativeSample) -> NDArray[np.float32]:
         """Early fusion input: ego points first, then the selected neighbours', ego frame."""
@@ -227,33 +395,6 @@ class CooperativeDetector(nn.Module):
         clouds = [sample.ego_points, *(sample.neighbour_points[i] for i in idx)]
         poses = [np.eye(4), *sample.neighbour_to_ego[idx]]
         return merge_points_to_ego(clouds, poses, np.eye(4))
-
-    def _fuse_flat(
-        self,
-        ego: torch.Tensor,
-        neighbours: torch.Tensor,
-        transforms: NDArray[np.float64],
-        counts: list[int],
-        sent_masks: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Warp ``(N, C, H, W)`` neighbours (``counts[b]`` of them for ego ``b``, in order), pad
-        each ego's set to the batch's largest with zero masks (a zero mask contributes nothing,
-        so this equals padding to ``max_neighbours``), and fuse."""
-        b, c, h, w = ego.shape
-        k = max(counts, default=0)
-        if k == 0:
-            empty = ego.new_zeros(b, 0, c, h, w)
-            return self.fuse(ego, empty, ego.new_zeros(b, 0, 1, h, w))
-        warped = self.warp(neighbours, transforms, sent_masks)
-        feats, masks, start = [], [], 0
-        for n in counts:
-            pad = k - n
-            feats.append(
-                torch.cat([warped.features[start : start + n], ego.new_zeros(pad, c, h, w)])
-            )
-            masks.append(torch.cat([warped.mask[start : start + n], ego.new_zeros(pad, 1, h, w)]))
-            start += n
-        return self.fuse(ego, torch.stack(feats), torch.stack(masks))
 
     # ---- inference -----------------------------------------------------------------------
 
@@ -268,76 +409,89 @@ class CooperativeDetector(nn.Module):
         finally:
             self.train(was_training)
 
+    def detect_features(
+        self,
+        ego_maps: torch.Tensor,
+        neighbours: Sequence[Sequence[NeighbourInput]],
+        refine_steps: int | None = None,
+        refine_neighbours: bool = False,
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+    ) -> list[EgoDetections]:
+        """The one inference path from encoded maps: ego maps ``(B, *message_shape)`` (or one
+        ``(C, H, W)``) and each ego's received neighbours -> refine (the ego maps, and the
+        chosen neighbours' when ``refine_neighbours``) -> warp -> fuse -> bev -> head ->
+        detect. ``refine_steps``: DDIM steps (None: the refiner's configured K, 0: off).
+        Neighbours beyond ``comm_range`` / past the nearest ``max_neighbours`` are ignored.
+        """
+        if self.config.fusion == "late":
+            raise ValueError("detector: late fusion merges boxes; use predict or merge_late")
+        with self._inference():
+            ego = ego_maps.to(self.device)
+            ego = ego.unsqueeze(0) if ego.dim() == 3 else ego
+            b = ego.shape[0]
+            t0 = time.perf_counter()
+            refined = self.refine(ego, refine_steps)
+            if refined is not None:
+                ego = refined.feature
+            t1 = time.perf_counter()
+            nbr_steps = None
+            if refine_neighbours and self.refiner is not None:
+                nbr_steps = self.refiner.config.steps if refine_steps is None else refine_steps
+            fused = self.fuse_neighbours(ego, neighbours, nbr_steps)
+            t2 = time.perf_counter()
+            detections = self.detect(self.head(self.bev(fused.features)), score_threshold, nms_iou)
+            t3 = time.perf_counter()
+        timings = {"refine": (t1 - t0) / b, "fuse": (t2 - t1) / b, "head": (t3 - t2) / b}
+        return [
+            EgoDetections(
+                detections[j],
+                fused.chosen[j],
+                fused.coverage[j].numpy(),
+                float("nan") if refined is None else float(refined.gamma[j]),
+                0 if refined is None else int(refined.steps_run[j]),
+                timings,
+            )
+            for j in range(b)
+        ]
+
     def predict(
         self,
         samples: Sequence[CooperativeSample],
         score_threshold: float | None = None,
         nms_iou: float | None = None,
+        refine_steps: int | None = None,
     ) -> list[Detections]:
-        """Detections per sample in the ego LiDAR frame, for every fusion strategy."""
+        """Detections per sample in the ego LiDAR frame, for every fusion strategy: encode the
+        clouds, then :meth:`detect_features` (late fusion: per-agent boxes, :meth:`detect_late`)."""
         with self._inference():
-            if self.config.fusion != "late":
-                return self.detect(self.forward(samples), score_threshold, nms_iou)
-            chosen = [self.select_neighbours(s.neighbour_to_ego) for s in samples]
-            clouds = [s.ego_points for s in samples]
-            clouds += [
-                s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
-            ]
-            per_agent = self.detect(self.head(self.encode(clouds)), score_threshold, nms_iou)
-            results, start = [], len(samples)
-            for b, (s, idx) in enumerate(zip(samples, chosen, strict=True)):
-                theirs = [(per_agent[start + j], s.neighbour_to_ego[i]) for j, i in enumerate(idx)]
-                start += len(idx)
-                results.append(self.detect_late(per_agent[b], theirs, nms_iou))
-            return results
+            if self.config.fusion == "late":
+                return self._predict_late(samples, score_threshold, nms_iou)
+            ego_maps, neighbours = self.encode_samples(samples)
+            results = self.detect_features(
+                ego_maps, neighbours, refine_steps, score_threshold=score_threshold,
+                nms_iou=nms_iou,
+            )
+            return [r.detections for r in results]
 
-    def detect_from_features(
+    def _predict_late(
         self,
-        ego_feature: torch.Tensor,
-        neighbour_features: Sequence[NeighbourInput],
-        score_threshold: float | None = None,
-        nms_iou: float | None = None,
-    ) -> Detections:
-        """The ego actor's path in the co-simulation: its own BEV ``(C, H, W)`` (possibly
-        refined) and the neighbours' decoded features -> warp -> fuse -> head -> Detections.
-
-        ``neighbour_features``: :class:`NeighbourFeature` or ``(feature, neighbour_to_ego)`` /
-        ``(feature, neighbour_to_ego, sent_mask)`` tuples. Neighbours beyond ``comm_range`` or
-        past the nearest ``max_neighbours`` are ignored, as in :meth:`predict`.
-        """
-        if self.config.fusion in ("early", "late"):
-            raise ValueError(
-                f"detector: detect_from_features needs feature fusion, config is "
-                f"{self.config.fusion!r} (late fusion: use detect_late)"
-            )
-        with self._inference():
-            device = self.device
-            ego = ego_feature.to(device)
-            ego = ego.unsqueeze(0) if ego.dim() == 3 else ego
-            nbrs = [_as_neighbour(n) for n in neighbour_features]
-            if not self.config.is_feature_fusion:
-                nbrs = []
-            transforms = (
-                np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros((0, 4, 4))
-            )
-            chosen = self.select_neighbours(transforms)
-            nbrs, trans = [nbrs[i] for i in chosen], transforms[chosen]
-            sent = None
-            if any(n.sent_mask is not None for n in nbrs):
-                ones = torch.ones(self.message_grid.bev_shape, dtype=torch.bool)
-                sent = torch.stack(
-                    [
-                        ones if n.sent_mask is None else torch.as_tensor(n.sent_mask).cpu()
-                        for n in nbrs
-                    ]
-                )
-            feats = (
-                torch.stack([n.feature.to(device) for n in nbrs])
-                if nbrs
-                else ego.new_zeros(0, *ego.shape[1:])
-            )
-            fused = self._fuse_flat(ego, feats, trans, [len(nbrs)], sent)
-            return self.detect(self.head(fused), score_threshold, nms_iou)[0]
+        samples: Sequence[CooperativeSample],
+        score_threshold: float | None,
+        nms_iou: float | None,
+    ) -> list[Detections]:
+        chosen = [self.select_neighbours(s.neighbour_to_ego) for s in samples]
+        clouds = [s.ego_points for s in samples]
+        clouds += [
+            s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
+        ]
+        per_agent = self.detect(self.head(self.bev(self.encode(clouds))), score_threshold, nms_iou)
+        results, start = [], len(samples)
+        for b, (s, idx) in enumerate(zip(samples, chosen, strict=True)):
+            theirs = [(per_agent[start + j], s.neighbour_to_ego[i]) for j, i in enumerate(idx)]
+            start += len(idx)
+            results.append(self.detect_late(per_agent[b], theirs, nms_iou))
+        return results
 
     def detect_late(
         self,
@@ -345,40 +499,21 @@ class CooperativeDetector(nn.Module):
         neighbour_detections: Sequence[tuple[Detections, ArrayLike]],
         nms_iou: float | None = None,
     ) -> Detections:
-        """Late fusion: each neighbour's boxes (its LiDAR frame) projected to the ego frame,
-        pooled with the ego's, boxes whose centre leaves the ego grid (x, y) or lands on the
-        ego itself (``ego_clearance``) dropped, then rotated NMS by score (``nms_iou``, default
-        the head's; at most ``max_detections``).
-        Neighbours beyond ``comm_range`` / past the nearest ``max_neighbours`` are ignored."""
+        """Late fusion (:func:`models.late_fusion.merge_late`) of the ego's boxes and those of
+        the neighbours within ``comm_range`` / the nearest ``max_neighbours``."""
         transforms = (
             np.stack([np.asarray(t, np.float64) for _, t in neighbour_detections])
             if neighbour_detections
             else np.zeros((0, 4, 4))
         )
-        boxes = [np.asarray(own.boxes, np.float32).reshape(-1, 7)]
-        scores = [np.asarray(own.scores, np.float32).reshape(-1)]
-        for i in self.select_neighbours(transforms):
-            dets, _ = neighbour_detections[i]
-            boxes.append(boxes_to_frame(dets.boxes, transforms[i]))
-            scores.append(np.asarray(dets.scores, np.float32).reshape(-1))
-        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
-        x0, y0, _, x1, y1, _ = self.grid.point_range
-        inside = (
-            (all_boxes[:, 0] >= x0)
-            & (all_boxes[:, 0] < x1)
-            & (all_boxes[:, 1] >= y0)
-            & (all_boxes[:, 1] < y1)
-            & self.clear_of_ego(all_boxes)
-        )
-        all_boxes, all_scores = all_boxes[inside], all_scores[inside]
+        chosen = [
+            (neighbour_detections[i][0], transforms[i]) for i in self.select_neighbours(transforms)
+        ]
         cfg = self.config.head
-        keep = rotated_nms(
-            all_boxes,
-            all_scores,
-            cfg.nms_iou if nms_iou is None else nms_iou,
-            post_max_size=cfg.max_detections,
+        return merge_late(
+            own, chosen, self.grid, self.config.ego_clearance,
+            cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections,
         )
-        return Detections(all_boxes[keep], all_scores[keep])
 
 
 def build_detector(config: DetectorConfig | str) -> CooperativeDetector:

@@ -7,6 +7,8 @@ A config reads as the model's topology in a few lines of YAML (``models/configs/
     features: cpu             # a FEATURE_PRESETS name, or a FeatureConfig dict (see below)
     head: {score_threshold: 0.2, nms_iou: 0.15}
     fusion: max               # none | late | early | any key of models.fusion.FUSION_STRATEGIES
+    fusion_options: {}        # the strategy's hyperparameters (agf: key_channels, hidden, kernel)
+    refiner: null             # PKD diffusion refiner (models.refiner.RefinerConfig), or null
     fuse_at: encoder          # encoder (BEV pseudo-image, before the 2D backbone) | backbone
     max_neighbours: 4
     comm_range: 70.0
@@ -30,9 +32,10 @@ import numpy as np
 import yaml
 
 from models.encoders.feature_net import CPU_FEATURES, FEATURE_PRESETS, FeatureConfig
-from models.fusion import FUSION_STRATEGIES
+from models.fusion import FUSION_STRATEGIES, fusion_options
 from models.grid import CPU_GRID, GRID_PRESETS, GridSpec
 from models.head import HeadConfig
+from models.refiner import RefinerConfig
 
 # Fusions that are not feature-fusion strategies: boxes merged by NMS, points merged first.
 NON_FEATURE_FUSIONS = ("late", "early")
@@ -117,6 +120,8 @@ class DetectorConfig:
     max_neighbours: int = 4
     comm_range: float = 70.0
     ego_clearance: float = 1.5
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+    refiner: RefinerConfig | None = None
 
     def __post_init__(self) -> None:
         where = f"detector {self.name!r}"
@@ -128,6 +133,14 @@ class DetectorConfig:
             raise ValueError("detector: name must not be empty")
         if self.fusion not in fusion_names():
             raise ValueError(f"{where}: unknown fusion {self.fusion!r}; known {fusion_names()}")
+        if not isinstance(self.fusion_options, dict):
+            raise ValueError(f"{where}: fusion_options must be a mapping")
+        if self.is_feature_fusion:
+            fusion_options(self.fusion, self.fusion_options, f"{where}: fusion_options")
+        elif self.fusion_options:
+            raise ValueError(f"{where}: fusion {self.fusion!r} takes no fusion_options")
+        if self.refiner is not None and not isinstance(self.refiner, RefinerConfig):
+            raise ValueError(f"{where}: refiner must be a RefinerConfig or None")
         if self.fuse_at not in FUSE_POINTS:
             raise ValueError(f"{where}: unknown fuse_at {self.fuse_at!r}; known {FUSE_POINTS}")
         if isinstance(self.max_neighbours, bool) or int(self.max_neighbours) != self.max_neighbours:
@@ -172,6 +185,8 @@ class DetectorConfig:
                 "max_neighbours": self.max_neighbours,
                 "comm_range": self.comm_range,
                 "ego_clearance": self.ego_clearance,
+                "fusion_options": dict(self.fusion_options),
+                "refiner": None if self.refiner is None else self.refiner.to_dict(),
             }
         )
 
@@ -191,6 +206,17 @@ class DetectorConfig:
             kwargs["features"] = _resolve_features(data["features"], f"{where}:features")
         if "head" in data:
             kwargs["head"] = HeadConfig.from_dict(dict(data["head"] or {}), f"{where}:head")
+        if "fusion_options" in data:
+            kwargs["fusion_options"] = dict(data["fusion_options"] or {})
+        if data.get("refiner") is not None:
+            refiner = data["refiner"]
+            if not isinstance(refiner, dict):
+                raise ValueError(f"{where}:refiner: expected a mapping or null")
+            try:
+                kwargs["refiner"] = RefinerConfig.from_dict(dict(refiner), f"{where}:refiner")
+            except (TypeError, ValueError) as err:
+                text = str(err)
+                raise ValueError(text if where in text else f"{where}:{text}") from err
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as err:

@@ -10,28 +10,45 @@ Every strategy is an ``nn.Module`` built with the BEV channel count and called a
 cell (inside its warped grid and its message arrived) and 0 elsewhere — a neighbour whose
 message was lost is simply an all-zero mask, and ``K`` may be 0. The ego is always valid.
 
-Room for what comes later: Adaptive Gated Fusion is a subclass that owns a small gate network
-(the ``channels`` argument sizes it): it aggregates the valid neighbours (masked attention, as
-:class:`AttentionFusion` does), computes a per-cell gate ``g = sigmoid(conv([ego, agg]))`` of
-shape ``(B, 1, H, W)`` and returns ``g * ego + (1 - g) * agg``; nothing in the signature changes.
-The diffusion refiner acts on ``ego`` (and optionally each neighbour) *before* fusion, so it
-chains in front of any strategy. Late fusion (boxes merged by NMS) and early fusion (points
-merged before encoding, :mod:`models.early_fusion`) are not feature fusions and live elsewhere.
+``cues`` ``(B, K, NUM_CUES)`` (optional, zeros when absent) are what the ego knows about each
+neighbour's message besides its map (:data:`CUE_NAMES`: its age, whether it was warped with a
+stale pose, the sender's reported pose-noise level); only :class:`AdaptiveGatedFusion` reads
+them. Strategies take their hyperparameters from the model config (``fusion_options``), checked
+against the strategy's ``Options`` dataclass. The diffusion refiner (:mod:`models.refiner`) acts
+on ``ego`` (and optionally each neighbour) *before* fusion, so it chains in front of any
+strategy. Late fusion (boxes merged by NMS) and early fusion (points merged before encoding,
+:mod:`models.early_fusion`) are not feature fusions and live elsewhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+
+#: Per-neighbour cues, in this order, each scaled to about [0, 1] by :data:`CUE_SCALES`.
+CUE_NAMES = ("age_s", "stale", "pose_sigma")
+NUM_CUES = len(CUE_NAMES)
+#: Divisors: 0.5 s is the channel presets' maximum message age, 0.6 the largest pose-error level.
+CUE_SCALES = (0.5, 1.0, 0.6)
+
+
+def cue_vector(age_s: float = 0.0, stale: bool = False, pose_sigma: float = 0.0) -> list[float]:
+    """One neighbour's cues, scaled (see :data:`CUE_NAMES`)."""
+    raw = (float(age_s), float(stale), float(pose_sigma))
+    return [value / scale for value, scale in zip(raw, CUE_SCALES, strict=True)]
 
 
 class FusionStrategy(nn.Module):
     """Base class: checks and normalises shapes, then calls :meth:`combine`."""
 
     name: ClassVar[str] = ""
+    #: The dataclass of this strategy's hyperparameters (``fusion_options``); None: it has none.
+    Options: ClassVar[type | None] = None
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -40,7 +57,11 @@ class FusionStrategy(nn.Module):
         self.channels = channels
 
     def forward(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self,
+        ego: torch.Tensor,
+        neighbours: torch.Tensor,
+        masks: torch.Tensor,
+        cues: torch.Tensor | None = None,
     ) -> torch.Tensor:
         ego4 = ego.unsqueeze(0) if ego.dim() == 3 else ego
         b, c, h, w = ego4.shape
@@ -59,18 +80,19 @@ class FusionStrategy(nn.Module):
                 f"fusion[{self.name}]: masks must be ({b}, {k}, 1, {h}, {w}), "
                 f"got {tuple(masks.shape)}"
             )
-        return self.combine(ego4, neighbours, masks.to(ego4.dtype))
-
-    def fuse(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
-    ) -> torch.Tensor:
-        """Alias of calling the module: ``(B, C, H, W)`` fused ego feature."""
-        return self(ego, neighbours, masks)
+        if cues is None:
+            cues = ego4.new_zeros(b, k, NUM_CUES)
+        if tuple(cues.shape) != (b, k, NUM_CUES):
+            raise ValueError(
+                f"fusion[{self.name}]: cues must be ({b}, {k}, {NUM_CUES}), got {tuple(cues.shape)}"
+            )
+        return self.combine(ego4, neighbours, masks.to(ego4.dtype), cues.to(ego4))
 
     def combine(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
     ) -> torch.Tensor:
-        """``ego`` ``(B, C, H, W)``, ``neighbours`` ``(B, K, C, H, W)``, float ``masks``."""
+        """``ego`` ``(B, C, H, W)``, ``neighbours`` ``(B, K, C, H, W)``, float ``masks``,
+        ``cues`` ``(B, K, NUM_CUES)``."""
         raise NotImplementedError
 
 
@@ -80,7 +102,7 @@ class NoFusion(FusionStrategy):
     name = "none"
 
     def combine(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
     ) -> torch.Tensor:
         return ego
 
@@ -91,7 +113,7 @@ class MaxFusion(FusionStrategy):
     name = "max"
 
     def combine(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
     ) -> torch.Tensor:
         if neighbours.shape[1] == 0:
             return ego
@@ -112,7 +134,7 @@ class AttentionFusion(FusionStrategy):
     name = "attention"
 
     def combine(
-        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
     ) -> torch.Tensor:
         ego_valid = torch.ones_like(ego[:, :1]).unsqueeze(1)  # (B, 1, 1, H, W)
         valid = torch.cat([ego_valid, masks], dim=1) > 0.5
@@ -123,15 +145,115 @@ class AttentionFusion(FusionStrategy):
         return (weights * agents).sum(dim=1)
 
 
+@dataclass(frozen=True)
+class AGFOptions:
+    """AGF's hyperparameters: ``key_channels`` of the attention's query/key projections,
+    ``hidden`` width and ``kernel`` size of the gate's first convolution."""
+
+    key_channels: int = 16
+    hidden: int = 32
+    kernel: int = 3
+
+    def __post_init__(self) -> None:
+        for key in ("key_channels", "hidden", "kernel"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"fusion[agf]: {key} must be an integer >= 1, got {value!r}")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"fusion[agf]: kernel must be odd, got {self.kernel}")
+
+
+class AdaptiveGatedFusion(FusionStrategy):
+    """AGF: attention-aggregated neighbours, blended with the ego by a per-cell learnt gate.
+
+    At each cell the valid neighbours are weighted by ``softmax(q(ego) . k(nbr) / sqrt(D) +
+    w . cues)`` (a masked neighbour gets weight 0 and is zeroed first, so nothing of it leaks),
+    giving ``agg``. The gate ``g = sigmoid(conv([ego, agg, weighted cues, neighbour count]))``
+    reads the ego's reliability against what arrived; the output is ``g * ego + (1 - g) * agg``.
+    Where no neighbour is valid the output is the ego feature exactly (``g`` is forced to 1).
+    """
+
+    name = "agf"
+    Options = AGFOptions
+
+    def __init__(self, channels: int, options: AGFOptions | None = None) -> None:
+        super().__init__(channels)
+        opts = options or AGFOptions()
+        self.options = opts
+        self.query = nn.Conv2d(channels, opts.key_channels, 1)
+        self.key = nn.Conv2d(channels, opts.key_channels, 1)
+        self.cue_bias = nn.Linear(NUM_CUES, 1)
+        gate_in = 2 * channels + NUM_CUES + 1
+        self.gate = nn.Sequential(
+            nn.Conv2d(gate_in, opts.hidden, opts.kernel, padding=opts.kernel // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(opts.hidden, 1, 1),
+        )
+
+    def gate_map(self, ego: torch.Tensor, agg: torch.Tensor, cue_map: torch.Tensor,
+                 count: torch.Tensor) -> torch.Tensor:
+        """``g`` ``(B, 1, H, W)`` in (0, 1) before the no-neighbour override."""
+        return torch.sigmoid(self.gate(torch.cat([ego, agg, cue_map, count], dim=1)))
+
+    def combine(
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
+    ) -> torch.Tensor:
+        b, k, c, h, w = neighbours.shape
+        if k == 0:
+            return ego
+        valid = masks > 0.5  # (B, K, 1, H, W)
+        any_valid = valid.any(dim=1)  # (B, 1, H, W)
+        nbrs = neighbours.where(valid, 0.0)
+        query = self.query(ego).unsqueeze(1)  # (B, 1, D, H, W)
+        keys = self.key(nbrs.flatten(0, 1)).view(b, k, -1, h, w)
+        logits = (query * keys).sum(dim=2, keepdim=True) / math.sqrt(keys.shape[2])
+        logits = logits + self.cue_bias(cues).view(b, k, 1, 1, 1)
+        # Cells with no valid neighbour get uniform logits (no all -inf softmax, no NaN); their
+        # weights are zeroed by the mask and their gate forced to 1 below.
+        logits = logits.masked_fill(~valid, float("-inf")).where(any_valid.unsqueeze(1), 0.0)
+        weights = torch.softmax(logits, dim=1) * valid
+        agg = (weights * nbrs).sum(dim=1)
+        cue_map = (weights * cues.view(b, k, NUM_CUES, 1, 1)).sum(dim=1)
+        count = valid.sum(dim=1).to(ego.dtype)
+        gate = self.gate_map(ego, agg, cue_map, count).where(any_valid, 1.0)
+        return gate * ego + (1.0 - gate) * agg
+
+
 FUSION_STRATEGIES: dict[str, type[FusionStrategy]] = {
     "none": NoFusion,
     "max": MaxFusion,
     "attention": AttentionFusion,
+    "agf": AdaptiveGatedFusion,
 }
 
 
-def build_fusion(name: str, channels: int) -> FusionStrategy:
-    """The strategy registered as ``name`` for ``channels``-wide BEV features."""
+def fusion_options(name: str, options: dict[str, Any] | None, where: str = "fusion") -> Any:
+    """``options`` checked against strategy ``name``'s ``Options`` (None when it has none);
+    an unknown key or a strategy that takes no options is an error naming ``where``."""
     if name not in FUSION_STRATEGIES:
-        raise ValueError(f"fusion: unknown strategy {name!r}; known {sorted(FUSION_STRATEGIES)}")
-    return FUSION_STRATEGIES[name](channels)
+        raise ValueError(f"{where}: unknown strategy {name!r}; known {sorted(FUSION_STRATEGIES)}")
+    cls = FUSION_STRATEGIES[name].Options
+    options = dict(options or {})
+    if cls is None:
+        if options:
+            raise ValueError(f"{where}: fusion {name!r} takes no options, got {sorted(options)}")
+        return None
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {unknown} for fusion {name!r}; "
+                         f"known {sorted(known)}")
+    try:
+        return cls(**options)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+
+
+def build_fusion(
+    name: str, channels: int, options: dict[str, Any] | None = None
+) -> FusionStrategy:
+    """The strategy registered as ``name`` for ``channels``-wide BEV features, with its
+    ``options`` (the model config's ``fusion_options``)."""
+    parsed = fusion_options(name, options)
+    cls = FUSION_STRATEGIES[name]
+    return cls(channels) if parsed is None else cls(channels, parsed)  # type: ignore[call-arg]

@@ -45,6 +45,17 @@ def write_tiny_checkpoint(path: Path, fusion: str = "attention") -> Path:
     return save_checkpoint(path, model, model.config, {})
 
 
+def write_tiny_diffkd_checkpoint(path: Path, skip_above: float | None = None) -> Path:
+    """An untrained tiny Diff-KD model: AGF on the pillar map, a small PKD refiner."""
+    torch.manual_seed(0)
+    refiner = {"latent_channels": 4, "hidden": 8, "blocks": 1, "patch": 4, "steps": 2,
+               "skip_above": skip_above}
+    config = DetectorConfig.from_dict({**TINY_MODEL, "name": "tiny_diffkd", "fusion": "agf",
+                                       "fuse_at": "encoder", "refiner": refiner})
+    model = CooperativeDetector(config).eval()
+    return save_checkpoint(path, model, model.config, {})
+
+
 def write_small_scenario(path: Path, frames: float = 0.6, connected: int = 3) -> Path:
     """The built-in intersection with a 16-beam, 5,760-ray LiDAR and few frames."""
     return write_scenario(

@@ -2,6 +2,7 @@
 messages, bad messages, newest-per-sender, sensor corruption."""
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,22 @@ from agents.steps import (
     Inbound,
     Vehicle,
     VehicleSpec,
+    encode_points,
     fuse_and_detect,
     neighbour_to_ego,
     sense_points,
 )
 from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, decode_feature, peek_header
+from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector, NeighbourFeature
 from scenarios.frame import Frame
 from scenarios.source import open_source
-from tests.agents.helpers import tiny_config, tiny_model, write_small_scenario
+from tests.agents.helpers import (
+    tiny_config,
+    tiny_model,
+    write_small_scenario,
+    write_tiny_diffkd_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,7 @@ def _pair(frame: Frame, spec: VehicleSpec) -> tuple[Vehicle, Vehicle, int]:
     return Vehicle(ego_id, model, spec), Vehicle(sender_id, model, spec), sender_id
 
 
-def test_fuse_and_detect_matches_detect_from_features(frames: list[Frame]) -> None:
+def test_fuse_and_detect_matches_detect_features(frames: list[Frame]) -> None:
     torch.manual_seed(0)  # a long comm range so both neighbours, one sparse, are fused
     model = CooperativeDetector(dataclasses.replace(tiny_config(), comm_range=200.0)).eval()
     frame = frames[0]
@@ -50,14 +58,14 @@ def test_fuse_and_detect_matches_detect_from_features(frames: list[Frame]) -> No
         NeighbourFeature(feats[i], frame.transform(a, frame.ego_id), mask if i == 1 else None)
         for i, a in enumerate(frame.agent_ids) if i > 0
     ]
-    boxes, scores, chosen, coverage, timings = fuse_and_detect(model, feats[0], nbrs)
-    expect = model.detect_from_features(feats[0], nbrs)
-    assert len(scores) > 0
-    np.testing.assert_array_equal(boxes, expect.boxes)
-    np.testing.assert_array_equal(scores, expect.scores)
-    assert set(timings) == {"fuse", "head"}
-    assert len(chosen) == 2
-    assert 1 <= coverage.max() <= 2
+    result = fuse_and_detect(model, feats[0], nbrs)
+    expect = model.detect_features(feats[0], [nbrs])[0]
+    assert len(result.detections.scores) > 0
+    np.testing.assert_array_equal(result.detections.boxes, expect.detections.boxes)
+    np.testing.assert_array_equal(result.detections.scores, expect.detections.scores)
+    assert set(result.timings) == {"refine", "fuse", "head"}
+    assert len(result.chosen) == 2
+    assert 1 <= result.coverage.max() <= 2
 
 
 def test_stale_message_is_placed_with_its_send_time_pose(frames: list[Frame]) -> None:
@@ -79,9 +87,9 @@ def test_stale_message_is_placed_with_its_send_time_pose(frames: list[Frame]) ->
     np.testing.assert_allclose(transform, np.linalg.inv(ego_pose) @ old_pose)
     assert not np.allclose(transform, frames[1].transform(sender_id, frames[1].ego_id), atol=1e-3)
     own = ego.model.encode([frames[1].agent(frames[1].ego_id).points])[0]
-    expect = ego.model.detect_from_features(
-        own, [(torch.from_numpy(decoded.feature), transform)]
-    )
+    received = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.1,
+                                stale=True)
+    expect = ego.model.detect_features(own, [[received]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
 
 
@@ -147,3 +155,20 @@ def test_sensor_corruption_is_seeded(frames: list[Frame], tmp_path: Path) -> Non
     other = sense_points(obs, 1, spec)
     assert not (len(other) == len(a) and np.array_equal(other, a))
     assert sense_points(obs, 0, VehicleSpec()) is obs.points
+
+
+def test_an_empty_ego_cloud_still_detects_with_the_refiner(frames: list[Frame]) -> None:
+    """No ego points (a dead LiDAR): the refiner and fusion run on an all-zero map."""
+    with tempfile.TemporaryDirectory() as folder:
+        model, _, _ = load_checkpoint(write_tiny_diffkd_checkpoint(Path(folder) / "m.pt"))
+    empty = np.zeros((0, 4), np.float32)
+    own = encode_points(model, empty)
+    assert own.shape == model.message_shape and float(own.abs().sum()) == 0.0
+    frame = frames[0]
+    sender = frame.agent_ids[1]
+    nbr = encode_points(model, frame.agent(sender).points)
+    result = fuse_and_detect(
+        model, own, [NeighbourFeature(nbr, frame.transform(sender, frame.ego_id))], 2
+    )
+    assert result.steps_run == 2 and 0.0 < result.gamma < 1.0
+    assert np.isfinite(result.detections.scores).all()

@@ -9,7 +9,11 @@ import ray
 from cosim.driver import run_simulation
 from cosim.executors import Executor, RayExecutor
 from cosim.run_config import RunConfig
-from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
+from tests.agents.helpers import (
+    write_small_scenario,
+    write_tiny_checkpoint,
+    write_tiny_diffkd_checkpoint,
+)
 
 NEIGHBOUR = 3  # the vehicle within the ego's comm range in the small scenario
 
@@ -42,6 +46,26 @@ def test_ray_and_in_process_give_the_same_results(ray_local: None, base: RunConf
     assert on_ray.receptions.equals(in_process.receptions)
     for key in ("ap@0.3", "ap@0.5", "ap@0.7"):
         assert on_ray.summary[key] == pytest.approx(in_process.summary[key], nan_ok=True)
+
+
+def test_ray_and_in_process_agree_with_refinement_on(
+    ray_local: None, base: RunConfig, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    checkpoint = write_tiny_diffkd_checkpoint(tmp_path_factory.mktemp("dk") / "diffkd.pt")
+    config = base.replace(checkpoint=str(checkpoint), refine_steps=2, refine_neighbours=True)
+    on_ray = run_simulation(config)
+    in_process = run_simulation(config.replace(executor="inprocess"))
+    assert on_ray.detections.num_rows > 0
+    assert on_ray.detections.equals(in_process.detections)
+    assert on_ray.frames.equals(in_process.frames)
+    refine = on_ray.summary["refine"]
+    assert refine["steps"] == 2 and refine["refine_neighbours"] is True
+    assert refine["mean_steps_run"] == 2.0 and refine["skipped_fraction"] == 0.0
+    assert 0.0 < refine["gamma_min"] <= refine["gamma_max"] < 1.0
+    assert on_ray.summary["stage_s_per_tick"]["refine"] > 0
+    off = run_simulation(config.replace(executor="inprocess", refine_steps=0))
+    assert off.summary["refine"]["mean_steps_run"] == 0.0
+    assert not off.detections.equals(in_process.detections)
 
 
 def _messages_from(result_log: list[dict], sender: int, after: float) -> int:

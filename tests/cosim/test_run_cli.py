@@ -142,3 +142,30 @@ def test_run_bounded_stops_and_keeps_what_finished(ray_local: None) -> None:
                           should_stop=lambda: bool(finished))
     assert results == [0, None, None, None]
     assert time.perf_counter() - started < 30
+
+
+def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
+    from tests.agents.helpers import write_tiny_diffkd_checkpoint
+
+    scenario = write_small_scenario(tmp_path / "small.yaml")
+    checkpoint = write_tiny_diffkd_checkpoint(tmp_path / "diffkd.pt", skip_above=1.0)
+    out = tmp_path / "run"
+    args = ["run", str(scenario), "--checkpoint", str(checkpoint), "--frames", "2",
+            "--executor", "inprocess", "--render", "0"]
+    result = runner.invoke(app, [*args, "--refine-steps", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "refine (ms / tick" in result.output and "refiner steps asked" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["refine"]["steps"] == 3 and summary["refine"]["mean_steps_run"] == 3.0
+    assert summary["refine"]["skip_above"] == 1.0 and summary["refine"]["skipped_fraction"] == 0
+    frames = pq.read_table(out / "frames.parquet").to_pylist()
+    assert [f["refine_steps"] for f in frames] == [3, 3]
+    assert all(0.0 < f["refine_gamma"] < 1.0 for f in frames)
+    skipped = runner.invoke(app, [*args, "--refine-skip-above", "0", "--out", str(tmp_path / "s")])
+    assert skipped.exit_code == 0, skipped.output
+    refine = json.loads((tmp_path / "s" / "summary.json").read_text())["refine"]
+    assert refine["skip_above"] == 0.0 and refine["skipped_fraction"] == 1.0
+    assert refine["mean_steps_run"] == 0.0 and 0.0 < refine["gamma_mean"] < 1.0
+    bad = runner.invoke(app, [*args, "--refine-steps", "11", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2
+    assert "refine_steps must be in 0..10, got 11" in bad.output

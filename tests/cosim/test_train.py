@@ -117,11 +117,20 @@ def test_missing_required_key_and_file(tmp_path: Path) -> None:
 def test_repo_configs_load_and_override() -> None:
     root = Path(__file__).resolve().parents[2] / "configs" / "train"
     names = sorted(p.stem for p in root.glob("cpu_*.yaml"))
-    assert names == ["cpu_attention", "cpu_early", "cpu_late", "cpu_max", "cpu_none"]
+    assert names == ["cpu_agf", "cpu_attention", "cpu_attention_pkd", "cpu_diffkd",
+                     "cpu_diffkd_flat", "cpu_early", "cpu_late", "cpu_max", "cpu_none"]
+    fusion = {"cpu_attention_pkd": "attention", "cpu_diffkd": "agf", "cpu_diffkd_flat": "agf"}
     for name in names:
         cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
-        assert cfg.model.fusion == name.removeprefix("cpu_") and cfg.data.egos == "all"
+        assert cfg.model.fusion == fusion.get(name, name.removeprefix("cpu_"))
+        assert cfg.data.egos == "all"
         assert cfg.data.train == "data/train" and cfg.out == f"runs/{name}"
+        distilled = name in ("cpu_attention_pkd", "cpu_diffkd", "cpu_diffkd_flat")
+        assert (cfg.model.refiner is not None) == distilled
+        assert (cfg.distill is not None) == distilled
+        assert (cfg.corrupt is not None) == (distilled or name == "cpu_agf")
+        if cfg.corrupt is not None:
+            assert cfg.corrupt.progressive == (name != "cpu_diffkd_flat")
     moved = cfg.with_overrides(data_train="/d/train", epochs=7)
     assert (moved.data.train, moved.epochs, moved.raw["data"]["train"]) == (
         "/d/train",

@@ -94,8 +94,18 @@ def test_grids_that_do_not_divide_are_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_fusion_and_missing_presets(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"det\.yaml.*unknown fusion 'agf'.*attention"):
-        DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: agf\n"))
+    with pytest.raises(ValueError, match=r"det\.yaml.*unknown fusion 'sum'.*agf.*attention"):
+        DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: sum\n"))
+    with pytest.raises(ValueError, match=r"det\.yaml.*fusion_options.*unknown option.*'width'"):
+        DetectorConfig.from_yaml(
+            write(tmp_path, "name: x\nfusion: agf\nfusion_options: {width: 3}\n")
+        )
+    with pytest.raises(ValueError, match=r"det\.yaml.*fusion 'none' takes no fusion_options"):
+        DetectorConfig.from_yaml(
+            write(tmp_path, "name: x\nfusion: none\nfusion_options: {hidden: 3}\n")
+        )
+    with pytest.raises(ValueError, match=r"det\.yaml.*refiner.*unknown.*'depth'"):
+        DetectorConfig.from_yaml(write(tmp_path, "name: x\nrefiner: {depth: 3}\n"))
     with pytest.raises(ValueError, match="unknown detector preset 'cpu_nope'.*cpu_max"):
         load_detector_config("cpu_nope")
     with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
@@ -226,7 +236,7 @@ def test_gradients_flow_through_warp_and_fusion() -> None:
     nbr = torch.rand(1, c, h, w, requires_grad=True)
     warped = model.warp(nbr, yaw_pose(8.0, 0.0, 0.0, 0.2)[None])
     fused = model.fuse(ego, warped.features.unsqueeze(0), warped.mask.unsqueeze(0))
-    model.head(fused).cls_logits.sum().backward()
+    model.head(model.bev(fused)).cls_logits.sum().backward()
     assert nbr.grad is not None and float(nbr.grad.abs().sum()) > 0
     assert ego.grad is not None and float(ego.grad.abs().sum()) > 0
 
@@ -290,7 +300,7 @@ def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -
     model = build_detector("cpu_late").eval()
     clouds = [sample.ego_points, *sample.neighbour_points]
     with torch.no_grad():
-        per_agent = model.detect(model.head(model.encode(clouds)), score_threshold=0.0)
+        per_agent = model.detect(model.head(model.bev(model.encode(clouds))), score_threshold=0.0)
     manual = model.detect_late(
         per_agent[0], list(zip(per_agent[1:], sample.neighbour_to_ego, strict=True))
     )
@@ -304,7 +314,7 @@ def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -
 
 @pytest.mark.parametrize("fuse_at", ["encoder", "backbone"])
 @pytest.mark.parametrize("fusion", ["max", "attention"])
-def test_detect_from_features_equals_predict(
+def test_detect_features_equals_predict(
     fusion: str, fuse_at: str, sample: CooperativeSample
 ) -> None:
     torch.manual_seed(0)
@@ -313,7 +323,11 @@ def test_detect_from_features_equals_predict(
     with torch.no_grad():
         bev = model.encode([sample.ego_points, *sample.neighbour_points])
     nbrs = list(zip(bev[1:], sample.neighbour_to_ego, strict=True))
-    got = model.detect_from_features(bev[0], nbrs, score_threshold=0.0)
+
+    def detect_from_features(ego: torch.Tensor, items: list, **kw: float) -> Detections:
+        return model.detect_features(ego, [items], **kw)[0].detections
+
+    got = detect_from_features(bev[0], nbrs, score_threshold=0.0)
     want = model.predict([sample], score_threshold=0.0)[0]
     assert len(got) > 0
     np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-5)
@@ -321,14 +335,14 @@ def test_detect_from_features_equals_predict(
     # All cells sent == no mask; nothing sent == ego alone.
     shape = model.message_grid.bev_shape
     sent = [NeighbourFeature(f, t, np.ones(shape, bool)) for f, t in nbrs]
-    all_sent = model.detect_from_features(bev[0], sent, score_threshold=0.0)
+    all_sent = detect_from_features(bev[0], sent, score_threshold=0.0)
     np.testing.assert_allclose(all_sent.scores, want.scores, atol=1e-6)
     none_sent = [(f, t, torch.zeros(shape, dtype=torch.bool)) for f, t in nbrs]
-    alone = model.detect_from_features(bev[0], [], score_threshold=0.0)
-    nothing = model.detect_from_features(bev[0], none_sent, score_threshold=0.0)
+    alone = detect_from_features(bev[0], [], score_threshold=0.0)
+    nothing = detect_from_features(bev[0], none_sent, score_threshold=0.0)
     np.testing.assert_allclose(nothing.scores, alone.scores, atol=1e-6)
-    with pytest.raises(ValueError, match="detect_late"):
-        build_detector("cpu_late").detect_from_features(bev[0], nbrs)
+    with pytest.raises(ValueError, match="merge_late"):
+        build_detector("cpu_late").detect_features(bev[0], [nbrs])
 
 
 def test_sent_mask_is_warped_with_the_features() -> None:

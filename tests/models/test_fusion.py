@@ -1,4 +1,4 @@
-"""Fusion strategies (none, max, attention) and the early-fusion point merge."""
+"""Fusion strategies (none, max, attention, agf) and the early-fusion point merge."""
 
 import math
 
@@ -7,15 +7,35 @@ import pytest
 import torch
 
 from models.early_fusion import merge_points_to_ego
-from models.fusion import FUSION_STRATEGIES, AttentionFusion, MaxFusion, build_fusion
+from models.fusion import (
+    CUE_NAMES,
+    FUSION_STRATEGIES,
+    AdaptiveGatedFusion,
+    AGFOptions,
+    AttentionFusion,
+    MaxFusion,
+    build_fusion,
+    cue_vector,
+)
 from scenarios.geometry import yaw_pose
 
 
 def test_registry_and_errors() -> None:
-    assert sorted(FUSION_STRATEGIES) == ["attention", "max", "none"]
+    assert sorted(FUSION_STRATEGIES) == ["agf", "attention", "max", "none"]
     assert isinstance(build_fusion("max", 4), MaxFusion)
-    with pytest.raises(ValueError, match="unknown strategy 'agf'"):
-        build_fusion("agf", 4)
+    with pytest.raises(ValueError, match="unknown strategy 'sum'"):
+        build_fusion("sum", 4)
+    with pytest.raises(ValueError, match="fusion 'max' takes no options"):
+        build_fusion("max", 4, {"hidden": 3})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['width'\]"):
+        build_fusion("agf", 4, {"width": 3})
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        build_fusion("agf", 4, {"kernel": 2})
+    agf = build_fusion("agf", 4, {"hidden": 5, "key_channels": 3})
+    assert isinstance(agf, AdaptiveGatedFusion) and agf.options == AGFOptions(3, 5, 3)
+    with pytest.raises(ValueError, match=r"cues must be \(1, 2, 3\)"):
+        agf(torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 4, 2, 2), torch.ones(1, 2, 1, 2, 2),
+            torch.zeros(1, 2, 2))
     with pytest.raises(ValueError, match="masks must be"):
         build_fusion("max", 1)(
             torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2), torch.ones(1, 1)
@@ -62,7 +82,7 @@ def test_gradients_flow_to_valid_agents_only() -> None:
     nbrs = torch.randn(1, 2, 4, 3, 3, requires_grad=True)
     masks = torch.ones(1, 2, 1, 3, 3)
     masks[0, 1] = 0.0
-    for name in ("attention", "max"):
+    for name in ("attention", "max", "agf"):
         ego.grad = nbrs.grad = None
         build_fusion(name, 4)(ego, nbrs, masks).square().sum().backward()
         assert ego.grad.abs().sum() > 0 and nbrs.grad[0, 0].abs().sum() > 0
@@ -83,3 +103,62 @@ def test_merge_points_to_ego() -> None:
     )
     with pytest.raises(ValueError, match="2 clouds but 1 poses"):
         merge_points_to_ego([ego_pts, nbr_pts], [ego_pose], ego_pose)
+
+
+def _agf_with_gate(channels: int, logit: float) -> AdaptiveGatedFusion:
+    """An AGF whose gate is the constant sigmoid(logit) wherever a neighbour is valid."""
+    agf = AdaptiveGatedFusion(channels)
+    last = agf.gate[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(logit)
+    return agf
+
+
+def test_agf_zero_gate_returns_neighbours_one_gate_the_ego() -> None:
+    torch.manual_seed(2)
+    ego = torch.randn(1, 4, 3, 5)
+    nbr = torch.randn(1, 1, 4, 3, 5)
+    masks = torch.ones(1, 1, 1, 3, 5)
+    # One valid neighbour: attention weight 1, so agg is that neighbour exactly.
+    zero = _agf_with_gate(4, -100.0)(ego, nbr, masks)
+    one = _agf_with_gate(4, 100.0)(ego, nbr, masks)
+    torch.testing.assert_close(zero, nbr[:, 0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(one, ego, rtol=0, atol=1e-6)
+    half = _agf_with_gate(4, 0.0)(ego, nbr, masks)
+    torch.testing.assert_close(half, 0.5 * ego + 0.5 * nbr[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_agf_masked_neighbour_never_leaks() -> None:
+    torch.manual_seed(3)
+    ego = torch.randn(2, 4, 3, 3)
+    good = torch.randn(2, 1, 4, 3, 3)
+    garbage = torch.full((2, 1, 4, 3, 3), 1e6)
+    masks = torch.cat([torch.ones(2, 1, 1, 3, 3), torch.zeros(2, 1, 1, 3, 3)], dim=1)
+    masks[:, 0, :, 0, 0] = 0.0  # cell (0, 0): nobody valid -> the ego exactly
+    fuse = _agf_with_gate(4, -100.0)
+    out = fuse(ego, torch.cat([good, garbage], dim=1), masks)
+    alone = fuse(ego, good, masks[:, :1])
+    torch.testing.assert_close(out, alone, rtol=0, atol=0)
+    assert torch.equal(out[:, :, 0, 0], ego[:, :, 0, 0])
+    torch.testing.assert_close(out[:, :, 1:, 1:], good[:, 0, :, 1:, 1:], rtol=0, atol=1e-6)
+    # No neighbour at all, or all masked: the ego bit for bit.
+    assert torch.equal(fuse(ego, good[:, :0], masks[:, :0]), ego)
+    assert torch.equal(fuse(ego, garbage, torch.zeros(2, 1, 1, 3, 3)), ego)
+
+
+def test_agf_attention_weights_follow_cues() -> None:
+    """Two valid neighbours, identical keys: the cue bias alone decides their weights."""
+    agf = _agf_with_gate(1, -100.0)
+    with torch.no_grad():
+        agf.key.weight.zero_()
+        agf.key.bias.zero_()
+        agf.cue_bias.weight.copy_(torch.tensor([[-math.log(3.0) / 2.0, 0.0, 0.0]]))
+        agf.cue_bias.bias.zero_()
+    ego = torch.zeros(1, 1, 1, 1)
+    nbrs = torch.tensor([2.0, 6.0]).reshape(1, 2, 1, 1, 1)
+    cues = torch.tensor([[cue_vector(age_s=0.0), cue_vector(age_s=1.0)]])  # scaled ages 0, 2
+    out = agf(ego, nbrs, torch.ones(1, 2, 1, 1, 1), cues)
+    # logits 0 and -ln 3 -> weights 3/4, 1/4 -> 2 * 3/4 + 6 * 1/4 = 3.
+    assert out.item() == pytest.approx(3.0, rel=1e-6)
+    assert CUE_NAMES == ("age_s", "stale", "pose_sigma")

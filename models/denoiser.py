@@ -1,0 +1,225 @@
+"""The PKD refiner's networks: linear autoencoder, conditional denoiser and noise adapter.
+
+These are plain ``nn.Module`` pieces with no notion of a noise schedule; the schedule (diffusers'
+``DDIMScheduler``) and the sampling loop live in :mod:`models.refiner`, which composes them.
+
+* :class:`LinearAutoencoder` — DiffKD's light channel compressor: 1x1 conv ``C -> latent`` and
+  back, so diffusion runs on fewer channels (identity when no latent size is given).
+* :class:`Denoiser` — predicts the noise (or the clean latent) from ``x_t``, the timestep and the
+  student's latent. It works at ``H/patch x W/patch`` (patchify conv stem, transposed-conv
+  un-patchify) so its cost on the 160 x 240 CPU grid stays in the millisecond range.
+* :class:`NoiseAdapter` — DiffKD's adaptive noise matching: from pooled statistics of the
+  student latent, a per-sample ``gamma`` in (0, 1) that sets how much of the student is kept in
+  the starting point ``gamma * z + (1 - gamma) * eps``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Gamma logits are bounded to +-_GAMMA_LOGIT_BOUND so sigmoid stays strictly inside (0, 1) in
+# float32 whatever the input scale (sigmoid(8) = 0.99966, not rounded to 1).
+_GAMMA_LOGIT_BOUND = 8.0
+
+
+def unpatchify(deconv: nn.ConvTranspose2d, h: torch.Tensor) -> torch.Tensor:
+    """``deconv(h)`` for a kernel == stride transposed conv, as one matmul + ``pixel_shuffle``.
+
+    Same result; oneDNN's transposed convolution is 4-10x slower on CPU for these shapes.
+    """
+    k = deconv.stride[0]
+    b, c, hh, ww = h.shape
+    out = deconv.out_channels
+    weight = deconv.weight.reshape(c, out * k * k).t().unsqueeze(0).expand(b, -1, -1)
+    flat = h.reshape(b, c, hh * ww)
+    if deconv.bias is None:
+        y = torch.bmm(weight, flat)
+    else:
+        bias = deconv.bias.repeat_interleave(k * k).view(1, -1, 1)
+        y = torch.baddbmm(bias, weight, flat)
+    return F.pixel_shuffle(y.view(b, out * k * k, hh, ww), k)
+
+
+class LinearAutoencoder(nn.Module):
+    """Linear encode ``C -> latent`` and decode ``latent -> C``; identity when latent is None.
+
+    ``stride`` 1 is DiffKD's 1x1-conv channel compressor. ``stride`` s > 1 also folds each
+    s x s cell block into one latent vector (stride-s conv, transposed conv back), so every
+    diffusion step runs on s*s times fewer latent cells: the full-resolution latent dominates
+    the refiner's CPU cost.
+    """
+
+    def __init__(self, channels: int, latent_channels: int | None, stride: int = 1) -> None:
+        super().__init__()
+        if latent_channels is None and stride != 1:
+            raise ValueError(f"autoencoder: stride={stride} needs latent_channels")
+        self.channels = channels
+        self.stride = stride
+        self.latent_channels = channels if latent_channels is None else latent_channels
+        self.enabled = latent_channels is not None
+        self.encoder: nn.Module = nn.Identity()
+        self.decoder: nn.Module = nn.Identity()
+        if latent_channels is not None:
+            self.encoder = nn.Conv2d(channels, latent_channels, stride, stride=stride)
+            self.decoder = (
+                nn.Conv2d(latent_channels, channels, 1)
+                if stride == 1
+                else nn.ConvTranspose2d(latent_channels, channels, stride, stride=stride)
+            )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature ``(B, C, H, W)`` -> latent ``(B, L, H/stride, W/stride)``."""
+        return pointwise(self.encoder, x) if self.stride == 1 else self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latent ``(B, L, H/stride, W/stride)`` -> feature ``(B, C, H, W)``."""
+        if self.stride == 1:
+            return pointwise(self.decoder, z)
+        return unpatchify(self.decoder, z)  # type: ignore[arg-type]
+
+
+def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``nn.Conv2d`` applied as one batched matmul (identity passes through).
+
+    Same result as ``conv(x)``; on CPU oneDNN's 1x1 convolution is up to 20x slower than the
+    plain GEMM for the refiner's shapes (16 -> 32 channels on 160 x 240), so the AE uses this.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        return conv(x)
+    b, c, h, w = x.shape
+    weight = conv.weight.view(1, conv.out_channels, c).expand(b, -1, -1)
+    flat = x.reshape(b, c, h * w)
+    if conv.bias is None:
+        y = torch.bmm(weight, flat)
+    else:
+        y = torch.baddbmm(conv.bias.view(1, -1, 1), weight, flat)
+    return y.view(b, conv.out_channels, h, w)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding ``(B, dim)`` of integer timesteps ``(B,)`` (DDPM style)."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
+    args = t.to(torch.float32)[:, None] * freqs[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class FiLMBottleneck(nn.Module):
+    """Residual bottleneck (1x1 reduce, 3x3, 1x1 expand) with a timestep FiLM after the reduce."""
+
+    def __init__(self, channels: int, mid: int) -> None:
+        super().__init__()
+        self.mid = mid
+        self.reduce = nn.Conv2d(channels, mid, 1)
+        self.conv = nn.Conv2d(mid, mid, 3, padding=1)
+        self.expand = nn.Conv2d(mid, channels, 1)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, C, h, w)``; ``scale``/``shift`` ``(B, mid)`` from the timestep MLP."""
+        y = F.silu(self.reduce(x))
+        y = y * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
+        y = F.silu(self.conv(y))
+        return x + self.expand(y)
+
+
+class Denoiser(nn.Module):
+    """Conditional denoiser ``(x_t, t, cond) -> model_output``, all ``(B, latent, H, W)``.
+
+    The input is ``concat(x_t, cond)`` through a stride-``patch`` conv; that conv is split into
+    an ``x_t`` part and a ``cond`` part (the same linear map) so the sampler can embed the
+    condition once per refinement and reuse it at every step (:meth:`embed_cond`,
+    :meth:`denoise`).
+    """
+
+    def __init__(self, latent: int, hidden: int, blocks: int, patch: int) -> None:
+        super().__init__()
+        self.latent = latent
+        self.hidden = hidden
+        self.patch = patch
+        self.mid = max(1, hidden // 2)
+        self.stem_x = nn.Conv2d(latent, hidden, patch, stride=patch)
+        self.stem_cond = nn.Conv2d(latent, hidden, patch, stride=patch, bias=False)
+        self.time_dim = max(2, hidden)
+        self.time_mlp = nn.Sequential(
+            nn.Linear(self.time_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, 2 * self.mid * blocks) if blocks else nn.Identity(),
+        )
+        self.blocks = nn.ModuleList(FiLMBottleneck(hidden, self.mid) for _ in range(blocks))
+        self.head = nn.ConvTranspose2d(hidden, latent, patch, stride=patch)
+        # Small (not zero) last layer: the start is close to "predict 0" while every earlier
+        # layer still receives a gradient from the first step.
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.zeros_(self.head.bias)
+
+    def check_size(self, x: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is ``(B, latent, H, W)`` with H, W divisible by patch."""
+        if x.dim() != 4 or x.shape[1] != self.latent:
+            raise ValueError(f"denoiser: expected (B, {self.latent}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % self.patch or w % self.patch:
+            raise ValueError(f"denoiser: H={h} and W={w} must be divisible by patch={self.patch}")
+
+    def embed_cond(self, cond: torch.Tensor) -> torch.Tensor:
+        """The condition's share of the stem, ``(B, hidden, H/patch, W/patch)``."""
+        self.check_size(cond)
+        return self.stem_cond(cond)
+
+    def denoise(
+        self, x: torch.Tensor, t: torch.Tensor | int, cond_emb: torch.Tensor
+    ) -> torch.Tensor:
+        """One prediction from ``x_t`` and an already embedded condition (:meth:`embed_cond`)."""
+        self.check_size(x)
+        b = x.shape[0]
+        t = torch.as_tensor(t, device=x.device)
+        t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
+        h = self.stem_x(x) + cond_emb
+        if self.blocks:
+            film = self.time_mlp(timestep_embedding(t, self.time_dim)).to(h.dtype)
+            film = film.view(b, len(self.blocks), 2, self.mid)
+            for i, block in enumerate(self.blocks):
+                h = block(h, film[:, i, 0], film[:, i, 1])
+        return unpatchify(self.head, F.silu(h))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
+        """``model_output`` for ``x_t`` ``(B, L, H, W)`` at timesteps ``t`` (scalar or ``(B,)``)."""
+        if cond.shape != x.shape:
+            raise ValueError(f"denoiser: cond {tuple(cond.shape)} must match x {tuple(x.shape)}")
+        return self.denoise(x, t, self.embed_cond(cond))
+
+
+class NoiseAdapter(nn.Module):
+    """Per-sample start mix ``gamma`` ``(B,)`` strictly in (0, 1) from the student latent.
+
+    Pools each latent channel globally (mean and max, ``asinh``-compressed so unbounded
+    non-negative pillar features stay in range) and maps them through a tiny MLP; the logit is
+    bounded so gamma never rounds to 0 or 1. With ``learned=False`` it returns ``fixed_gamma``.
+    """
+
+    def __init__(self, latent: int, hidden: int, learned: bool, fixed_gamma: float) -> None:
+        super().__init__()
+        self.learned = learned
+        self.fixed_gamma = fixed_gamma
+        self.mlp = (
+            nn.Sequential(nn.Linear(2 * latent, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+            if learned
+            else None
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` ``(B, L, H, W)`` -> gamma ``(B,)``."""
+        if self.mlp is None:
+            return torch.full((z.shape[0],), self.fixed_gamma, device=z.device, dtype=z.dtype)
+        stats = torch.cat([z.mean(dim=(2, 3)), z.amax(dim=(2, 3))], dim=1)
+        logit = self.mlp(torch.asinh(stats)).squeeze(1)
+        logit = _GAMMA_LOGIT_BOUND * torch.tanh(logit / _GAMMA_LOGIT_BOUND)
+        return torch.sigmoid(logit)

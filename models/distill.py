@@ -1,0 +1,149 @@
+"""Diff-KD teacher-student losses: the PKD refiner learns the clean teacher's features.
+
+The **teacher** is a frozen detector that sees *clean* data with global context: every agent's
+clean points merged into the ego frame (early fusion, ``sample.clean``), encoded to the map the
+student fuses (the encoder's pseudo-image when the student fuses at the encoder, else the
+backbone's output) so both live in one space (grid, channels, stage). The **student** encodes
+each agent's *corrupted* points; its refiner repairs the ego map, and the refined map is fused
+and detected. One step's loss (:func:`distill_loss`)::
+
+    total = w_det * detection(refined, fused)          head loss against the ground truth
+          + w_diff * diffusion(teacher | student)      denoiser trained on teacher maps
+          + w_feat * mse(refined student, teacher)     the refined map moves to the teacher's
+          + w_ae * autoencoder(teacher)                the linear channel compressor
+          + w_adapter * bce(gamma, cleanliness)        the noise adapter reads corruption
+
+A model without a refiner (AGF alone) trains on the same pairs with the detection term only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from models.batch import CooperativeSample
+from models.detector import CooperativeDetector
+from models.pairs import cleanliness
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    """The loss weights (the ``distill.weights`` section of a training config)."""
+
+    detection: float = 1.0
+    diffusion: float = 1.0
+    feature: float = 1.0
+    autoencoder: float = 0.1
+    adapter: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"distill.weights.{f.name} must be a number >= 0, got {value!r}")
+
+
+@dataclass
+class DistillLoss:
+    """The weighted terms (scalars), their sum (what to backpropagate) and the positives."""
+
+    total: torch.Tensor
+    detection: torch.Tensor
+    diffusion: torch.Tensor
+    feature: torch.Tensor
+    autoencoder: torch.Tensor
+    adapter: torch.Tensor
+    num_positive: int
+
+    def row(self) -> dict[str, float]:
+        """The weighted terms as plain floats, for the step log."""
+        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)
+                if f.name not in ("total", "num_positive")}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (records which teacher a student was distilled from)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_teacher(teacher: CooperativeDetector, student: CooperativeDetector) -> None:
+    """The teacher must produce the student's message map: same grid, channels and stage."""
+    if teacher.config.fusion != "early":
+        raise ValueError(
+            f"distill: the teacher must be an early-fusion detector (clean points of every "
+            f"agent), got fusion {teacher.config.fusion!r}"
+        )
+    shape = teacher_shape(teacher, student)
+    if shape != student.message_shape:
+        raise ValueError(
+            f"distill: teacher {teacher.config.name!r} gives maps {shape} at the student's stage, "
+            f"student {student.config.name!r} sends {student.message_shape}"
+        )
+
+
+def teacher_shape(teacher: CooperativeDetector, student: CooperativeDetector) -> tuple[int, ...]:
+    """``(C, H, W)`` of the teacher's map at the student's fuse point."""
+    if student.fuse_at == "encoder":
+        grid = dataclasses.replace(teacher.grid, feature_stride=1)
+        return (teacher.features.encoder.out_channels, *grid.bev_shape)
+    return (teacher.features.out_channels, *teacher.grid.bev_shape)
+
+
+@torch.no_grad()
+def teacher_maps(
+    teacher: CooperativeDetector,
+    samples: Sequence[CooperativeSample],
+    stage: str,
+) -> torch.Tensor:
+    """The teacher's maps ``(B, C, H, W)`` of each sample's clean view (merged clean clouds),
+    at ``stage`` (``encoder``: the pillar pseudo-image; ``backbone``: the 2D backbone's)."""
+    clean = []
+    for s in samples:
+        if s.clean is None:
+            raise ValueError(f"distill: sample {s.source}:{s.frame_index} has no clean view")
+        clean.append(teacher.merged_cloud(s.clean))
+    voxels = teacher.features.voxelize(clean)
+    maps = teacher.features.encoder(voxels)
+    return maps if stage == "encoder" else teacher.features.backbone(maps)
+
+
+def distill_loss(
+    student: CooperativeDetector,
+    samples: Sequence[CooperativeSample],
+    teacher: torch.Tensor | None,
+    weights: DistillWeights,
+    refine_steps: int | None = None,
+) -> DistillLoss:
+    """One training step's loss (module docstring); ``teacher`` are :func:`teacher_maps` of
+    ``samples`` (None: detection only, which a model without a refiner uses)."""
+    passed = student.forward_pass(samples, refine_steps)
+    output = student.head(student.bev(passed.fused.features))
+    head_loss = student.loss(samples, output)
+    zero = head_loss.total.new_zeros(())
+    terms: dict[str, Any] = {"diffusion": zero, "feature": zero, "autoencoder": zero,
+                             "adapter": zero}
+    refiner = student.refiner
+    if refiner is not None:
+        if teacher is None:
+            raise ValueError("distill: a model with a refiner needs teacher maps")
+        teacher = teacher.to(passed.ego_maps)
+        terms["diffusion"] = weights.diffusion * refiner.diffusion_loss(teacher, passed.ego_maps)
+        if passed.refined is not None:
+            terms["feature"] = weights.feature * F.mse_loss(passed.refined.feature, teacher)
+            target = torch.tensor([cleanliness(s.severity) for s in samples]).to(teacher)
+            terms["adapter"] = weights.adapter * refiner.adapter_loss(passed.refined.gamma, target)
+        terms["autoencoder"] = weights.autoencoder * refiner.autoencoder_loss(teacher)
+    detection = weights.detection * head_loss.total
+    total = detection + sum(terms.values())
+    return DistillLoss(total, detection, num_positive=head_loss.num_positive, **terms)

@@ -1,0 +1,44 @@
+"""Late fusion: every agent's detections moved into the ego frame and merged by rotated NMS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from models.grid import GridSpec
+from models.head import Detections
+from models.nms import rotated_nms
+from scenarios.geometry import boxes_to_frame
+
+
+def merge_late(
+    own: Detections,
+    neighbour_detections: Sequence[tuple[Detections, ArrayLike]],
+    grid: GridSpec,
+    ego_clearance: float,
+    nms_iou: float,
+    max_detections: int,
+) -> Detections:
+    """Each neighbour's boxes (its LiDAR frame, with its 4x4 neighbour->ego transform) projected
+    to the ego frame and pooled with the ego's; boxes whose centre leaves the grid (x, y) or
+    lies within ``ego_clearance`` of the ego LiDAR (the ego itself) are dropped; then rotated
+    NMS by score, at most ``max_detections``."""
+    boxes = [np.asarray(own.boxes, np.float32).reshape(-1, 7)]
+    scores = [np.asarray(own.scores, np.float32).reshape(-1)]
+    for dets, transform in neighbour_detections:
+        boxes.append(boxes_to_frame(dets.boxes, np.asarray(transform, np.float64)))
+        scores.append(np.asarray(dets.scores, np.float32).reshape(-1))
+    all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+    x0, y0, _, x1, y1, _ = grid.point_range
+    inside = (
+        (all_boxes[:, 0] >= x0)
+        & (all_boxes[:, 0] < x1)
+        & (all_boxes[:, 1] >= y0)
+        & (all_boxes[:, 1] < y1)
+        & (np.hypot(all_boxes[:, 0], all_boxes[:, 1]) >= ego_clearance)
+    )
+    all_boxes, all_scores = all_boxes[inside], all_scores[inside]
+    keep = rotated_nms(all_boxes, all_scores, nms_iou, post_max_size=max_detections)
+    return Detections(all_boxes[keep], all_scores[keep])

@@ -1,0 +1,176 @@
+"""Diff-KD training pairs: the same cooperative sample clean (teacher) and corrupted (student).
+
+Each training sample draws, from a generator seeded by ``(seed, epoch, index)``, whether it is
+corrupted (``clean_fraction`` stay clean), which of the seven sensor corruptions and at which
+severity (at most the curriculum's ``max_severity`` for the epoch: "progressive" training leads
+the student from easy to hard), which agents carry it (RCP-Bench: every agent, the ego only, the
+neighbours only, or one of those at random) and a pose-error level per neighbour (Gaussian on
+x, y and yaw, OpenCOOD / CoAlign levels, reported to the ego as an AGF cue). The student sample
+keeps the clean one as ``sample.clean``: uncorrupted points and true transforms, which the
+teacher encodes. Numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models.batch import CooperativeSample
+from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContext, corrupt
+from scenarios.frame import Frame
+from scenarios.lidar_config import LidarConfig
+
+#: Who carries the corruption: RCP-Bench's global / ego / CAV interference, or one at random.
+TARGETS = ("all", "ego", "neighbours", "random")
+
+#: The sensor context of an agent (its LiDAR, speed, yaw rate) by agent id.
+ContextOf = Callable[[int], CorruptionContext]
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    """How a training sample is corrupted (the ``corrupt`` section of a training config)."""
+
+    corruptions: tuple[str, ...] = CORRUPTION_NAMES
+    severities: tuple[int, ...] = SEVERITIES
+    clean_fraction: float = 0.25
+    target: str = "all"
+    pose_error_levels: tuple[float, ...] = (0.0, 0.2, 0.4)
+    curriculum: tuple[int, ...] = (1, 2, 3)  # max severity in epoch 1, 2, ...; last repeats
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.corruptions) - set(CORRUPTION_NAMES))
+        if unknown or not self.corruptions:
+            raise ValueError(f"corrupt.corruptions: unknown {unknown}; known {CORRUPTION_NAMES}")
+        bad = [s for s in (*self.severities, *self.curriculum) if s not in SEVERITIES]
+        if bad or not self.severities or not self.curriculum:
+            raise ValueError(f"corrupt: severities and curriculum take values in {SEVERITIES}")
+        if not 0.0 <= self.clean_fraction <= 1.0:
+            raise ValueError(f"corrupt.clean_fraction must be in [0, 1], got {self.clean_fraction}")
+        if self.target not in TARGETS:
+            raise ValueError(f"corrupt.target must be one of {TARGETS}, got {self.target!r}")
+        if not self.pose_error_levels or not all(
+            math.isfinite(v) and 0.0 <= v <= 2.0 for v in self.pose_error_levels
+        ):
+            raise ValueError("corrupt.pose_error_levels: need values in [0, 2] (m and degrees)")
+
+    @property
+    def progressive(self) -> bool:
+        """True when the curriculum raises the severity over epochs."""
+        return len(set(self.curriculum)) > 1
+
+    def max_severity(self, epoch: int) -> int:
+        """The curriculum's cap for ``epoch`` (1-based); the last entry holds afterwards."""
+        return self.curriculum[min(max(epoch, 1), len(self.curriculum)) - 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "corrupt") -> PairConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: {err}") from err
+
+
+def cleanliness(severity: int) -> float:
+    """The noise adapter's target for a sample at ``severity`` (0 clean): 1, 0.75, 0.5, 0.25."""
+    return 1.0 - severity / (max(SEVERITIES) + 1)
+
+
+def perturb_transform(
+    transform: NDArray[np.float64], sigma: float, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """A neighbour->ego transform as the neighbour's noisy reported pose makes it: a planar
+    error of ``sigma`` m on x, y and ``sigma`` degrees on yaw in the neighbour's frame."""
+    dx, dy = rng.normal(0.0, sigma, 2) if sigma > 0 else (0.0, 0.0)
+    dyaw = math.radians(float(rng.normal(0.0, sigma))) if sigma > 0 else 0.0
+    error = np.eye(4)
+    c, s = math.cos(dyaw), math.sin(dyaw)
+    error[:2, :2] = [[c, -s], [s, c]]
+    error[:2, 3] = (dx, dy)
+    return transform @ error
+
+
+def make_pair(
+    sample: CooperativeSample,
+    config: PairConfig,
+    max_severity: int,
+    rng: np.random.Generator,
+    context_of: ContextOf,
+) -> CooperativeSample:
+    """The student's view of clean ``sample`` (see the module docstring); ``sample`` becomes
+    its ``clean`` field; the student's ``corruption`` / ``severity`` are those of the *ego's*
+    points (what the refiner repairs). The draws are taken in a fixed order, whatever is
+    enabled."""
+    clean_draw = rng.random()
+    name = config.corruptions[int(rng.integers(len(config.corruptions)))]
+    allowed = [s for s in config.severities if s <= max_severity] or [min(config.severities)]
+    severity = int(allowed[int(rng.integers(len(allowed)))])
+    target = config.target if config.target != "random" else TARGETS[int(rng.integers(3))]
+    corrupt_seed = int(rng.integers(2**31))
+    levels = config.pose_error_levels
+    sigmas = np.array([levels[int(rng.integers(len(levels)))] for _ in sample.neighbour_ids],
+                      dtype=np.float32)
+    transforms = np.stack(
+        [perturb_transform(t, float(s), rng) for t, s in zip(sample.neighbour_to_ego, sigmas,
+                                                              strict=True)]
+    ) if sample.num_neighbours else np.zeros((0, 4, 4))
+    if clean_draw < config.clean_fraction:
+        name, severity = "none", 0
+
+    def hit(agent_id: int, points: NDArray[np.float32], hits: bool) -> NDArray[np.float32]:
+        if severity == 0 or not hits:
+            return points
+        seq = np.random.SeedSequence(corrupt_seed, spawn_key=(agent_id % (2**31),))
+        return corrupt(points, name, severity, np.random.default_rng(seq), context_of(agent_id))
+
+    ego_hit = target in ("all", "ego") and severity > 0
+    return dataclasses.replace(
+        sample,
+        ego_points=hit(sample.ego_id, sample.ego_points, ego_hit),
+        neighbour_points=tuple(
+            hit(a, p, target in ("all", "neighbours"))
+            for a, p in zip(sample.neighbour_ids, sample.neighbour_points, strict=True)
+        ),
+        neighbour_to_ego=transforms,
+        neighbour_pose_sigma=sigmas,
+        corruption=name if ego_hit else "none",
+        severity=severity if ego_hit else 0,
+        clean=sample,
+    )
+
+
+@dataclass(frozen=True)
+class PairMaker:
+    """The dataset hook: ``maker(sample, frame, rng, epoch)`` -> the student's sample, with the
+    epoch's curriculum cap, each agent's LiDAR (``lidars`` by the sample's source, else the
+    default) and speed from the stored frame (yaw rate 0: one frame has no history)."""
+
+    config: PairConfig
+    lidars: dict[str, LidarConfig] = dataclasses.field(default_factory=dict)
+
+    def __call__(
+        self, sample: CooperativeSample, frame: Frame, rng: np.random.Generator, epoch: int
+    ) -> CooperativeSample:
+        lidar = self.lidars.get(sample.source, LidarConfig())
+
+        def context_of(agent_id: int) -> CorruptionContext:
+            return CorruptionContext(lidar=lidar, speed_mps=float(frame.agent(agent_id).speed))
+
+        return make_pair(sample, self.config, self.config.max_severity(epoch), rng, context_of)

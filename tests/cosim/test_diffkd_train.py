@@ -1,0 +1,138 @@
+"""Diff-KD end to end on a tiny world: a clean early-fusion teacher, then a student (AGF + PKD
+refiner) trained on corrupted/clean pairs; its loss falls, the teacher is recorded, and the
+checkpoint runs without the teacher."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from cosim.dataset import build_dataset
+from cosim.evaluate import eval_dataset
+from cosim.train import train
+from cosim.train_config import TrainConfig, TrainConfigError
+from models.checkpoint import load_checkpoint, read_checkpoint
+from models.detector import CooperativeDetector
+from models.distill import file_sha256
+from tests.cosim.test_train import TINY_MODEL
+from tests.scenario_files import TINY_TRAFFIC, write_scenario
+
+TEACHER = {**TINY_MODEL, "name": "tiny_early", "fusion": "early"}
+STUDENT = {
+    **TINY_MODEL,
+    "name": "tiny_diffkd",
+    "fusion": "agf",
+    "fuse_at": "encoder",
+    "fusion_options": {"key_channels": 8, "hidden": 8},
+    "refiner": {"latent_channels": 8, "hidden": 16, "blocks": 1, "patch": 4, "steps": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("diffkd_data")
+    write_scenario(folder / "tiny.yaml", traffic=TINY_TRAFFIC)
+    build_dataset(folder / "tiny.yaml", 4, folder / "frames", seeds=[0])
+    return folder / "frames"
+
+
+def base_config(data: Path, out: Path, model: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "model": model,
+        "data": {"train": str(data), "egos": "all"},
+        "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
+        "schedule": {"name": "cosine", "warmup_fraction": 0.0},
+        "epochs": 1,
+        "batch_size": 4,
+        "steps_per_epoch": 3,
+        "augment": "off",
+        "seed": 1,
+        "out": str(out),
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    train(TrainConfig.from_dict(base_config(tiny_data, out, TEACHER)))
+    return out / "last.pt"
+
+
+def student_config(data: Path, out: Path, teacher: Path, **changes: Any) -> TrainConfig:
+    corrupt = {"corruptions": ["beam_missing"], "clean_fraction": 0.0, "target": "all",
+               "pose_error_levels": [0.0], "curriculum": [1, 2]}
+    distill = {"teacher": str(teacher), "refine_steps": 1}
+    settings = {"epochs": 6, "steps_per_epoch": 2, "corrupt": corrupt, "distill": distill,
+                **changes}
+    return TrainConfig.from_dict(base_config(data, out, STUDENT, **settings))
+
+
+def test_student_loss_falls_and_records_its_teacher(
+    tiny_data: Path, teacher: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    result = train(student_config(tiny_data, tmp_path / "student", teacher))
+    losses = [row["loss"] for row in result.epochs]
+    assert losses[-1] < 0.7 * losses[0], losses
+    with (tmp_path / "student" / "steps.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"diffusion", "feature", "autoencoder", "adapter", "detection"} <= set(rows[0])
+    assert float(rows[0]["diffusion"]) > 0 and float(rows[0]["feature"]) > 0
+    # Progressive: the curriculum caps severity at 1 in epoch 1, 2 afterwards.
+    assert [int(r["max_severity"]) for r in rows[::2]] == [1, 2, 2, 2, 2, 2]
+    payload = read_checkpoint(tmp_path / "student" / "last.pt")
+    recorded = payload["extra"]["teacher"]
+    assert recorded == {"path": str(teacher), "sha256": file_sha256(teacher),
+                        "name": "tiny_early"}
+
+
+def test_student_runs_without_its_teacher_and_k0_is_the_bare_model(
+    tiny_data: Path, teacher: Path, tmp_path: Path
+) -> None:
+    train(student_config(tiny_data, tmp_path / "s", teacher, epochs=1, steps_per_epoch=1))
+    moved = tmp_path / "gone.pt"
+    teacher_copy = tmp_path / "teacher.pt"
+    teacher_copy.write_bytes(teacher.read_bytes())
+    teacher_copy.rename(moved)
+    moved.unlink()  # inference never needs the teacher
+    model, config, _ = load_checkpoint(tmp_path / "s" / "last.pt")
+    samples = [eval_dataset(model, tiny_data)[i] for i in range(2)]
+    refined = model.predict(samples, score_threshold=0.0, refine_steps=2)
+    off = model.predict(samples, score_threshold=0.0, refine_steps=0)
+    bare = CooperativeDetector(dataclasses.replace(config, refiner=None))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}
+    bare.load_state_dict(state, strict=True)
+    want = bare.predict(samples, score_threshold=0.0)
+    for got, expect in zip(off, want, strict=True):
+        np.testing.assert_array_equal(got.boxes, expect.boxes)
+        np.testing.assert_array_equal(got.scores, expect.scores)
+    assert any(not np.array_equal(a.scores, b.scores) for a, b in zip(refined, off, strict=True))
+    with pytest.raises(ValueError, match="steps"):
+        model.predict(samples, refine_steps=11)
+
+
+def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainConfigError, match="corrupt.*unknown key.*'fog'"):
+        TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT, corrupt={"fog": 1}))
+    with pytest.raises(TrainConfigError, match=r"refine_steps: must be <= 10"):
+        TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT,
+                                          distill={"teacher": str(teacher), "refine_steps": 12}))
+    with pytest.raises(ValueError, match="distill.teacher is needed"):
+        train(TrainConfig.from_dict(base_config(tiny_data, tmp_path / "x", STUDENT,
+                                                distill={"refine_steps": 1},
+                                                corrupt={"clean_fraction": 0.5})))
+    # A teacher that is not early fusion cannot be distilled from.
+    other = tmp_path / "max_teacher"
+    train(TrainConfig.from_dict(base_config(tiny_data, other, TINY_MODEL)))
+    with pytest.raises(ValueError, match="must be an early-fusion detector"):
+        train(TrainConfig.from_dict(base_config(tiny_data, tmp_path / "y", STUDENT,
+                                                distill={"teacher": str(other / "last.pt")},
+                                                corrupt={"clean_fraction": 0.5})))
