@@ -23,10 +23,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from agents.message_checks import REJECTED, MessageExpectation, check_message
 from channel import (
     CodecConfig,
     CodecError,
     GridHeader,
+    GridMismatchError,
     PoseErrorConfig,
     PoseErrorModel,
     PoseNoise,
@@ -43,6 +45,8 @@ from scenarios.lidar_config import LidarConfig
 
 SENSE_STAGES = ("sense", "encode", "codec")
 EGO_STAGES = ("decode", "refine", "fuse", "head")
+# Reception statuses of a message the ego refused (counted as ``codec_errors`` in a run).
+REFUSED_STATUSES = ("codec_error", "wrong_grid", REJECTED)
 
 
 @dataclass(frozen=True)
@@ -94,8 +98,10 @@ class Inbound:
 @dataclass(frozen=True)
 class Reception:
     """What the ego did with one delivered message: ``fused``, ``superseded`` (a newer one
-    from the same sender arrived too), ``not_selected`` (beyond range or K), ``codec_error``
-    or ``wrong_grid``; ``error`` holds the reason for the last two."""
+    from the same sender arrived too), ``not_selected`` (beyond range or K), ``codec_error``,
+    ``wrong_grid`` or ``rejected`` (decoded, but failed :mod:`agents.message_checks`: bad pose,
+    wrong sender, impossible values); ``error`` holds the reason for the last three. ``sender``
+    is the link's sender, so a bad message is always logged against who sent it."""
 
     seq: int
     sender: int
@@ -189,6 +195,7 @@ class Vehicle:
             self.model.set_refine_skip(spec.refine_skip_above)
         self.spec = spec
         self.header = grid_header(model.message_grid)
+        self.expect = MessageExpectation.for_model(model, self.header)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
         self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
         torch.set_num_threads(max(1, spec.torch_threads))
@@ -259,7 +266,7 @@ class Vehicle:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             "superseded"))
                 continue
-            status, error, neighbour = self._decode(data, own_pose)
+            status, error, neighbour = self._decode(data, own_pose, inbound)
             if neighbour is None:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             status, error))
@@ -286,19 +293,27 @@ class Vehicle:
         )
 
     def _decode(
-        self, data: bytes | None, own_pose: NDArray[np.float64]
+        self, data: bytes | None, own_pose: NDArray[np.float64], inbound: Inbound
     ) -> tuple[str, str, NeighbourFeature | None]:
-        """Bytes -> a NeighbourFeature in the ego's frame, or (status, reason, None)."""
+        """Bytes -> a NeighbourFeature in the ego's frame, or (status, reason, None).
+
+        The shape and grid are checked from the header before decompression; a decoded message
+        must then pass :func:`agents.message_checks.check_message` (sender and send time of
+        the link, rigid pose in range, values the model can produce) or it is ``rejected``.
+        """
         if data is None:
             return "codec_error", "no message bytes", None
         try:
-            decoded = decode_feature(data)
+            decoded = decode_feature(data, expected_shape=self.expect.shape,
+                                     expected_grid=self.expect.grid)
+        except GridMismatchError as err:
+            return "wrong_grid", str(err), None
         except CodecError as err:
             return "codec_error", str(err), None
+        reason = check_message(decoded, inbound.sender, inbound.t_send, own_pose, self.expect)
+        if reason is not None:
+            return REJECTED, reason, None
         header = decoded.header
-        expected = self.model.message_shape
-        if header.shape != expected or header.grid != self.header:
-            return "wrong_grid", f"message {header.shape} on {header.grid}, model {expected}", None
         mask = decoded.mask if header.sparse else None
         values = decoded.feature
         feature = torch.from_numpy(values if values.flags.writeable else values.copy())

@@ -16,7 +16,11 @@ Wire layout (format version 1), one msgpack array of five items::
 The decoder checks the version before anything else, computes the exact decompressed size
 from the header, refuses sizes above a cap (no decompression bombs: the frame's declared
 content size must equal it and decompression is bounded by it), and raises
-:class:`CodecError` -- never another exception -- for anything it cannot accept.
+:class:`CodecError` -- never another exception -- for anything it cannot accept. A receiver
+that knows the map it expects passes ``expected_shape``/``expected_grid``: the header is then
+checked against them *before* decompression and the cap becomes that map's exact size.
+Error texts are bounded (:data:`MAX_ERROR_CHARS`) and describe an attacker's values by type
+and a short prefix, never by ``repr`` of a whole structure.
 """
 
 from __future__ import annotations
@@ -47,10 +51,41 @@ CHECKSUM_BYTES = 16
 DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 2**20
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
 _HEADER_KEYS = frozenset({"sender", "t", "pose", "grid", "shape", "dtype", "sparse", "n"})
+MAX_ERROR_CHARS = 240
+_SCALAR_CHARS = 32
 
 
 class CodecError(ValueError):
-    """A message cannot be encoded or decoded; the text says what is wrong."""
+    """A message cannot be encoded or decoded; the text says what is wrong.
+
+    The text is cut to :data:`MAX_ERROR_CHARS`, so an error string stored in a log stays small
+    whatever the message held.
+    """
+
+    def __init__(self, message: str) -> None:
+        text = str(message)
+        if len(text) > MAX_ERROR_CHARS:
+            text = text[: MAX_ERROR_CHARS - 3] + "..."
+        super().__init__(text)
+
+
+class GridMismatchError(CodecError):
+    """The header describes a map other than the one the receiver expects."""
+
+
+def describe(value: Any) -> str:
+    """A short, bounded description of an untrusted value: a scalar's clipped repr, else the
+    type name and length (never the repr of a nested structure, which can be huge or deep)."""
+    if value is None or isinstance(value, bool | int | float):
+        text = repr(value)
+    elif isinstance(value, str | bytes | bytearray):
+        text = repr(value[:_SCALAR_CHARS]) + ("..." if len(value) > _SCALAR_CHARS else "")
+        return f"{type(value).__name__} {text}"
+    elif isinstance(value, list | tuple | dict):
+        return f"{type(value).__name__} of length {len(value)}"
+    else:
+        return type(value).__name__
+    return text if len(text) <= _SCALAR_CHARS else text[:_SCALAR_CHARS] + "..."
 
 
 @dataclass(frozen=True)
@@ -132,13 +167,19 @@ class Header:
 @dataclass(frozen=True, eq=False)
 class DecodedFeature:
     """What a receiver gets: dense float32 ``(C, H, W)`` (zeros outside ``mask``), the mask,
-    the header, the int8 scales (``None`` for float dtypes) and the wire size."""
+    the header, the int8 scales (``None`` for float dtypes) and the wire size.
+
+    ``value_min``/``value_max`` (``(C,)``) are each channel's extremes over the *sent* values
+    (zeros when none were sent): the decoder gets them in the same pass that proves every
+    value finite, so a receiver can bound-check a map in O(C)."""
 
     header: Header
     feature: NDArray[np.float32]
     mask: NDArray[np.bool_]
     wire_nbytes: int
     scale: NDArray[np.float32] | None = field(default=None)
+    value_min: NDArray[np.float32] | None = field(default=None)
+    value_max: NDArray[np.float32] | None = field(default=None)
 
     @property
     def raw_nbytes(self) -> int:
@@ -237,12 +278,13 @@ def _unframe(data: Any, max_message_bytes: int) -> tuple[bytes, bytes]:
     except msgpack.ExtraData as err:
         raise CodecError("malformed message: trailing bytes after the frame") from err
     except Exception as err:  # msgpack raises several types for bad input; all mean the same
-        raise CodecError(f"truncated or malformed message framing ({err})") from err
+        raise CodecError(f"truncated or malformed message framing ({type(err).__name__})") from err
     if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
         raise CodecError("not a v2x feature message (bad magic or layout)")
     _, version, header, payload, checksum = outer
     if type(version) is not int or version != FORMAT_VERSION:
-        raise CodecError(f"unknown format version {version!r}; this decoder reads {FORMAT_VERSION}")
+        raise CodecError(f"unknown format version {describe(version)}; "
+                         f"this decoder reads {FORMAT_VERSION}")
     if not all(isinstance(x, bytes) for x in (header, payload, checksum)):
         raise CodecError("malformed message: header, payload and checksum must be bytes")
     if _digest(header, payload) != checksum:
@@ -254,15 +296,20 @@ def _parse_header(header_bytes: bytes) -> Header:
     try:
         h = msgpack.unpackb(header_bytes, raw=False, strict_map_key=True)
     except Exception as err:
-        raise CodecError(f"malformed header ({err})") from err
+        raise CodecError(f"malformed header ({type(err).__name__})") from err
     if not isinstance(h, dict) or set(h) != _HEADER_KEYS:
-        got = sorted(h) if isinstance(h, dict) else type(h).__name__
-        raise CodecError(f"malformed header: keys {got}, expected {sorted(_HEADER_KEYS)}")
+        if isinstance(h, dict):
+            extra = sorted(describe(k) for k in list(set(h) - _HEADER_KEYS)[:3])
+            missing = sorted(_HEADER_KEYS - set(h))
+            got = f"missing {missing}, unexpected {extra}{'...' if len(h) > 8 else ''}"
+        else:
+            got = f"a {type(h).__name__}, not a map"
+        raise CodecError(f"malformed header: {got}")
     sender, t_send, pose, grid, shape = h["sender"], h["t"], h["pose"], h["grid"], h["shape"]
     if not isinstance(sender, int) or isinstance(sender, bool):
-        raise CodecError(f"header: sender must be an int, got {sender!r}")
+        raise CodecError(f"header: sender must be an int, got {describe(sender)}")
     if not isinstance(t_send, float) or not math.isfinite(t_send):
-        raise CodecError(f"header: send time must be a finite float, got {t_send!r}")
+        raise CodecError(f"header: send time must be a finite float, got {describe(t_send)}")
     if not isinstance(pose, bytes) or len(pose) != 128:
         raise CodecError("header: pose must be 128 bytes (4x4 float64)")
     pose_m = np.frombuffer(pose, dtype="<f8").reshape(4, 4).astype(np.float64)
@@ -270,9 +317,9 @@ def _parse_header(header_bytes: bytes) -> Header:
         raise CodecError("header: pose contains NaN/inf")
     if (not isinstance(shape, list) or len(shape) != 3
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
-        raise CodecError(f"header: shape must be three positive ints, got {shape!r}")
+        raise CodecError(f"header: shape must be three positive ints, got {describe(shape)}")
     if not isinstance(grid, list) or len(grid) != 5 or not all(isinstance(v, float) for v in grid):
-        raise CodecError(f"header: grid must be five floats, got {grid!r}")
+        raise CodecError(f"header: grid must be five floats, got {describe(grid)}")
     try:
         grid_h = GridHeader(*grid)
     except ValueError as err:
@@ -281,20 +328,28 @@ def _parse_header(header_bytes: bytes) -> Header:
     if grid_h.shape != (height, width):
         raise CodecError(f"header: grid is {grid_h.shape} cells but shape says {(height, width)}")
     if h["dtype"] not in DTYPES or not isinstance(h["sparse"], bool):
-        raise CodecError(f"header: bad dtype {h['dtype']!r} or sparse flag {h['sparse']!r}")
+        raise CodecError(f"header: bad dtype {describe(h['dtype'])} "
+                         f"or sparse flag {describe(h['sparse'])}")
     n_cells = h["n"]
     if (not isinstance(n_cells, int) or isinstance(n_cells, bool)
             or not 0 <= n_cells <= height * width
             or (not h["sparse"] and n_cells != height * width)):
-        raise CodecError(f"header: {n_cells!r} sent cells is impossible for {height}x{width}")
+        raise CodecError(
+            f"header: {describe(n_cells)} sent cells is impossible for {height}x{width}")
     return Header(FORMAT_VERSION, sender, t_send, pose_m, grid_h, (channels, height, width),
                   h["dtype"], h["sparse"], n_cells)
 
 
 def peek_header(data: bytes, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Header:
-    """Verify framing and checksum and return the header, without decompressing the payload."""
-    header_bytes, _ = _unframe(data, max_message_bytes)
-    return _parse_header(header_bytes)
+    """Verify framing and checksum and return the header, without decompressing the payload;
+    raises only :class:`CodecError`."""
+    try:
+        header_bytes, _ = _unframe(data, max_message_bytes)
+        return _parse_header(header_bytes)
+    except CodecError:
+        raise
+    except Exception as err:  # see decode_feature
+        raise CodecError(f"message header could not be read ({type(err).__name__})") from None
 
 
 def decode_feature(
@@ -302,15 +357,44 @@ def decode_feature(
     *,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    expected_shape: tuple[int, int, int] | None = None,
+    expected_grid: GridHeader | None = None,
 ) -> DecodedFeature:
     """Decode a message to a dense float32 map, its mask and header; raises only CodecError.
 
     ``max_decompressed_bytes`` caps both the dense float32 map the header describes and the
-    decompressed payload.
+    decompressed payload. With ``expected_shape`` (``(C, H, W)``) and/or ``expected_grid``, a
+    header that differs raises :class:`GridMismatchError` before anything is decompressed, and
+    the cap is the expected map's own size. Any unforeseen failure inside the decoder is
+    reported as a :class:`CodecError` too, so a receiver catching it is never taken down.
     """
+    try:
+        return _decode(data, max_decompressed_bytes, max_message_bytes, expected_shape,
+                       expected_grid)
+    except CodecError:
+        raise
+    except Exception as err:  # a decoder bug must not become a crash of the receiver
+        raise CodecError(f"message could not be decoded ({type(err).__name__})") from None
+
+
+def _decode(
+    data: bytes,
+    max_decompressed_bytes: int,
+    max_message_bytes: int,
+    expected_shape: tuple[int, int, int] | None,
+    expected_grid: GridHeader | None,
+) -> DecodedFeature:
     header_bytes, payload = _unframe(data, max_message_bytes)
     header = _parse_header(header_bytes)
     channels, height, width = header.shape
+    if expected_shape is not None and header.shape != tuple(expected_shape):
+        raise GridMismatchError(f"message map is {header.shape}, expected {tuple(expected_shape)}")
+    if expected_grid is not None and header.grid != expected_grid:
+        raise GridMismatchError(f"message grid is {header.grid.as_list()}, "
+                                f"expected {expected_grid.as_list()}")
+    if expected_shape is not None:
+        c, h, w = expected_shape
+        max_decompressed_bytes = min(max_decompressed_bytes, 4 * c * h * w)
     if header.raw_nbytes > max_decompressed_bytes:
         raise CodecError(f"oversized: a {header.shape} float32 map is {header.raw_nbytes} bytes, "
                          f"above the cap of {max_decompressed_bytes}")
@@ -344,7 +428,12 @@ def decode_feature(
         values, scale = decode_values(raw[mask_bytes:], header.dtype, channels, header.n_cells)
     except ValueError as err:
         raise CodecError(f"payload: {err}") from err
-    if not np.isfinite(values).all():
+    if header.n_cells:
+        # One pass each; NaN propagates into both and inf shows in one: no isfinite pass.
+        value_min, value_max = values.min(axis=1), values.max(axis=1)
+    else:
+        value_min = value_max = np.zeros(channels, np.float32)
+    if not (np.isfinite(value_min).all() and np.isfinite(value_max).all()):
         raise CodecError("payload contains NaN/inf values")
     if header.sparse:
         feature = np.zeros((channels, height * width), dtype=np.float32)
@@ -352,7 +441,7 @@ def decode_feature(
         feature = feature.reshape(channels, height, width)
     else:
         feature = values.reshape(channels, height, width)
-    return DecodedFeature(header, feature, mask, len(data), scale)
+    return DecodedFeature(header, feature, mask, len(data), scale, value_min, value_max)
 
 
 @dataclass(frozen=True)

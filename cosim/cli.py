@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from cosim import cli_dataset, cli_robustness, cli_run, cli_scenarios, cli_sweep, cli_train
+from cosim.cli_errors import ErrorReportingTyper, set_debug
 
-app = typer.Typer(no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation.")
+app = ErrorReportingTyper(
+    no_args_is_help=True, help="Cooperative V2X LiDAR perception co-simulation."
+)
 cli_run.register(app)
 cli_sweep.register(app)
 cli_robustness.register(app)
@@ -17,8 +20,12 @@ app.add_typer(cli_dataset.app, name="dataset")
 
 
 @app.callback()
-def main() -> None:
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", help="show the traceback of an error instead of one error: line"),
+) -> None:
     """v2x-cosim: simulate, train and evaluate cooperative LiDAR perception."""
+    set_debug(debug)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
 from cosim.dataset import build_dataset, dataset_info
 from cosim.progress import progress_bar
 from models.dataset import DatasetFormatError
@@ -87,7 +88,7 @@ def build(
                 command=command,
             )
         except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
-            console.print(f"[red]error:[/red] {error}")
+            print_error(console, error)
             raise typer.Exit(2) from error
     size = sum(s.get("bytes", 0) for s in manifest["shards"])
     console.print(
@@ -105,7 +106,7 @@ def info(
     try:
         summary = dataset_info(root)
     except DatasetFormatError as error:
-        console.print(f"[red]error:[/red] {error}")
+        print_error(console, error)
         raise typer.Exit(2) from error
     if as_json:
         typer.echo(json.dumps(summary))

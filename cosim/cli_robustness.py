@@ -19,6 +19,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
 
 console = Console()
@@ -77,7 +78,7 @@ def robustness_command(
             raise ValueError(f"--executor must be ray or inprocess, got {executor!r}")
         name = str(read_checkpoint(checkpoint)["config"].get("name", checkpoint.stem))
     except (FileNotFoundError, ValueError, DatasetFormatError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         raise typer.Exit(2) from err
     folder = out or Path("runs") / f"robustness-{name}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,7 @@ def compare_command(
     for folder, name in zip(runs, names, strict=True):
         path = folder / "robustness.parquet"
         if not path.is_file():
-            console.print(f"[red]error:[/red] no robustness.parquet in {folder}")
+            print_error(console, f"no robustness.parquet in {folder}")
             raise typer.Exit(2)
         tables[name if names.count(name) == 1 else str(folder)] = pq.read_table(path)
     text = compare_report(tables)

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.console import Console
 
+from cosim.cli_errors import print_error
+from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.progress import progress_bar
 from cosim.run_config import RunConfig, parse_sparsity
+from scenarios.safe_yaml import load_yaml_file
 
 console = Console()
 
@@ -26,7 +28,10 @@ def _channel(value: str) -> str | dict[str, Any]:
     """A preset name, or a channel YAML file (ChannelConfig.from_dict keys)."""
     path = Path(value)
     if value.endswith((".yaml", ".yml")) and path.is_file():
-        return dict(yaml.safe_load(path.read_text()) or {})
+        data = load_yaml_file(path) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a channel file must be a mapping")
+        return dict(data)
     return value
 
 
@@ -40,6 +45,9 @@ def build_config(config_file: Path | None, **options: Any) -> RunConfig:
         given["channel"] = _channel(given["channel"])
     if "checkpoint" in given:
         given["checkpoint"] = str(given["checkpoint"])
+    if "severity" in given and given.get("corruption", base.corruption) is None:
+        raise ValueError(f"--severity {given['severity']} needs --corruption NAME "
+                         "(a severity without a corruption would be recorded but do nothing)")
     return dataclasses.replace(base, **given)
 
 
@@ -49,13 +57,20 @@ def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]
     from cosim.outputs import summary_table, write_run
 
     simulation = Simulation(config)
-    with progress_bar(console, disable=quiet, transient=True) as progress:
-        task = progress.add_task("simulating frames", total=simulation.num_ticks)
-        result = simulation.run(progress=lambda _tick: progress.advance(task))
-    write_run(result, out, simulation.detector.grid)
+    with graceful_stop() as stop:
+        with progress_bar(console, disable=quiet, transient=True) as progress:
+            task = progress.add_task("simulating frames", total=simulation.num_ticks)
+            result = simulation.run(progress=lambda _tick: progress.advance(task),
+                                    should_stop=stop)
+        write_run(result, out, simulation.detector.grid)
     if not quiet:
         console.print(summary_table(result.summary))
         console.print(f"run directory: [bold]{out}[/bold]")
+    if result.summary.get("interrupted"):
+        console.print(f"interrupted ({stop.name or 'SIGINT'}): wrote the "
+                      f"{result.summary['frames']} complete tick(s) of "
+                      f"{result.summary['frames_planned']} to {out}", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     return result.summary
 
 
@@ -79,7 +94,12 @@ def run(
         help="pose error sigma (m on x/y, deg on yaw), replaces the channel's")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of the world, channel, noise")] = None,
     address: Annotated[str | None, typer.Option(
-        help="connect to a Ray cluster: auto, ray://host:10001")] = None,
+        help="connect to a Ray cluster: auto, host:6379, ray://host:10001")] = None,
+    connect_timeout: Annotated[float | None, typer.Option(
+        help="seconds to wait for --address to answer [default: 30]")] = None,
+    metrics: Annotated[bool | None, typer.Option(
+        "--metrics/--no-metrics",
+        help="let a local Ray instance export Prometheus metrics [default: off]")] = None,
     executor: Annotated[str | None, typer.Option(help="ray or inprocess [default: ray]")] = None,
     all_egos: Annotated[bool | None, typer.Option(
         "--all-egos/--one-ego", help="every vehicle fuses and is scored")] = None,
@@ -109,13 +129,14 @@ def run(
             config, scenario=scenario, checkpoint=checkpoint, agents=agents, frames=frames,
             channel=channel, dtype=dtype, sparsity=sparsity, corruption=corruption,
             severity=severity, pose_error=pose_error, seed=seed, address=address,
+            connect_timeout_s=connect_timeout, metrics=metrics,
             executor=executor, all_egos=all_egos, cooperate=cooperate,
             max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
             refine_neighbours=refine_neighbours, refine_skip_above=refine_skip_above,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         raise typer.Exit(2) from err
 
 

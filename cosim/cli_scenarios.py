@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
 from cosim.progress import progress_bar
 from scenarios.frame import Frame
 from scenarios.geometry import matrix_to_pose
@@ -40,13 +41,13 @@ def load_source(
     try:
         return open_source(source, seed=seed, num_cavs=agents, num_frames=frames)
     except (ValueError, KeyError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/red] {error}")
+        print_error(console, error)
         raise typer.Exit(2) from error
 
 
 def frame_or_exit(source: FrameSource, index: int) -> Frame:
     if not 0 <= index < source.num_frames:
-        console.print(f"[red]error:[/red] --frame {index} is outside 0..{source.num_frames - 1}")
+        print_error(console, f"--frame {index} is outside 0..{source.num_frames - 1}")
         raise typer.Exit(2)
     return source.frame(index)
 
@@ -163,7 +164,7 @@ def render(
                 chosen, out, title, view_range, corruption, severity, corruption_seed, lidar
             )
     except ValueError as error:
-        console.print(f"[red]error:[/red] {error}")
+        print_error(console, error)
         raise typer.Exit(2) from error
     console.print(f"wrote {out}")
 
@@ -194,7 +195,7 @@ def export(
         try:
             write_opv2v(collected, out, on_frame_written=lambda _: progress.advance(write))
         except (ValueError, FileExistsError) as error:
-            console.print(f"[red]error:[/red] {error}")
+            print_error(console, error)
             raise typer.Exit(2) from error
     points = [a.points.shape[0] for a in collected[0].agents.values()]
     console.print(

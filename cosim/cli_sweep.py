@@ -8,6 +8,7 @@ lossless-fusion references) and ``sweep.yaml`` (the grid) to ``--out``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -18,7 +19,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
+from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.progress import progress_bar
+from cosim.ray_setup import connect
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, check_checkpoint
 
 console = Console()
@@ -67,24 +71,34 @@ def sweep(
         )
         total = len(sweep_runs(config))  # validates every run's settings before starting
     except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        print_error(console, err)
         raise typer.Exit(2) from err
     folder = out or default_run_dir(None).with_name("sweep-" + default_run_dir(None).name)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        with progress_bar(console, transient=True) as progress:
-            task = progress.add_task("sweep runs", total=total)
-            table = run_sweep(config, lambda done, _: progress.update(task, completed=done))
-    finally:
-        if address is not None:
-            ray.shutdown()
-    pq.write_table(table, folder / "sweep.parquet")
-    plot_sweep(table, folder / "sweep.png", f"{scenario}: bandwidth vs accuracy")
-    console.print(_table(table.to_pylist()))
+        connect(address)
+    with graceful_stop() as stop:
+        try:
+            with progress_bar(console, transient=True) as progress:
+                task = progress.add_task("sweep runs", total=total)
+                table = run_sweep(config, lambda done, _: progress.update(task, completed=done),
+                                  should_stop=stop)
+        finally:
+            if address is not None:
+                ray.shutdown()
+    interrupted = stop.signal is not None and table.num_rows < total
+    (folder / "sweep_summary.json").write_text(json.dumps(
+        {"interrupted": interrupted, "runs": table.num_rows, "runs_planned": total}, indent=2))
+    if table.num_rows:
+        pq.write_table(table, folder / "sweep.parquet")
+        plot_sweep(table, folder / "sweep.png", f"{scenario}: bandwidth vs accuracy")
+        console.print(_table(table.to_pylist()))
     console.print(f"sweep folder: [bold]{folder}[/bold]")
+    if interrupted:
+        console.print(f"interrupted ({stop.name}): wrote the {table.num_rows} complete run(s) "
+                      f"of {total} to {folder}", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _table(rows: list[dict]) -> Table:

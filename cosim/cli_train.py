@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cosim.cli_errors import print_error
 from cosim.evaluate import evaluate_report
 from cosim.train import train
 from cosim.train_config import TrainConfig
@@ -26,7 +27,7 @@ console = Console()
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    print_error(console, message)
     return typer.Exit(2)
 
 

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from agents.steps import EgoResult, Inbound, SenseResult, VehicleSpec
+from agents.steps import REFUSED_STATUSES, EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import DeliveryQueue
 from cosim.driver_metrics import (
     ap_summary,
@@ -39,11 +40,11 @@ from cosim.driver_metrics import (
 )
 from cosim.executors import Executor, VehicleFailure, make_executor
 from cosim.run_config import RunConfig, check_checkpoint
-from models.checkpoint import read_checkpoint
+from models.checkpoint import load_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame
-from scenarios.source import FrameSource, close_source, open_source
+from scenarios.source import FrameSource, close_source, is_recorded_source, open_source
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,9 @@ class SimulationResult:
 
 def detector_config_of(checkpoint: str) -> DetectorConfig:
     """The detector config stored in a checkpoint; rejects fusions the simulation cannot run."""
-    payload = read_checkpoint(check_checkpoint(checkpoint))
-    config = DetectorConfig.from_dict(payload["config"], f"{checkpoint}:config")
+    # Built once here, so that bad weights are reported against this file before any actor
+    # (which loads the bytes from a temporary file) starts.
+    _, config, _ = load_checkpoint(check_checkpoint(checkpoint))
     if config.fusion in ("early", "late"):
         raise ValueError(
             f"{checkpoint}: fusion {config.fusion!r} exchanges points or boxes, which the "
@@ -125,8 +127,10 @@ class Simulation:
     def __init__(self, config: RunConfig, executor: Executor | None = None) -> None:
         self.config = config
         self.detector = detector_config_of(config.checkpoint)
+        # A recorded folder has fixed content: the run's seed drives the channel and noise only.
+        world_seed = None if is_recorded_source(config.scenario) else config.seed
         self.source = open_source(
-            config.scenario, seed=config.seed, num_cavs=config.agents, num_frames=config.frames
+            config.scenario, seed=world_seed, num_cavs=config.agents, num_frames=config.frames
         )
         self.num_ticks = min(config.frames or self.source.num_frames, self.source.num_frames)
         self.dt = 1.0 / self.source.rate_hz
@@ -143,7 +147,8 @@ class Simulation:
             refine_skip_above=config.refine_skip_above,
         )
         self.executor = executor or make_executor(
-            config.executor, config.address, config.actor_cpus, config.max_restarts
+            config.executor, config.address, config.actor_cpus, config.max_restarts,
+            metrics=config.metrics, connect_timeout_s=config.connect_timeout_s,
         )
         self.acc = DetectionAccumulator()
         self.pending: dict[int, Any] = {}  # seq -> message handle, while in flight
@@ -153,6 +158,8 @@ class Simulation:
         self.events: list[dict[str, Any]] = []
         self.renders: list[RenderItem] = []
         self.lost: list[int] = []
+        self.interrupted = False
+        self._last_t: float | None = None  # timestamp of the last complete tick
 
     # ---- the tick -----------------------------------------------------------------------
 
@@ -269,7 +276,7 @@ class Simulation:
             "num_det": len(scores), "num_gt": len(gt), "tp@0.3": tp[0.3], "tp@0.5": tp[0.5],
             "tp@0.7": tp[0.7], "received": len(receptions), "fused": len(fused),
             "stale_fused": sum(1 for r in fused if r.t_send < t - EPS_S),
-            "codec_errors": sum(1 for r in receptions if r.status in ("codec_error", "wrong_grid")),
+            "codec_errors": sum(1 for r in receptions if r.status in REFUSED_STATUSES),
             "refine_gamma": math.nan if result is None else result.gamma,
             "refine_steps": 0 if result is None else result.refine_steps,
         })
@@ -279,9 +286,16 @@ class Simulation:
     # ---- the run ------------------------------------------------------------------------
 
     def run(
-        self, on_tick: TickHook | None = None, progress: Callable[[int], None] | None = None
+        self, on_tick: TickHook | None = None, progress: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> SimulationResult:
-        """Start the vehicles, step every tick, stop them; returns the tables and summary."""
+        """Start the vehicles, step every tick, stop them; returns the tables and summary.
+
+        ``should_stop`` is polled before each tick (see :mod:`cosim.interrupts`): when it says
+        so, the run ends there. A ``KeyboardInterrupt`` inside a tick abandons that tick
+        (its rows and scores are rolled back). Either way the result holds the complete ticks
+        and ``summary["interrupted"]`` is True.
+        """
         from pathlib import Path
 
         blob = Path(self.config.checkpoint).read_bytes()
@@ -294,29 +308,49 @@ class Simulation:
         # The next frame is built in a background thread while the vehicles work on this one
         # (the source is only ever called from that thread, in order).
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-prefetch")
+        done = 0
         try:
             upcoming = None
-            for tick in range(self.num_ticks):
-                t_wait = time.perf_counter()
-                frame, world_s = (first, first_s) if upcoming is None else upcoming.result()
-                if tick + 1 < self.num_ticks:
-                    upcoming = pool.submit(self._timed_frame, tick + 1)
-                self._time(tick, -1, {"world": world_s,
-                                      "source_wait": time.perf_counter() - t_wait})
-                if on_tick is not None:
-                    on_tick(tick, self.executor)
-                self.step(tick, frame, render=tick in wanted)
-                if progress is not None:
-                    progress(tick)
+            tick, mark = 0, self.acc.mark()
+            try:
+                for tick in range(self.num_ticks):
+                    if should_stop is not None and should_stop():
+                        self.interrupted = True
+                        break
+                    mark = self.acc.mark()
+                    t_wait = time.perf_counter()
+                    frame, world_s = (first, first_s) if upcoming is None else upcoming.result()
+                    if tick + 1 < self.num_ticks:
+                        upcoming = pool.submit(self._timed_frame, tick + 1)
+                    self._time(tick, -1, {"world": world_s,
+                                          "source_wait": time.perf_counter() - t_wait})
+                    if on_tick is not None:
+                        on_tick(tick, self.executor)
+                    self.step(tick, frame, render=tick in wanted)
+                    done, self._last_t = tick + 1, float(frame.timestamp)
+                    if progress is not None:
+                        progress(tick)
+            except KeyboardInterrupt:  # a second signal: abandon the tick under way
+                self.interrupted = True
+                if done <= tick:
+                    self._abandon(tick, mark)
             wall = time.perf_counter() - t_started  # shutting down is not part of the run
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.lost = [a for a in first.agent_ids if not self.executor.alive(a)]
             self.executor.close()
             close_source(self.source)
-        return self._result(first, wall, t_started - t0)
+        return self._result(first, wall, t_started - t0, done)
 
-    def _result(self, first: Frame, wall: float, startup: float) -> SimulationResult:
+    def _abandon(self, tick: int, mark: tuple[int, int]) -> None:
+        """Forget everything the unfinished ``tick`` recorded."""
+        self.acc.rollback(mark)
+        for name, rows in self.rows.items():
+            self.rows[name] = [r for r in rows if r["tick"] < tick]
+        self.events = [e for e in self.events if e["tick"] < tick]
+        self.renders = [r for r in self.renders if r.frame.index < tick]
+
+    def _result(self, first: Frame, wall: float, startup: float, done: int) -> SimulationResult:
         tables = {
             "receptions": _table(self.rows["receptions"], RECEPTION_SCHEMA),
             "detections": _table(self.rows["detections"], DETECTION_SCHEMA),
@@ -324,9 +358,13 @@ class Simulation:
             "timings": _table(self.rows["timings"], TIMING_SCHEMA),
         }
         messages = self.queue.log_table()
+        if self.interrupted:  # only messages sent in complete ticks
+            last = -math.inf if self._last_t is None else self._last_t + EPS_S
+            messages = messages.filter(pc.less_equal(messages["t_send"], last))
         failed = sorted({e["agent"] for e in self.events})
         summary = {
-            "scenario": self.source.name, "frames": self.num_ticks,
+            "scenario": self.source.name, "frames": done,
+            "frames_planned": self.num_ticks, "interrupted": self.interrupted,
             "vehicles": first.agent_ids, "ego": first.ego_id, "all_egos": self.config.all_egos,
             "executor": self.executor.name, "checkpoint": self.config.checkpoint,
             "model": self.detector.name, "fusion": self.detector.fusion,
@@ -334,10 +372,10 @@ class Simulation:
             "codec": {"dtype": self.config.dtype, "sparsity": self.config.sparsity},
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
-            "stage_s_per_tick": stage_summary(tables["timings"], self.num_ticks),
+            "stage_s_per_tick": stage_summary(tables["timings"], max(done, 1)),
             "refine": refine_summary(tables["frames"], self.detector, self.config),
             "wall_s": wall, "startup_s": startup,
-            "frames_per_s": self.num_ticks / wall if wall > 0 else math.nan,
+            "frames_per_s": done / wall if wall > 0 else math.nan,
             "failures": self.events, "failed_vehicles": failed,
             "lost_vehicles": self.lost,
         }
@@ -351,6 +389,7 @@ def run_simulation(
     executor: Executor | None = None,
     on_tick: TickHook | None = None,
     progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SimulationResult:
     """Run one simulation end to end (see :class:`Simulation`)."""
-    return Simulation(config, executor).run(on_tick, progress)
+    return Simulation(config, executor).run(on_tick, progress, should_stop)

@@ -76,7 +76,7 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
         "too_old": dropped.count("too_old"),
         "in_flight_at_end": sum(1 for d, a, t in zip(dropped, arrival, delivered_at, strict=True)
                                 if d is None and a is not None and t is None),
-        "codec_errors": status.count("codec_error") + status.count("wrong_grid"),
+        "codec_errors": sum(status.count(s) for s in ("codec_error", "wrong_grid", "rejected")),
         "superseded": status.count("superseded"),
         "mean_wire_bytes": float(np.mean(wire)) if wire else math.nan,
         "mean_raw_bytes": float(np.mean(raw)) if raw else math.nan,

@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
 
 from agents.steps import EgoResult, Inbound, SenseResult, Vehicle, VehicleSpec, load_model_bytes
+from cosim.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
 from scenarios.frame import Frame
 
 
@@ -104,8 +105,11 @@ class RayExecutor:
         max_restarts: int = 1,
         timeout_s: float = 120.0,
         num_cpus: int | None = None,
+        metrics: bool = False,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         self.address, self.actor_cpus = address, actor_cpus
+        self.metrics, self.connect_timeout_s = metrics, connect_timeout_s
         self.max_restarts, self.timeout_s = max_restarts, timeout_s
         self.num_cpus = num_cpus
         self.actors: dict[int, Any] = {}
@@ -117,10 +121,10 @@ class RayExecutor:
         from agents.vehicle import VehicleActor
 
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"log_to_driver": False}
-            if self.address is None:  # a local instance of our own
-                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
-            ray.init(address=self.address, **kwargs)
+            # A local instance of our own listens on loopback only; a cluster is joined
+            # within connect_timeout_s or not at all.
+            start_ray(self.address, num_cpus=self.num_cpus, metrics=self.metrics,
+                      connect_timeout_s=self.connect_timeout_s)
             self._started_ray = True
         blob = self._model_ref = ray.put(model_blob)  # kept alive for actor restarts
         for agent_id in agent_ids:
@@ -187,10 +191,12 @@ class RayExecutor:
 
 
 def make_executor(
-    kind: str, address: str | None = None, actor_cpus: float = 0.25, max_restarts: int = 1
+    kind: str, address: str | None = None, actor_cpus: float = 0.25, max_restarts: int = 1,
+    *, metrics: bool = False, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> InProcessExecutor | RayExecutor:
     if kind == "inprocess":
         return InProcessExecutor()
     if kind == "ray":
-        return RayExecutor(address, actor_cpus, max_restarts)
+        return RayExecutor(address, actor_cpus, max_restarts, metrics=metrics,
+                           connect_timeout_s=connect_timeout_s)
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'inprocess'")

@@ -122,7 +122,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("delivered / fused", f"{m['delivered']} / {m['fused']}")
     table.add_row("late (stale when fused) / too old", f"{m['late_delivered']} / {m['too_old']}")
     table.add_row("lost / out of range", f"{m['lost']} / {m['out_of_range']}")
-    table.add_row("undecodable", str(m["codec_errors"]))
+    table.add_row("undecodable or rejected", str(m["codec_errors"]))
     lat = m["latency_s"]
     table.add_row("latency p50 / p90 / p99 (ms)",
                   " / ".join(_fmt(None if v is None else 1e3 * v, ".1f")

@@ -18,6 +18,7 @@ import pyarrow as pa
 import ray
 import torch
 
+from cosim.ray_setup import connect, init_local
 from cosim.ray_tasks import run_bounded
 from cosim.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
 from cosim.robustness_report import with_rce
@@ -97,9 +98,9 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
     """
     started = not ray.is_initialized()
     if started and address is not None:
-        ray.init(address=address, log_to_driver=False)
+        connect(address)
     elif started:
-        ray.init(num_cpus=max(1, parallel), include_dashboard=False, log_to_driver=False)
+        init_local(max(1, parallel))
     try:
         blob = ray.put(Path(checkpoint).read_bytes())
         settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}

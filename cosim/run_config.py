@@ -7,6 +7,7 @@ directory holds, so a run can be repeated from its folder.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,10 +19,40 @@ from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
 from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
+from scenarios.safe_yaml import load_yaml_file, short_repr
 
 DEFAULT_SCENARIO = "intersection"
 DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "attention.pt"))
 EXECUTORS = ("ray", "inprocess")
+_INT_FIELDS = ("agents", "frames", "zstd_level", "severity", "seed", "max_restarts",
+               "torch_threads", "render_frames", "min_points", "refine_steps")
+_FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus", "connect_timeout_s",
+                 "refine_skip_above")
+_BOOL_FIELDS = ("all_egos", "cooperate", "metrics", "refine_neighbours")
+_STR_FIELDS = ("scenario", "checkpoint", "dtype", "executor", "address", "corruption")
+_OPTIONAL = ("agents", "frames", "pose_error", "fusion_deadline_s", "address", "corruption",
+             "refine_steps", "refine_skip_above")
+
+
+def _check_types(config: RunConfig) -> None:
+    """Each field's type (an int field refuses 2.5 and True, a float field NaN/inf)."""
+    for name in (*_INT_FIELDS, *_FLOAT_FIELDS, *_BOOL_FIELDS, *_STR_FIELDS):
+        value = getattr(config, name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if name in _INT_FIELDS:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            want = "an integer"
+        elif name in _FLOAT_FIELDS:
+            ok = (isinstance(value, int | float) and not isinstance(value, bool)
+                  and math.isfinite(value))
+            want = "a finite number"
+        elif name in _BOOL_FIELDS:
+            ok, want = isinstance(value, bool), "true or false"
+        else:
+            ok, want = isinstance(value, str), "a string"
+        if not ok:
+            raise ValueError(f"run config: {name} must be {want}, got {short_repr(value)}")
 
 
 def parse_sparsity(text: str | None) -> dict[str, float] | None:
@@ -74,6 +105,8 @@ class RunConfig:
     cooperate: bool = True
     fusion_deadline_s: float | None = None
     max_restarts: int = 1
+    connect_timeout_s: float = 30.0
+    metrics: bool = False
     actor_cpus: float = 0.25
     torch_threads: int = 1
     render_frames: int = 3
@@ -83,6 +116,7 @@ class RunConfig:
     refine_skip_above: float | None = None  # adaptive steps: skip maps with gamma >= this
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.corruption is not None and self.corruption not in CORRUPTION_NAMES:
@@ -93,6 +127,14 @@ class RunConfig:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
         if self.pose_error is not None and not self.pose_error >= 0:
             raise ValueError(f"pose error sigma must be >= 0, got {self.pose_error}")
+        if self.fusion_deadline_s is not None and not self.fusion_deadline_s > 0:
+            raise ValueError(f"run config: fusion_deadline_s must be > 0 s (or null: one tick), "
+                             f"got {self.fusion_deadline_s}")
+        if self.severity not in (0, 1, 2, 3):
+            raise ValueError(f"run config: severity must be 0-3, got {self.severity}")
+        if not self.connect_timeout_s > 0:
+            raise ValueError(f"run config: connect_timeout_s must be > 0 s, "
+                             f"got {self.connect_timeout_s}")
         if self.refine_steps is not None and not 0 <= self.refine_steps <= MAX_REFINE_STEPS:
             raise ValueError(
                 f"refine_steps must be in 0..{MAX_REFINE_STEPS}, got {self.refine_steps}"
@@ -133,7 +175,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)
         if unknown:
             raise ValueError(f"run config: unknown key(s) {unknown}; known {sorted(known)}")
         data = dict(data)
@@ -148,7 +190,16 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+        """Load and validate; every error names the file (and the key)."""
+        data = load_yaml_file(path)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a run config must be a mapping, got {short_repr(data)}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def check_checkpoint(path: str | Path) -> Path:

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
+from cosim.ray_setup import init_local
 from cosim.ray_tasks import run_bounded
 from cosim.render import save  # noqa: E402
 from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, RunConfig, sparsity_label  # noqa: E402
@@ -95,25 +96,28 @@ def _run_task(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sweep(
-    config: SweepConfig, progress: Callable[[int, int], None] | None = None
+    config: SweepConfig, progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> pa.Table:
     """Every run of the sweep as Ray tasks (at most ``max_parallel`` at once); one row each.
 
     Uses the current Ray connection, or starts a local instance and shuts it down after.
+    With ``should_stop`` (see :mod:`cosim.interrupts`) the sweep can end early: the table then
+    holds the complete runs only.
     """
     runs = sweep_runs(config)
     started = not ray.is_initialized()
     if started:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        init_local()
     try:
         rows = run_bounded(
             lambda item: _run_task.remote(item[0], item[1].to_dict()),
-            runs, config.max_parallel, progress,
+            runs, config.max_parallel, progress, should_stop,
         )
     finally:
         if started:
             ray.shutdown()
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist([row for row in rows if row is not None])
 
 
 def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) -> dict[tuple, float]:

@@ -47,6 +47,24 @@ def as_numpy_scores(scores: ArrayOrTensor | ArrayLike) -> NDArray[np.float64]:
     return np.asarray(scores, dtype=np.float64).reshape(-1)
 
 
+# Largest centre coordinate or size (metres) a box may have and still be scored: far beyond any
+# LiDAR range, far inside where polygon arithmetic in GEOS loses precision or fails.
+MAX_BOX_METRES = 1.0e5
+
+
+def sane_boxes(boxes: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """``(M,)`` True for boxes that polygon code can handle: all seven numbers finite, centre
+    and sizes within :data:`MAX_BOX_METRES`, length and width positive. Head outputs on hostile
+    (huge but finite) features break each of these; such boxes are dropped, never scored."""
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=bool)
+    finite = np.isfinite(boxes).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        inside = (np.abs(boxes[:, :6]) <= MAX_BOX_METRES).all(axis=1)
+        positive = (boxes[:, 3] > 0) & (boxes[:, 4] > 0)
+    return finite & inside & positive
+
+
 def bev_polygons(boxes: ArrayOrTensor) -> NDArray[np.object_]:
     """``(M, 7)`` boxes -> ``(M,)`` array of shapely BEV polygons (one vectorised call)."""
     b = as_numpy_boxes(boxes)

@@ -105,7 +105,15 @@ def load_checkpoint(
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: checkpoint config is unreadable: {err}") from err
     model = CooperativeDetector(config)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: checkpoint has no 'state_dict' of tensors")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # missing/unexpected keys or wrong shapes: say which, briefly
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()][1:4]
+        raise ValueError(f"{path}: weights do not fit config {config.name!r}: "
+                         f"{' '.join(lines)[:400]}") from None
     model.to(map_location)
     model.eval()
     return model, config, payload

@@ -110,6 +110,18 @@ class DetectionAccumulator:
         self.num_gt += len(gt)
         self.num_frames += 1
 
+    def mark(self) -> tuple[int, int]:
+        """A point to :meth:`rollback` to: ``(frames, ground-truth boxes)`` added so far."""
+        return self.num_frames, self.num_gt
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget every frame added after ``mark`` (an abandoned, half-scored tick)."""
+        frames, num_gt = mark
+        for t in self.iou_thresholds:
+            del self._tp[t][frames:]
+        del self._scores[frames:]
+        self.num_frames, self.num_gt = frames, num_gt
+
     @property
     def num_detections(self) -> int:
         return int(sum(len(s) for s in self._scores))

@@ -6,7 +6,14 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 
-from models.box_ops import ArrayOrTensor, as_numpy_boxes, as_numpy_scores, bev_bounds, bev_polygons
+from models.box_ops import (
+    ArrayOrTensor,
+    as_numpy_boxes,
+    as_numpy_scores,
+    bev_bounds,
+    bev_polygons,
+    sane_boxes,
+)
 
 
 def rotated_nms(
@@ -23,12 +30,14 @@ def rotated_nms(
     compared by exact BEV rotated IoU, and a box is suppressed when its IoU with an
     already kept, higher-scored box is ``>= iou_threshold``. At most ``post_max_size`` are kept.
     Equal scores keep their input order (stable sort), so the result is deterministic.
+    Boxes that are not :func:`~models.box_ops.sane_boxes` (non-finite, absurdly large or
+    degenerate) and NaN scores are never kept, so any input of the right shapes is safe.
     """
     b = as_numpy_boxes(boxes)
     s = as_numpy_scores(scores)
     if len(b) != len(s):
         raise ValueError(f"nms: {len(b)} boxes but {len(s)} scores")
-    candidates = np.arange(len(s))
+    candidates = np.nonzero(sane_boxes(b) & ~np.isnan(s))[0]
     if score_threshold is not None:
         candidates = candidates[s >= score_threshold]
     order = candidates[np.argsort(-s[candidates], kind="stable")]

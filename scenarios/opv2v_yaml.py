@@ -20,6 +20,7 @@ import yaml
 from numpy.typing import NDArray
 
 from scenarios.geometry import matrix_to_pose, pose_to_matrix
+from scenarios.safe_yaml import NoAliasSafeLoader, short_repr
 
 KMH_PER_MS = 3.6
 
@@ -28,11 +29,15 @@ class OPV2VFormatError(ValueError):
     """An OPV2V / V2XSet file or folder that cannot be read; names the file and the problem."""
 
 
-_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# Beyond this a coordinate is not a place on any map (CARLA towns span a few km): a pose of
+# 1e308 m is finite but would overflow every transform built from it.
+MAX_POSE_METRES = 1.0e5
+MAX_POSE_DEGREES = 3600.0
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
-    """Safe loader that also reads ``1e-05`` (no dot) as a float, as OpenCOOD's loader does."""
+class _Loader(NoAliasSafeLoader):
+    """Safe loader that also reads ``1e-05`` (no dot) as a float, as OpenCOOD's loader does,
+    and refuses YAML aliases (no alias bombs; OpenCDA never writes them)."""
 
 
 _Loader.add_implicit_resolver(
@@ -68,7 +73,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise OPV2VFormatError(f"{path}: cannot read yaml ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise OPV2VFormatError(f"{path}: invalid yaml ({exc})") from None
+        text = " ".join(str(exc).split())[:300]
+        raise OPV2VFormatError(f"{path}: invalid yaml ({text})") from None
     if not isinstance(data, dict):
         raise OPV2VFormatError(f"{path}: expected a yaml mapping, got {type(data).__name__}")
     return data
@@ -77,12 +83,13 @@ def load_yaml(path: Path) -> dict[str, Any]:
 def _numbers(value: Any, length: int, where: str) -> NDArray[np.float64]:
     """A list of ``length`` finite numbers, or an OPV2VFormatError saying what is wrong."""
     if not isinstance(value, list | tuple):
-        raise OPV2VFormatError(f"{where}: expected a list of {length} numbers, got {value!r}")
+        raise OPV2VFormatError(
+            f"{where}: expected a list of {length} numbers, got {short_repr(value)}")
     if len(value) != length:
         raise OPV2VFormatError(f"{where}: expected {length} numbers, got {len(value)}")
     for item in value:
         if isinstance(item, bool) or not isinstance(item, int | float):
-            raise OPV2VFormatError(f"{where}: non-numeric value {item!r}")
+            raise OPV2VFormatError(f"{where}: non-numeric value {short_repr(item)}")
         if not math.isfinite(item):
             raise OPV2VFormatError(f"{where}: non-finite value {item!r}")
     return np.array(value, dtype=np.float64)
@@ -95,7 +102,12 @@ def _number(value: Any, where: str) -> float:
 def _pose(data: Mapping[str, Any], key: str, where: str) -> NDArray[np.float64] | None:
     if key not in data:
         return None
-    return pose_to_matrix(_numbers(data[key], 6, f"{where}: {key}"))
+    values = _numbers(data[key], 6, f"{where}: {key}")
+    if np.abs(values[:3]).max() > MAX_POSE_METRES or np.abs(values[3:]).max() > MAX_POSE_DEGREES:
+        raise OPV2VFormatError(
+            f"{where}: {key}: {values.tolist()} is not a pose on a map (|x, y, z| <= "
+            f"{MAX_POSE_METRES:g} m, |angles| <= {MAX_POSE_DEGREES:g} deg)")
+    return pose_to_matrix(values)
 
 
 def vehicle_box(entry: Any, where: str) -> tuple[NDArray[np.float64], float]:
@@ -105,7 +117,7 @@ def vehicle_box(entry: Any, where: str) -> tuple[NDArray[np.float64], float]:
     2 * ``extent``, yaw = ``angle[1]`` in radians (wrapped only when outside [-pi, pi)).
     """
     if not isinstance(entry, dict):
-        raise OPV2VFormatError(f"{where}: expected a mapping, got {entry!r}")
+        raise OPV2VFormatError(f"{where}: expected a mapping, got {short_repr(entry)}")
     fields = {}
     for key in ("location", "center", "extent", "angle"):
         if key not in entry:
@@ -136,11 +148,12 @@ def parse_cav_yaml(data: Mapping[str, Any], where: str) -> CavRecord:
         try:
             object_id = int(key)
         except (TypeError, ValueError):
-            raise OPV2VFormatError(f"{where}: vehicle id {key!r} is not an integer") from None
+            raise OPV2VFormatError(
+                f"{where}: vehicle id {short_repr(key)} is not an integer") from None
         vehicles[object_id], speeds[object_id] = vehicle_box(entry, f"{where}: vehicle {key}")
     rsu = data.get("RSU")
     if rsu is not None and not isinstance(rsu, bool):
-        raise OPV2VFormatError(f"{where}: 'RSU' must be true or false, got {rsu!r}")
+        raise OPV2VFormatError(f"{where}: 'RSU' must be true or false, got {short_repr(rsu)}")
     speed = _number(data["ego_speed"], f"{where}: ego_speed") if "ego_speed" in data else 0.0
     return CavRecord(
         lidar_pose=lidar_pose,

@@ -156,6 +156,10 @@ def _decode_body(raw: bytes, header: PCDHeader, path: Path | str) -> np.ndarray:
         need = n * dtype.itemsize
         if len(body) < need:
             raise _fail(path, f"binary body truncated: {len(body)} bytes, need {need}")
+        if len(body) != need:
+            held = len(body) / dtype.itemsize
+            raise _fail(path, f"binary body holds {len(body)} bytes ({held:.6g} points); "
+                              f"header says {n} points x {dtype.itemsize} bytes = {need}")
         return np.frombuffer(body[:need], dtype=dtype).copy()
     return _decode_compressed(body, header, dtype, path)
 
@@ -222,7 +226,8 @@ def read_pcd(path: str | Path) -> NDArray[np.float32]:
     """Read a PCD file into float32 ``(N, 4)`` x, y, z, intensity (sensor frame).
 
     Intensity comes from an ``intensity`` field as stored, else from the red byte of a packed
-    ``rgb`` float (OpenCDA/Open3D) as R / 255, else zeros. Raises :class:`PCDFormatError`.
+    ``rgb`` float (OpenCDA/Open3D) as R / 255, else zeros. Raises :class:`PCDFormatError`, also
+    for a body longer or shorter than the header says and for any NaN/inf value.
     """
     path = Path(path)
     try:
@@ -236,6 +241,11 @@ def read_pcd(path: str | Path) -> NDArray[np.float32]:
     for column, axis in enumerate(("x", "y", "z")):
         out[:, column] = _first(records[names[axis]])
     out[:, 3] = _intensity(records, header)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise _fail(path, f"{len(bad)} point(s) with NaN/inf x, y, z or intensity "
+                          f"(first at point {int(bad[0])}); every point must be finite")
     return out
 
 

@@ -8,14 +8,14 @@ ValueError that names the file and the key.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scenarios.lidar_config import LidarConfig
+from scenarios.safe_yaml import load_yaml_file, short_repr
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 RATE_HZ = 10.0
@@ -121,9 +121,10 @@ def _check(section: Mapping[str, Any], schema: dict[str, Key], where: str) -> di
     """Validate one mapping against a schema; return it with defaults filled in."""
     if not isinstance(section, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - set(schema))
+    unknown = sorted(str(k) for k in set(section) - set(schema))
     if unknown:
-        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {sorted(schema)}")
+        raise ValueError(
+            f"{where}: unknown key {short_repr(unknown[0])}; allowed: {sorted(schema)}")
     out: dict[str, Any] = {}
     for name, key in schema.items():
         label = f"{where}.{name}" if where.count(":") else f"{where}: {name}"
@@ -140,12 +141,16 @@ def _check(section: Mapping[str, Any], schema: dict[str, Key], where: str) -> di
         if not ok:
             raise ValueError(
                 f"{label}: key {name!r} must be {'/'.join(k.__name__ for k in kinds)}, "
-                f"got {type(value).__name__} {value!r}"
+                f"got {type(value).__name__} {short_repr(value)}"
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{label}: key {name!r} = {value!r} must be a finite number")
         if key.low is not None and value < key.low or key.high is not None and value > key.high:
-            raise ValueError(f"{label}: key {name!r} = {value!r} outside [{key.low}, {key.high}]")
+            raise ValueError(
+                f"{label}: key {name!r} = {short_repr(value)} outside [{key.low}, {key.high}]")
         if key.choices and value not in key.choices:
-            raise ValueError(f"{label}: key {name!r} = {value!r} not one of {list(key.choices)}")
+            raise ValueError(
+                f"{label}: key {name!r} = {short_repr(value)} not one of {list(key.choices)}")
         out[name] = value
     return out
 
@@ -157,10 +162,9 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     if not isinstance(map_section, dict) or "layout" not in map_section:
         raise ValueError(f"{source}: map.layout: missing required key 'layout'")
     layout = map_section.pop("layout")
-    if layout not in LAYOUT_SCHEMAS:
-        raise ValueError(
-            f"{source}: map.layout: key 'layout' = {layout!r} not one of {sorted(LAYOUT_SCHEMAS)}"
-        )
+    if not isinstance(layout, str) or layout not in LAYOUT_SCHEMAS:
+        raise ValueError(f"{source}: map.layout: key 'layout' = {short_repr(layout)} "
+                         f"not one of {sorted(LAYOUT_SCHEMAS)}")
     params = _check(map_section, LAYOUT_SCHEMAS[layout], f"{source}: map")
     if params["building_height_min"] > params["building_height_max"]:
         raise ValueError(f"{source}: map.building_height_min: key 'building_height_min' "
@@ -168,11 +172,12 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     traffic = _check(top["traffic"], _TRAFFIC, f"{source}: traffic")
     mix = traffic["mix"]
     if not isinstance(mix, Mapping) or not mix or any(
-        k not in ("car", "van", "truck") or not isinstance(v, int | float) or v < 0
+        k not in ("car", "van", "truck") or not isinstance(v, int | float) or isinstance(v, bool)
+        or not math.isfinite(v) or v < 0
         for k, v in mix.items()
     ) or sum(mix.values()) <= 0:
-        raise ValueError(f"{source}: traffic.mix: key 'mix' must map car/van/truck to weights >= 0 "
-                         f"with a positive sum, got {mix!r}")
+        raise ValueError(f"{source}: traffic.mix: key 'mix' must map car/van/truck to finite "
+                         f"weights >= 0 with a positive sum, got {short_repr(mix)}")
     if traffic["connected"] > traffic["vehicles"]:
         raise ValueError(f"{source}: traffic.connected: key 'connected' "
                          f"({traffic['connected']}) exceeds vehicles ({traffic['vehicles']})")
@@ -200,11 +205,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             raise ValueError(
                 f"scenario {text!r}: not a built-in ({sorted(BUILTIN_SCENARIOS)}) nor a file"
             )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from None
-    return parse_scenario(data, str(path))
+    return parse_scenario(load_yaml_file(path), str(path))
 
 
 def list_builtin() -> dict[str, str]:

@@ -74,6 +74,14 @@ def open_source(
     )
 
 
+def is_recorded_source(spec: str | Path) -> bool:
+    """True for a recorded dataset folder (OPV2V/V2XSet), whose frames no seed changes."""
+    from scenarios.scenario_file import BUILTIN_SCENARIOS
+
+    text = str(spec)
+    return not text.startswith("carla://") and text not in BUILTIN_SCENARIOS and Path(text).is_dir()
+
+
 def close_source(source: FrameSource) -> None:
     """Release what a source holds (a CARLA server's settings and actors); a no-op otherwise."""
     close = getattr(source, "close", None)

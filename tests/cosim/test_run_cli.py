@@ -118,6 +118,30 @@ def test_sweep_writes_table_and_plot(
     assert table[2]["sent"] == 0 and all(r["fused"] == 2 for r in table if r["sent"])
     assert (out / "sweep.png").read_bytes()[:8] == PNG
     assert (out / "sweep.yaml").is_file()
+    summary = json.loads((out / "sweep_summary.json").read_text())
+    assert summary == {"interrupted": False, "runs": 4, "runs_planned": 4}
+
+
+@ray.remote
+def _sleepy(i: int) -> int:
+    import time
+
+    time.sleep(0.2 if i == 0 else 60.0)
+    return i
+
+
+def test_run_bounded_stops_and_keeps_what_finished(ray_local: None) -> None:
+    import time
+
+    from cosim.ray_tasks import run_bounded
+
+    finished: list[int] = []
+    started = time.perf_counter()
+    results = run_bounded(lambda i: _sleepy.remote(i), [0, 1, 2, 3], 2,
+                          progress=lambda done, _total: finished.append(done),
+                          should_stop=lambda: bool(finished))
+    assert results == [0, None, None, None]
+    assert time.perf_counter() - started < 30
 
 
 def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
