@@ -3,8 +3,11 @@
 A :class:`Vehicle` holds one agent's model and state. Each tick it *senses* (its points from the
 Frame, optionally corrupted), *encodes* them to a BEV map with the detector's encoder and
 *compresses* the map with the channel codec under its *reported* pose (true pose + pose error).
-In the ego role it *decodes* the messages that have arrived, warps each with the pose the sender
-reported when it sent it and the ego's current reported pose, *fuses* and runs the *head*.
+In the ego role it *decodes* the messages that have arrived, keeps the newest decodable one per
+sender across ticks (:class:`channel.inbox.ReceiveBuffer`, while younger than the channel's
+maximum age), warps each with the pose the sender reported when it sent it and the ego's own
+true pose (pose error is on what neighbours report, as in ``cosim robustness``), *fuses* and
+runs the *head*.
 
 Ray actors (:mod:`agents.vehicle`) and the in-process executor call exactly this code, so the
 two give the same detections for the same seed. Messages are bytes from the codec; a message
@@ -13,6 +16,7 @@ that cannot be decoded is recorded and skipped, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -33,6 +37,7 @@ from channel import (
     decode_feature,
     encode_feature,
 )
+from channel.inbox import ReceiveBuffer
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector, NeighbourFeature
 from models.grid import GridSpec
@@ -50,7 +55,8 @@ class VehicleSpec:
     """How every vehicle of a run behaves, besides its model (the same for all of them).
 
     ``send`` is False when nothing is exchanged (an ego-only model, or the no-fusion
-    reference); ``corruption`` None means clean points.
+    reference); ``corruption`` None means clean points; ``max_age_s`` is how long the ego
+    keeps fusing a neighbour's newest message (the channel's maximum age; None: no limit).
     """
 
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -61,6 +67,7 @@ class VehicleSpec:
     lidar: LidarConfig | None = None
     send: bool = True
     torch_threads: int = 1
+    max_age_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,11 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Reception:
-    """What the ego did with one delivered message: ``fused``, ``superseded`` (a newer one
-    from the same sender arrived too), ``not_selected`` (beyond range or K), ``codec_error``
-    or ``wrong_grid``; ``error`` holds the reason for the last two."""
+    """What the ego did with one message: ``fused``, ``superseded`` (a newer one from the
+    same sender arrived too, or is already held), ``not_selected`` (beyond range or K),
+    ``codec_error``, ``wrong_grid`` or ``header_mismatch`` (the header's sender or send time
+    is not the channel's); ``error`` holds the reason for the last three. ``held`` marks a
+    message fused again from the ego's buffer in a later tick than the one it arrived in."""
 
     seq: int
     sender: int
@@ -100,6 +109,7 @@ class Reception:
     age_s: float
     status: str
     error: str = ""
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,11 +160,11 @@ def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> to
 
 
 def neighbour_to_ego(
-    sender_reported: NDArray[np.float64], ego_reported: NDArray[np.float64]
+    sender_reported: NDArray[np.float64], ego_pose: NDArray[np.float64]
 ) -> NDArray[np.float64]:
     """Sender LiDAR -> ego LiDAR from the sender's reported pose *at send time* and the ego's
-    current reported pose: a stale message is placed where its sender said it was."""
-    return np.linalg.inv(ego_reported) @ sender_reported
+    current pose: a stale message is placed where its sender said it was."""
+    return np.linalg.inv(ego_pose) @ sender_reported
 
 
 def fuse_and_detect(
@@ -203,7 +213,8 @@ def fuse_and_detect(
 class Vehicle:
     """One connected vehicle: sense -> encode -> compress; in the ego role decode -> fuse -> head.
 
-    Keeps the current tick's own BEV map and reported pose for the ego role.
+    Keeps the current tick's own BEV map and true pose for the ego role, and the newest
+    decodable message of each neighbour across ticks (``inbox``).
     """
 
     def __init__(self, agent_id: int, model: CooperativeDetector, spec: VehicleSpec) -> None:
@@ -213,6 +224,8 @@ class Vehicle:
         self.header = grid_header(model.message_grid)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
         self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
+        self.inbox: ReceiveBuffer[tuple[NeighbourFeature, NDArray[np.float64]]] = (
+            ReceiveBuffer(spec.max_age_s))
         torch.set_num_threads(max(1, spec.torch_threads))
 
     def warm_up(self) -> None:
@@ -242,7 +255,7 @@ class Vehicle:
                 self.spec.codec,
             )
         t3 = time.perf_counter()
-        self._own = (tick, feature, reported)
+        self._own = (tick, feature, obs.lidar_pose)  # the ego's own frame: exact
         c, h, w = feature.shape
         result = SenseResult(
             agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,
@@ -256,7 +269,8 @@ class Vehicle:
     def fuse(
         self, frame: Frame, tick: int, messages: Sequence[tuple[Inbound, bytes | None]]
     ) -> EgoResult:
-        """The ego role at ``tick``: decode what arrived, keep each sender's newest, fuse, detect.
+        """The ego role at ``tick``: decode what arrived, keep each sender's newest decodable
+        message (across ticks, while younger than ``spec.max_age_s``), fuse, detect.
 
         Never raises for a bad message. If this vehicle has not sensed this tick (it was
         restarted in between), it senses again first.
@@ -280,12 +294,22 @@ class Vehicle:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             "superseded"))
                 continue
-            status, error, neighbour = self._decode(data, own_pose)
-            if neighbour is None:
+            status, error, decoded = self._decode(data, own_pose, inbound)
+            if decoded is None:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             status, error))
-            else:
-                usable.append((inbound, neighbour))
+            elif not self.inbox.offer(inbound.sender, inbound.seq, inbound.t_send, decoded):
+                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
+                                            "superseded"))
+        arrived = {inbound.seq for inbound, _ in messages}
+        held: set[int] = set()
+        for h in self.inbox.current(t_now):
+            neighbour, sender_pose = h.item
+            if h.seq not in arrived:
+                held.add(h.seq)
+                neighbour = dataclasses.replace(
+                    neighbour, neighbour_to_ego=neighbour_to_ego(sender_pose, own_pose))
+            usable.append((Inbound(h.seq, h.sender, h.t_send), neighbour))
         t1 = time.perf_counter()
         boxes, scores, chosen, coverage, stage = fuse_and_detect(
             self.model, own_feature, [n for _, n in usable]
@@ -294,15 +318,18 @@ class Vehicle:
         for i, (inbound, _) in enumerate(usable):
             receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send,
                                         t_now - inbound.t_send,
-                                        "fused" if i in picked else "not_selected"))
+                                        "fused" if i in picked else "not_selected",
+                                        held=inbound.seq in held))
         receptions.sort(key=lambda r: r.seq)
         return EgoResult(self.agent_id, tick, boxes, scores, tuple(receptions), coverage,
                          {"decode": t1 - t0, **stage})
 
     def _decode(
-        self, data: bytes | None, own_pose: NDArray[np.float64]
-    ) -> tuple[str, str, NeighbourFeature | None]:
-        """Bytes -> a NeighbourFeature in the ego's frame, or (status, reason, None)."""
+        self, data: bytes | None, own_pose: NDArray[np.float64], inbound: Inbound
+    ) -> tuple[str, str, tuple[NeighbourFeature, NDArray[np.float64]] | None]:
+        """Bytes -> (a NeighbourFeature in the ego's frame, the sender's reported pose), or
+        (status, reason, None). The header must name the sender and send time the channel
+        delivered it with."""
         if data is None:
             return "codec_error", "no message bytes", None
         try:
@@ -310,6 +337,10 @@ class Vehicle:
         except CodecError as err:
             return "codec_error", str(err), None
         header = decoded.header
+        if header.sender_id != inbound.sender or abs(header.t_send - inbound.t_send) > 1e-6:
+            return "header_mismatch", (
+                f"header says sender {header.sender_id} at t={header.t_send:.6f}, the channel "
+                f"delivered sender {inbound.sender} at t={inbound.t_send:.6f}"), None
         expected = self.model.message_shape
         if header.shape != expected or header.grid != self.header:
             return "wrong_grid", f"message {header.shape} on {header.grid}, model {expected}", None
@@ -317,4 +348,4 @@ class Vehicle:
         values = decoded.feature
         feature = torch.from_numpy(values if values.flags.writeable else values.copy())
         transform = neighbour_to_ego(header.pose, own_pose)
-        return "ok", "", NeighbourFeature(feature, transform, mask)
+        return "ok", "", (NeighbourFeature(feature, transform, mask), header.pose)

@@ -14,8 +14,9 @@ Timing of a message of ``wire_bytes`` sent at ``t_send`` on a link::
 A message occupies its link even when it is then out of range or lost (the sender cannot
 know). That timing is the point-to-point model (:class:`~channel.delivery.DeliveryQueue`, the
 robustness benchmark); the simulation's shared medium (:mod:`channel.broadcast`) decides air
-time itself and asks :meth:`LinkModel.receive` only for range, loss and latency. Per message the link draws three uniforms (reception, loss, GE transition) and one
-jitter sample, always, so the random stream does not depend on outcomes.
+time itself and asks :meth:`LinkModel.receive` only for range, loss and latency. Per message
+the link draws three uniforms (reception, loss, GE transition) and one jitter sample, always,
+so the random stream does not depend on outcomes.
 """
 
 from __future__ import annotations
