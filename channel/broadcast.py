@@ -94,7 +94,7 @@ class BroadcastChannel:
 
     def update(self, t: float, positions: Mapping[int, XY]) -> None:
         """Start a tick at ``t``: run the medium up to ``t`` and record where everyone is."""
-        self._advance(t)
+        self.advance(t)
         self.medium.set_positions(dict(positions))
         snapshot = dict(self.medium.positions)
         if self._ticks and abs(self._ticks[-1][0] - t) <= AGE_EPS_S:
@@ -127,7 +127,7 @@ class BroadcastChannel:
 
     # ---- receiving ------------------------------------------------------------------------
 
-    def _advance(self, until: float) -> None:
+    def advance(self, until: float) -> None:
         """Run the medium to ``until`` and decide every transmission that has left the air
         (all transmissions that could overlap it have started by then)."""
         started = self.medium.advance(until)
@@ -176,7 +176,7 @@ class BroadcastChannel:
     def arrived(self, receiver: int, t_now: float) -> list[Delivery]:
         """Messages for ``receiver`` that arrived by ``t_now`` and are not too old, in order
         (arrival, send time, sender, sequence). Runs the medium to ``t_now`` first."""
-        self._advance(t_now)
+        self.advance(t_now)
         heap = self._inbox.get(int(receiver), [])
         out: list[Delivery] = []
         while heap and heap[0][0] <= t_now:
