@@ -16,6 +16,13 @@ hundred metres of reliable range. cv2x: 3GPP Rel-14 LTE-V2X PC5 sidelink; TR 22.
 near the range limit (see the YAML). Range, loss and the congested and bursty numbers are
 engineering choices, explained in each YAML file. Every preset has zero pose error; sweep it
 with ``config.with_pose_error(PoseErrorConfig.level(sigma))``.
+
+The ``medium`` section (:class:`~channel.medium.MediumConfig`) shares the air between senders
+in carrier-sense range: 802.11p EDCA numbers (slot 13 us, SIFS 32 us, AIFS 110 us, CW 15,
+40 us PHY preamble + 36 B MAC header per 1,500 B frame) for dsrc, congested and bursty; a
+sensing-based SPS stand-in for cv2x (1 ms subframes, a 20-subframe selection window, 2,500 B
+transport blocks). With the medium modelling access and air time, ``latency`` stands for stack
+and processing delay after the last bit; its numbers are kept as the sources give them.
 """
 
 from __future__ import annotations

@@ -150,3 +150,8 @@ def test_all_egos_with_seven_vehicles_broadcast_once_each(tmp_path: Path) -> Non
     assert m["sent"] == (m["delivered"] + m["lost"] + m["out_of_range"] + m["collision"]
                          + m["too_old"] + m["in_flight_at_end"])
     assert (out / "transmissions.parquet").is_file() and (out / "channel_busy.parquet").is_file()
+
+
+def test_a_fusion_deadline_past_one_tick_is_refused(base: RunConfig) -> None:
+    with pytest.raises(ValueError, match="fusion_deadline_s must be in"):
+        run_simulation(base.replace(fusion_deadline_s=0.15))
