@@ -45,6 +45,7 @@ from channel.codec import (
     peek_header,
 )
 from channel.delivery import LOG_SCHEMA, Delivery, DeliveryQueue, LogRecord
+from channel.inbox import Held, ReceiveBuffer
 from channel.links import LatencyConfig, LinkConfig, LinkModel, LinkOutcome, LossConfig, RangeConfig
 from channel.medium import Medium, MediumConfig, Transmission
 from channel.pose_error import (
@@ -73,6 +74,7 @@ __all__ = [
     "Delivery",
     "DeliveryQueue",
     "GridHeader",
+    "Held",
     "Header",
     "LatencyConfig",
     "LinkConfig",
@@ -86,6 +88,7 @@ __all__ = [
     "PoseErrorModel",
     "PoseNoise",
     "RangeConfig",
+    "ReceiveBuffer",
     "Transmission",
     "apply_pose_noise",
     "byte_stats",
