@@ -3,8 +3,11 @@
 A :class:`Vehicle` holds one agent's model and state. Each tick it *senses* (its points from the
 Frame, optionally corrupted), *encodes* them to a BEV map with the detector's encoder and
 *compresses* the map with the channel codec under its *reported* pose (true pose + pose error).
-In the ego role it *decodes* the messages that have arrived, warps each with the pose the sender
-reported when it sent it and the ego's current reported pose, *fuses* and runs the *head*.
+In the ego role it *decodes* the messages that have arrived, keeps the newest decodable one per
+sender across ticks (:class:`channel.inbox.ReceiveBuffer`, while younger than the channel's
+maximum age), warps each with the pose the sender reported when it sent it and the ego's own
+true pose (pose error is on what neighbours report, as in ``cosim robustness``), *fuses* and
+runs the *head*.
 
 Ray actors (:mod:`agents.vehicle`) and the in-process executor call exactly this code, so the
 two give the same detections for the same seed. Messages are bytes from the codec; a message
@@ -13,10 +16,11 @@ that cannot be decoded is recorded and skipped, never raised.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,7 @@ from channel import (
     decode_feature,
     encode_feature,
 )
+from channel.inbox import ReceiveBuffer
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
 from models.grid import GridSpec
@@ -54,7 +59,8 @@ class VehicleSpec:
     """How every vehicle of a run behaves, besides its model (the same for all of them).
 
     ``send`` is False when nothing is exchanged (an ego-only model, or the no-fusion
-    reference); ``corruption`` None means clean points.
+    reference); ``corruption`` None means clean points; ``max_age_s`` is how long the ego
+    keeps fusing a neighbour's newest message (the channel's maximum age; None: no limit).
     """
 
     codec: CodecConfig = field(default_factory=CodecConfig)
@@ -68,6 +74,7 @@ class VehicleSpec:
     refine_steps: int | None = None  # PKD refiner's DDIM steps (None: the checkpoint's; 0: off)
     refine_neighbours: bool = False  # also refine each received map before warping it
     refine_skip_above: float | None = None  # adaptive steps override (None: the checkpoint's)
+    max_age_s: float | None = None  # the channel's: held maps older than this are dropped
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,13 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Reception:
-    """What the ego did with one delivered message: ``fused``, ``superseded`` (a newer one
-    from the same sender arrived too), ``not_selected`` (beyond range or K), ``codec_error``,
-    ``wrong_grid`` or ``rejected`` (decoded, but failed :mod:`agents.message_checks`: bad pose,
-    wrong sender, impossible values); ``error`` holds the reason for the last three. ``sender``
-    is the link's sender, so a bad message is always logged against who sent it."""
+    """What the ego did with one message: ``fused``, ``superseded`` (a newer one from the
+    same sender arrived too, or is already held), ``not_selected`` (beyond range or K),
+    ``codec_error``, ``wrong_grid`` or ``rejected`` (decoded, but failed
+    :mod:`agents.message_checks`: the link's sender or send time, a bad pose, impossible
+    values); ``error`` holds the reason for the last three. ``sender`` is the link's sender,
+    so a bad message is always logged against who sent it. ``held`` marks a message fused
+    again from the ego's buffer in a later tick than the one it arrived in."""
 
     seq: int
     sender: int
@@ -109,6 +118,7 @@ class Reception:
     age_s: float
     status: str
     error: str = ""
+    held: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,11 +171,11 @@ def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> to
 
 
 def neighbour_to_ego(
-    sender_reported: NDArray[np.float64], ego_reported: NDArray[np.float64]
+    sender_reported: NDArray[np.float64], ego_pose: NDArray[np.float64]
 ) -> NDArray[np.float64]:
     """Sender LiDAR -> ego LiDAR from the sender's reported pose *at send time* and the ego's
-    current reported pose: a stale message is placed where its sender said it was."""
-    return np.linalg.inv(ego_reported) @ sender_reported
+    current pose: a stale message is placed where its sender said it was."""
+    return np.linalg.inv(ego_pose) @ sender_reported
 
 
 def fuse_and_detect(
@@ -185,7 +195,8 @@ def fuse_and_detect(
 class Vehicle:
     """One connected vehicle: sense -> encode -> compress; in the ego role decode -> fuse -> head.
 
-    Keeps the current tick's own BEV map and reported pose for the ego role.
+    Keeps the current tick's own BEV map and true pose for the ego role, and the newest
+    decodable message of each neighbour across ticks (``inbox``).
     """
 
     def __init__(self, agent_id: int, model: CooperativeDetector, spec: VehicleSpec) -> None:
@@ -198,6 +209,8 @@ class Vehicle:
         self.expect = MessageExpectation.for_model(model, self.header)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
         self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
+        self.inbox: ReceiveBuffer[tuple[NeighbourFeature, NDArray[np.float64]]] = (
+            ReceiveBuffer(spec.max_age_s))
         torch.set_num_threads(max(1, spec.torch_threads))
 
     def warm_up(self) -> None:
@@ -228,7 +241,7 @@ class Vehicle:
                 self.spec.codec,
             )
         t3 = time.perf_counter()
-        self._own = (tick, feature, reported)
+        self._own = (tick, feature, obs.lidar_pose)  # the ego's own frame: exact
         c, h, w = feature.shape
         result = SenseResult(
             agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,
@@ -242,7 +255,8 @@ class Vehicle:
     def fuse(
         self, frame: Frame, tick: int, messages: Sequence[tuple[Inbound, bytes | None]]
     ) -> EgoResult:
-        """The ego role at ``tick``: decode what arrived, keep each sender's newest, fuse, detect.
+        """The ego role at ``tick``: decode what arrived, keep each sender's newest decodable
+        message (across ticks, while younger than ``spec.max_age_s``), fuse, detect.
 
         Never raises for a bad message. If this vehicle has not sensed this tick (it was
         restarted in between), it senses again first.
@@ -266,16 +280,27 @@ class Vehicle:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             "superseded"))
                 continue
-            status, error, neighbour = self._decode(data, own_pose, inbound)
-            if neighbour is None:
+            status, error, decoded = self._decode(data, own_pose, inbound)
+            if decoded is None:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             status, error))
-            else:
-                # The cues AGF reads: how old the map is, whether it was warped with a pose
-                # from an earlier tick, and the pose-error level every vehicle of the run has.
-                cues = replace(neighbour, age_s=max(0.0, age), stale=inbound.t_send < t_now,
-                               pose_sigma=self.spec.pose_error.std_xy_m)
-                usable.append((inbound, cues))
+            elif not self.inbox.offer(inbound.sender, inbound.seq, inbound.t_send, decoded):
+                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
+                                            "superseded"))
+        arrived = {inbound.seq for inbound, _ in messages}
+        held: set[int] = set()
+        for h in self.inbox.current(t_now):
+            neighbour, sender_pose = h.item
+            if h.seq not in arrived:
+                held.add(h.seq)
+                neighbour = dataclasses.replace(
+                    neighbour, neighbour_to_ego=neighbour_to_ego(sender_pose, own_pose))
+            # The cues AGF reads: how old the map is, whether it was warped with a pose from
+            # an earlier tick, and the pose-error level every vehicle of the run reports.
+            neighbour = dataclasses.replace(
+                neighbour, age_s=max(0.0, t_now - h.t_send), stale=h.t_send < t_now,
+                pose_sigma=self.spec.pose_error.std_xy_m)
+            usable.append((Inbound(h.seq, h.sender, h.t_send), neighbour))
         t1 = time.perf_counter()
         result = fuse_and_detect(self.model, own_feature, [n for _, n in usable],
                                  self.spec.refine_steps, self.spec.refine_neighbours)
@@ -283,7 +308,8 @@ class Vehicle:
         for i, (inbound, _) in enumerate(usable):
             receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send,
                                         t_now - inbound.t_send,
-                                        "fused" if i in picked else "not_selected"))
+                                        "fused" if i in picked else "not_selected",
+                                        held=inbound.seq in held))
         receptions.sort(key=lambda r: r.seq)
         dets = result.detections
         return EgoResult(
@@ -294,8 +320,9 @@ class Vehicle:
 
     def _decode(
         self, data: bytes | None, own_pose: NDArray[np.float64], inbound: Inbound
-    ) -> tuple[str, str, NeighbourFeature | None]:
-        """Bytes -> a NeighbourFeature in the ego's frame, or (status, reason, None).
+    ) -> tuple[str, str, tuple[NeighbourFeature, NDArray[np.float64]] | None]:
+        """Bytes -> (a NeighbourFeature in the ego's frame, the sender's reported pose), or
+        (status, reason, None).
 
         The shape and grid are checked from the header before decompression; a decoded message
         must then pass :func:`agents.message_checks.check_message` (sender and send time of
@@ -318,4 +345,4 @@ class Vehicle:
         values = decoded.feature
         feature = torch.from_numpy(values if values.flags.writeable else values.copy())
         transform = neighbour_to_ego(header.pose, own_pose)
-        return "ok", "", NeighbourFeature(feature, transform, mask)
+        return "ok", "", (NeighbourFeature(feature, transform, mask), header.pose)

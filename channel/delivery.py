@@ -21,8 +21,14 @@ distance_m     float64   sender -> receiver distance at send time (m)
 pose_dx        float64   reported-pose error x (m)
 pose_dy        float64   reported-pose error y (m)
 pose_dyaw      float64   reported-pose error yaw (rad)
-dropped        string    null, "out_of_range", "lost" or "too_old"
+dropped        string    null, "out_of_range", "lost", "collision" or "too_old"
+tx             int64     the transmission (broadcast) it belongs to; = seq here
+t_tx_start     float64   when that transmission went on the air (s)
+t_tx_end       float64   when it left the air (s)
 =============  ========  ===============================================================
+
+:class:`channel.broadcast.BroadcastChannel` writes the same schema, one row per reception of a
+broadcast (several rows share a ``tx``).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from channel.codec import peek_header
 from channel.links import LinkModel
 from channel.pose_error import PoseNoise
 
-DROP_REASONS = ("out_of_range", "lost", "too_old")
+DROP_REASONS = ("out_of_range", "lost", "collision", "too_old")
 # Age comparisons allow for float error in sums of tick times (0.1 + 0.2 != 0.3).
 AGE_EPS_S = 1e-9
 
@@ -56,6 +62,9 @@ LOG_SCHEMA = pa.schema([
     pa.field("pose_dy", pa.float64(), nullable=False),
     pa.field("pose_dyaw", pa.float64(), nullable=False),
     pa.field("dropped", pa.string()),
+    pa.field("tx", pa.int64(), nullable=False),
+    pa.field("t_tx_start", pa.float64()),
+    pa.field("t_tx_end", pa.float64()),
 ])
 
 
@@ -76,6 +85,9 @@ class LogRecord:
     pose_dy: float
     pose_dyaw: float
     dropped: str | None
+    tx: int = -1
+    t_tx_start: float | None = None
+    t_tx_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class DeliveryQueue:
             t_send=float(t_send), t_arrival=outcome.arrival, t_delivered=None,
             raw_bytes=int(raw_bytes or 0), wire_bytes=wire, distance_m=outcome.distance_m,
             pose_dx=noise.dx, pose_dy=noise.dy, pose_dyaw=noise.dyaw, dropped=outcome.dropped,
+            tx=len(self._records), t_tx_start=outcome.tx_start, t_tx_end=outcome.tx_end,
         )
         self._records.append(record)
         if outcome.arrival is not None:

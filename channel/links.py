@@ -12,8 +12,11 @@ Timing of a message of ``wire_bytes`` sent at ``t_send`` on a link::
     arrival  = tx_end + base_s + jitter
 
 A message occupies its link even when it is then out of range or lost (the sender cannot
-know). Per message the link draws three uniforms (reception, loss, GE transition) and one
-jitter sample, always, so the random stream does not depend on outcomes.
+know). That timing is the point-to-point model (:class:`~channel.delivery.DeliveryQueue`, the
+robustness benchmark); the simulation's shared medium (:mod:`channel.broadcast`) decides air
+time itself and asks :meth:`LinkModel.receive` only for range, loss and latency. Per message
+the link draws three uniforms (reception, loss, GE transition) and one jitter sample, always,
+so the random stream does not depend on outcomes.
 """
 
 from __future__ import annotations
@@ -212,31 +215,40 @@ class LinkModel:
         if not math.isfinite(t_send) or wire_bytes < 0:
             raise ValueError(f"bad message: t_send={t_send}, wire_bytes={wire_bytes}")
         state = self._state(sender, receiver)
-        u_rx, u_loss, u_ge = (float(u) for u in state.rng.random(3))
-        jitter = cfg.latency.sample_jitter(state.rng)
-
         tx_start = max(float(t_send), state.busy_until)
         tx_time = 0.0 if cfg.bandwidth_mbps is None else 8.0 * wire_bytes / (
             cfg.bandwidth_mbps * 1e6)
         tx_end = tx_start + tx_time
         state.busy_until = tx_end
-
+        distance = math.hypot(receiver_xy[0] - sender_xy[0], receiver_xy[1] - sender_xy[1])
         ge_bad = state.ge_bad
+        dropped, latency = self._draw(state, distance)
+        arrival = None if dropped else tx_end + latency
+        return LinkOutcome(int(sender), int(receiver), float(t_send), int(wire_bytes), distance,
+                           tx_start, tx_end, arrival, dropped, ge_bad)
+
+    def receive(self, sender: int, receiver: int, distance_m: float) -> tuple[str | None, float]:
+        """One reception on link ``sender -> receiver`` of a message whose timing is decided
+        elsewhere (the shared medium): ``(dropped, latency_s)`` with ``dropped`` None,
+        ``"out_of_range"`` or ``"lost"``. The same draws as :meth:`transmit`, always taken."""
+        return self._draw(self._state(sender, receiver), float(distance_m))
+
+    def _draw(self, state: _LinkState, distance: float) -> tuple[str | None, float]:
+        """Range, loss and latency of one message on a link; steps its Gilbert-Elliott state."""
+        cfg = self.config
+        u_rx, u_loss, u_ge = (float(u) for u in state.rng.random(3))
+        jitter = cfg.latency.sample_jitter(state.rng)
         loss = cfg.loss
         if loss.model == "bernoulli":
             lost = u_loss < loss.p
         elif loss.model == "gilbert_elliott":
-            lost = u_loss < (loss.loss_bad if ge_bad else loss.loss_good)
-            state.ge_bad = (u_ge >= loss.p_bg) if ge_bad else (u_ge < loss.p_gb)
+            lost = u_loss < (loss.loss_bad if state.ge_bad else loss.loss_good)
+            state.ge_bad = (u_ge >= loss.p_bg) if state.ge_bad else (u_ge < loss.p_gb)
         else:
             lost = False
-
-        distance = math.hypot(receiver_xy[0] - sender_xy[0], receiver_xy[1] - sender_xy[1])
         dropped: str | None = None
         if cfg.range.max_m is not None and distance > cfg.range.max_m:
             dropped = "out_of_range"
         elif u_rx >= cfg.range.reception_prob(distance) or lost:
             dropped = "lost"
-        arrival = None if dropped else tx_end + cfg.latency.base_s + jitter
-        return LinkOutcome(int(sender), int(receiver), float(t_send), int(wire_bytes), distance,
-                           tx_start, tx_end, arrival, dropped, ge_bad)
+        return dropped, cfg.latency.base_s + jitter

@@ -16,6 +16,13 @@ hundred metres of reliable range. cv2x: 3GPP Rel-14 LTE-V2X PC5 sidelink; TR 22.
 near the range limit (see the YAML). Range, loss and the congested and bursty numbers are
 engineering choices, explained in each YAML file. Every preset has zero pose error; sweep it
 with ``config.with_pose_error(PoseErrorConfig.level(sigma))``.
+
+The ``medium`` section (:class:`~channel.medium.MediumConfig`) shares the air between senders
+in carrier-sense range: 802.11p EDCA numbers (slot 13 us, SIFS 32 us, AIFS 110 us, CW 15,
+40 us PHY preamble + 36 B MAC header per 1,500 B frame) for dsrc, congested and bursty; a
+sensing-based SPS stand-in for cv2x (1 ms subframes, a 20-subframe selection window, 2,500 B
+transport blocks). With the medium modelling access and air time, ``latency`` stands for stack
+and processing delay after the last bit; its numbers are kept as the sources give them.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from typing import Any
 
 import yaml
 
-from channel.configtools import check_nonneg
+from channel.broadcast import BroadcastChannel
+from channel.configtools import check_nonneg, from_mapping
 from channel.delivery import DeliveryQueue
 from channel.links import LinkConfig, LinkModel
+from channel.medium import MediumConfig
 from channel.pose_error import PoseErrorConfig, PoseErrorModel
 
 _LINK_KEYS = ("range", "loss", "latency", "bandwidth_mbps")
@@ -37,12 +46,14 @@ _LINK_KEYS = ("range", "loss", "latency", "bandwidth_mbps")
 
 @dataclass(frozen=True)
 class ChannelConfig:
-    """The whole channel: link behaviour, the receivers' maximum age, and pose error."""
+    """The whole channel: link behaviour, the shared medium, the receivers' maximum age, and
+    pose error."""
 
     link: LinkConfig = field(default_factory=LinkConfig)
     max_age_s: float | None = None
     pose_error: PoseErrorConfig = field(default_factory=PoseErrorConfig)
     description: str = ""
+    medium: MediumConfig = field(default_factory=MediumConfig)
 
     def __post_init__(self) -> None:
         check_nonneg("max_age_s", self.max_age_s)
@@ -50,16 +61,19 @@ class ChannelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "channel") -> ChannelConfig:
         """Build from a mapping with keys ``description``, ``range``, ``loss``, ``latency``,
-        ``bandwidth_mbps``, ``max_age_s`` and ``pose_error``; unknown keys raise naming them."""
+        ``bandwidth_mbps``, ``medium``, ``max_age_s`` and ``pose_error``; unknown keys raise
+        naming them."""
         data = dict(data or {})
-        known = ("description", *_LINK_KEYS, "max_age_s", "pose_error")
+        known = ("description", *_LINK_KEYS, "medium", "max_age_s", "pose_error")
         unknown = sorted(set(data) - set(known), key=str)
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {list(known)}")
         link = LinkConfig.from_dict({k: data[k] for k in _LINK_KEYS if k in data}, where)
         pose = PoseErrorConfig.from_dict(data.get("pose_error"), f"{where}: pose_error")
+        medium = from_mapping(MediumConfig, data.get("medium"), f"{where}: medium")
         try:
-            return cls(link, data.get("max_age_s"), pose, str(data.get("description", "")))
+            return cls(link, data.get("max_age_s"), pose, str(data.get("description", "")),
+                       medium)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
 
@@ -68,8 +82,14 @@ class ChannelConfig:
         return dataclasses.replace(self, pose_error=pose_error)
 
     def make_queue(self, seed: int = 0) -> DeliveryQueue:
-        """A fresh :class:`DeliveryQueue` with this link behaviour and maximum age."""
+        """A fresh point-to-point :class:`DeliveryQueue` (every link its own bandwidth and
+        queue; no shared medium) with this link behaviour and maximum age."""
         return DeliveryQueue(LinkModel(self.link, seed), self.max_age_s)
+
+    def make_channel(self, seed: int = 0) -> BroadcastChannel:
+        """A fresh :class:`BroadcastChannel`: one shared medium, one transmission per sender,
+        a reception per listener (what ``cosim run`` uses)."""
+        return BroadcastChannel(LinkModel(self.link, seed), self.medium, self.max_age_s, seed)
 
     def make_pose_model(self, seed: int = 0) -> PoseErrorModel:
         """A fresh per-sender :class:`PoseErrorModel` with this pose error."""

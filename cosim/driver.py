@@ -4,14 +4,18 @@ One tick ``t`` (see DESIGN.md "One tick of a simulation")::
 
     frame = source.frame(i)                 shared once (Ray: one ray.put for every actor)
     every live vehicle: sense -> encode -> compress with its reported pose     (in parallel)
-    channel: one send per link sender -> ego (all egos: every other vehicle)
+    channel: one broadcast per sender, every ego (all egos: every vehicle) a listener; the
+        shared medium decides when it is on the air, each listener whether it receives it
     each ego at t + deadline: the messages that have arrived (maybe stale: older ticks),
-        decode -> warp with the sender's reported pose at send time -> fuse -> head
+        decode -> keep each sender's newest -> warp with the sender's reported pose at send
+        time -> fuse -> head
     score each ego's boxes against ground truth in its own frame
 
-The channel's delivery queue runs here, in the driver, on message sizes; the message bytes go
-from the sender to the ego through the executor (object-store references under Ray). Wall
-time is measured and reported, never used for logic, so both executors give the same results.
+The broadcast channel runs here, in the driver, on message sizes; the message bytes go from the
+sender to the ego through the executor (object-store references under Ray). The fusion
+deadline may not exceed one tick: the medium is simulated up to the deadline, and the next
+tick's messages are queued at the next tick's time. Wall time is measured and reported, never
+used for logic, so both executors give the same results.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agents.steps import REFUSED_STATUSES, EgoResult, Inbound, SenseResult, VehicleSpec
-from channel import DeliveryQueue
+from channel import BroadcastChannel
 from cosim.driver_metrics import (
     ap_summary,
     ground_truth,
+    medium_summary,
     message_summary,
     refine_summary,
     stage_summary,
@@ -75,6 +80,8 @@ class SimulationResult:
     timings: pa.Table
     events: list[dict[str, Any]]
     renders: list[RenderItem] = field(default_factory=list)
+    transmissions: pa.Table | None = None  # one row per broadcast (channel.TX_SCHEMA)
+    busy: pa.Table | None = None  # busy ratio per tick and vehicle (channel.BUSY_SCHEMA)
 
 
 def detector_config_of(checkpoint: str) -> DetectorConfig:
@@ -103,6 +110,7 @@ RECEPTION_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("t", pa.float64()), ("ego", pa.int64()), ("seq", pa.int64()),
     ("sender", pa.int64()), ("t_send", pa.float64()), ("age_s", pa.float64()),
     ("stale", pa.bool_()), ("status", pa.string()), ("error", pa.string()),
+    ("held", pa.bool_()),
 ])
 DETECTION_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("t", pa.float64()), ("ego", pa.int64()),
@@ -135,14 +143,18 @@ class Simulation:
         self.num_ticks = min(config.frames or self.source.num_frames, self.source.num_frames)
         self.dt = 1.0 / self.source.rate_hz
         self.deadline = self.dt if config.fusion_deadline_s is None else config.fusion_deadline_s
+        if not 0 <= self.deadline <= self.dt + EPS_S:
+            raise ValueError(f"fusion_deadline_s must be in [0, one tick = {self.dt:g} s], got "
+                             f"{self.deadline}")
         channel = config.channel_config()
-        self.queue: DeliveryQueue = channel.make_queue(config.seed)
+        self.channel: BroadcastChannel = channel.make_channel(config.seed)
+        self.t_end = 0.0
         self.spec = VehicleSpec(
             codec=config.codec(), pose_error=channel.pose_error, seed=config.seed,
             corruption=config.corruption, severity=config.severity if config.corruption else 0,
             lidar=_lidar_of(self.source),
             send=config.cooperate and self.detector.is_feature_fusion,
-            torch_threads=config.torch_threads,
+            torch_threads=config.torch_threads, max_age_s=channel.max_age_s,
             refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
             refine_skip_above=config.refine_skip_above,
         )
@@ -151,7 +163,7 @@ class Simulation:
             metrics=config.metrics, connect_timeout_s=config.connect_timeout_s,
         )
         self.acc = DetectionAccumulator()
-        self.pending: dict[int, Any] = {}  # seq -> message handle, while in flight
+        self.pending: dict[int, Any] = {}  # transmission -> message handle, while needed
         self.rows: dict[str, list[dict[str, Any]]] = {
             k: [] for k in ("receptions", "detections", "frames", "timings")
         }
@@ -197,6 +209,10 @@ class Simulation:
         t_sensed = time.perf_counter()
         egos = self.egos(frame)
         reports: dict[int, SenseResult] = {}
+        t_channel0 = time.perf_counter()
+        self.channel.update(t, {a: (float(frame.agent(a).lidar_pose[0, 3]),
+                                    float(frame.agent(a).lidar_pose[1, 3]))
+                                for a in frame.agent_ids})
         for agent_id, outcome in sensed.items():
             if isinstance(outcome, VehicleFailure):
                 self._failure(tick, outcome)
@@ -206,29 +222,22 @@ class Simulation:
             self._time(tick, agent_id, report.timings)
             if not report.wire_bytes:
                 continue
-            for receiver in egos:
-                if receiver == agent_id:
-                    continue
-                rx = frame.agent(receiver).lidar_pose[:2, 3]
-                record = self.queue.send(
-                    report.wire_bytes, agent_id, receiver, t, report.xy,
-                    (float(rx[0]), float(rx[1])), pose_noise=report.noise,
-                    raw_bytes=report.raw_bytes,
-                )
-                if record.t_arrival is not None:
-                    self.pending[record.seq] = message
+            # One broadcast: it takes air time whether or not anyone listens.
+            tx, _ = self.channel.broadcast(report.wire_bytes, agent_id, t, egos,
+                                           pose_noise=report.noise, raw_bytes=report.raw_bytes)
+            self.pending[tx.seq] = message
         inboxes: dict[int, list[tuple[Inbound, Any]]] = {}
         for ego in egos:
             if not self.executor.alive(ego):
                 continue
-            arrived = self.queue.arrived(ego, t + self.deadline)
+            arrived = self.channel.arrived(ego, t + self.deadline)
             inboxes[ego] = [
-                (Inbound(r.seq, r.sender, r.t_send), self.pending[r.seq])
+                (Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx])
                 for r in (d.record for d in arrived)
             ]
-        for record in self.queue.records:  # forget handed-over and too-old messages
-            if record.t_delivered is not None:
-                self.pending.pop(record.seq, None)
+        for seq in self.channel.released():  # replaced, handed over or dropped everywhere
+            self.pending.pop(seq, None)
+        self.t_end = t + self.dt
         t_channel = time.perf_counter()
         results = self.executor.fuse(handle, tick, inboxes)
         t_fused = time.perf_counter()
@@ -236,7 +245,7 @@ class Simulation:
             self._score(tick, frame, ego, results.get(ego), render and ego == egos[0])
         t_end = time.perf_counter()
         self._time(tick, -1, {
-            "channel": t_channel - t_sensed, "put_frame": t_frame - t_start,
+            "channel": t_channel - t_channel0, "put_frame": t_frame - t_start,
             "sense_wall": t_sensed - t_frame, "fuse_wall": t_fused - t_channel,
             "score": t_end - t_fused, "tick_wall": t_end - t_start,
         })
@@ -263,7 +272,7 @@ class Simulation:
             self.rows["receptions"].append({
                 "tick": tick, "t": t, "ego": ego, "seq": r.seq, "sender": r.sender,
                 "t_send": r.t_send, "age_s": r.age_s, "stale": r.t_send < t - EPS_S,
-                "status": r.status, "error": r.error,
+                "status": r.status, "error": r.error, "held": r.held,
             })
         for box, score in zip(boxes, scores, strict=True):
             self.rows["detections"].append({
@@ -357,10 +366,18 @@ class Simulation:
             "frames": _table(self.rows["frames"], FRAME_SCHEMA),
             "timings": _table(self.rows["timings"], TIMING_SCHEMA),
         }
-        messages = self.queue.log_table()
-        if self.interrupted:  # only messages sent in complete ticks
-            last = -math.inf if self._last_t is None else self._last_t + EPS_S
-            messages = messages.filter(pc.less_equal(messages["t_send"], last))
+        # The last tick's window of the medium: the last complete one when interrupted.
+        last = self.t_end if not self.interrupted or self._last_t is None else (
+            self._last_t + self.dt)
+        self.channel.advance(last)
+        messages = self.channel.log_table()
+        transmissions = self.channel.transmission_table()
+        busy = self.channel.busy_table(self.dt)
+        if self.interrupted:  # only what was sent in complete ticks
+            sent_by = -math.inf if self._last_t is None else self._last_t + EPS_S
+            messages = messages.filter(pc.less_equal(messages["t_send"], sent_by))
+            transmissions = transmissions.filter(pc.less_equal(transmissions["t_send"], sent_by))
+            busy = busy.filter(pc.less_equal(busy["t"], sent_by))
         failed = sorted({e["agent"] for e in self.events})
         summary = {
             "scenario": self.source.name, "frames": done,
@@ -372,6 +389,7 @@ class Simulation:
             "codec": {"dtype": self.config.dtype, "sparsity": self.config.sparsity},
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
+            "medium": medium_summary(transmissions, busy, max(done, 1)),
             "stage_s_per_tick": stage_summary(tables["timings"], max(done, 1)),
             "refine": refine_summary(tables["frames"], self.detector, self.config),
             "wall_s": wall, "startup_s": startup,
@@ -381,7 +399,7 @@ class Simulation:
         }
         return SimulationResult(self.config, summary, messages, tables["receptions"],
                                 tables["detections"], tables["frames"], tables["timings"],
-                                self.events, self.renders)
+                                self.events, self.renders, transmissions, busy)
 
 
 def run_simulation(

@@ -52,8 +52,14 @@ def percentiles(values: Sequence[float], qs: Sequence[int] = (50, 90, 99)) -> di
 
 
 def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
-    """Counts, sizes and latency of the messages of a run (from the channel log and the egos'
-    reception rows)."""
+    """Counts, sizes and latency of the receptions of a run (from the channel log, one row per
+    broadcast and listener, and the egos' reception rows).
+
+    ``sent`` counts receptions decided by the channel: ``sent = delivered + lost +
+    out_of_range + collision + too_old + in_flight_at_end``. ``fused`` counts fusions, a
+    message held over from an earlier tick (``held_fused``) once per tick it is fused.
+    ``latency_s`` is the age of each message on arrival; ``fused_age_s`` its age when fused.
+    """
     rows = log.to_pydict()
     dropped = rows["dropped"]
     arrival, t_send = rows["t_arrival"], rows["t_send"]
@@ -61,6 +67,8 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
     sent = len(dropped)
     status = receptions.column("status").to_pylist() if receptions.num_rows else []
     stale = receptions.column("stale").to_pylist() if receptions.num_rows else []
+    held = receptions.column("held").to_pylist() if receptions.num_rows else []
+    ages = receptions.column("age_s").to_pylist() if receptions.num_rows else []
     latencies = [a - s for a, s in zip(arrival, t_send, strict=True) if a is not None]
     wire = rows["wire_bytes"]
     raw = rows["raw_bytes"]
@@ -70,9 +78,11 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
                          if d is None and t is not None),
         "fused": status.count("fused"),
         "stale_fused": sum(1 for s, st in zip(status, stale, strict=True) if s == "fused" and st),
+        "held_fused": sum(1 for s, h in zip(status, held, strict=True) if s == "fused" and h),
         "late_delivered": sum(1 for st in stale if st),
         "lost": dropped.count("lost"),
         "out_of_range": dropped.count("out_of_range"),
+        "collision": dropped.count("collision"),
         "too_old": dropped.count("too_old"),
         "in_flight_at_end": sum(1 for d, a, t in zip(dropped, arrival, delivered_at, strict=True)
                                 if d is None and a is not None and t is None),
@@ -82,6 +92,33 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
         "mean_raw_bytes": float(np.mean(raw)) if raw else math.nan,
         "compression_ratio": float(np.sum(raw) / np.sum(wire)) if wire and sum(wire) else math.nan,
         "latency_s": percentiles(latencies),
+        "fused_age_s": percentiles(
+            [a for s, a in zip(status, ages, strict=True) if s == "fused"]),
+    }
+
+
+def medium_summary(transmissions: pa.Table, busy: pa.Table, num_ticks: int) -> dict[str, Any]:
+    """The shared medium over a run: broadcasts queued, put on the air, replaced unsent by a
+    newer message (age of information) or still queued at the end; air time; busy ratio
+    (fraction of each tick some audible transmission is on the air) over vehicles and ticks."""
+    tx = transmissions.to_pydict()
+    status = tx["status"]
+    sent = [i for i, st in enumerate(status) if st == "sent"]
+    air = [tx["air_s"][i] for i in sent]
+    access = [tx["t_start"][i] - tx["t_send"][i] for i in sent]
+    ratio = busy.column("busy_ratio").to_pylist() if busy.num_rows else []
+    return {
+        "queued": len(status),
+        "transmissions": len(sent),
+        "transmissions_per_tick": len(sent) / num_ticks if num_ticks else math.nan,
+        "replaced": status.count("replaced"),
+        "queued_at_end": status.count("queued_at_end"),
+        "mean_frames": float(np.mean([tx["frames"][i] for i in sent])) if sent else math.nan,
+        "mean_air_s": float(np.mean(air)) if air else math.nan,
+        "access_delay_s": percentiles(access),
+        "busy_ratio": {"mean": float(np.mean(ratio)) if ratio else math.nan,
+                       **percentiles(ratio, (90,)),
+                       "max": float(np.max(ratio)) if ratio else math.nan},
     }
 
 

@@ -4,7 +4,12 @@ Layout of a run directory::
 
     config.yaml          the resolved RunConfig (``RunConfig.from_yaml`` reads it back)
     summary.json         AP, message counts and sizes, latency percentiles, stage times, faults
-    messages.parquet     the channel log, one row per message and link (channel.LOG_SCHEMA)
+    messages.parquet     the channel log, one row per broadcast and listener: a reception
+                         (channel.LOG_SCHEMA; ``tx`` names the broadcast)
+    transmissions.parquet  one row per broadcast: queued, on the air (start, end, frames,
+                         back-off) or replaced unsent (channel.TX_SCHEMA)
+    channel_busy.parquet per tick and vehicle: the fraction of the tick the medium it senses
+                         is busy (channel.BUSY_SCHEMA)
     receptions.parquet   what each ego did with each delivered message (fused, stale, errors)
     detections.parquet   every detection, ego LiDAR frame
     frames.parquet       per tick and ego: detections, GT, true positives at 0.3/0.5/0.7
@@ -60,6 +65,10 @@ def write_run(result: SimulationResult, out: Path, grid: GridSpec | None = None)
     result.config.to_yaml(out / "config.yaml")
     for name in TABLES:
         pq.write_table(getattr(result, name), out / f"{name}.parquet")
+    if result.transmissions is not None:
+        pq.write_table(result.transmissions, out / "transmissions.parquet")
+    if result.busy is not None:
+        pq.write_table(result.busy, out / "channel_busy.parquet")
     (out / "summary.json").write_text(json.dumps(plain_json(result.summary), indent=2))
     if grid is not None:
         for item in result.renders:
@@ -118,10 +127,19 @@ def summary_table(summary: dict[str, Any]) -> Table:
     m = summary["messages"]
     table.add_row("wire bytes / message (mean)", _fmt(m["mean_wire_bytes"], ",.0f"))
     table.add_row("compression vs float32", _fmt(m["compression_ratio"], ".1f") + "x")
-    table.add_row("messages sent", str(m["sent"]))
-    table.add_row("delivered / fused", f"{m['delivered']} / {m['fused']}")
+    medium = summary.get("medium")
+    if medium is not None:
+        table.add_row("broadcasts on the air / replaced unsent",
+                      f"{medium['transmissions']} / {medium['replaced']}")
+        busy = medium["busy_ratio"]
+        table.add_row("channel busy ratio mean / max",
+                      f"{_fmt(busy['mean'], '.2f')} / {_fmt(busy['max'], '.2f')}")
+    table.add_row("receptions (broadcast x listener)", str(m["sent"]))
+    table.add_row("delivered / fused (held over)",
+                  f"{m['delivered']} / {m['fused']} ({m['held_fused']})")
     table.add_row("late (stale when fused) / too old", f"{m['late_delivered']} / {m['too_old']}")
-    table.add_row("lost / out of range", f"{m['lost']} / {m['out_of_range']}")
+    table.add_row("lost / out of range / collision",
+                  f"{m['lost']} / {m['out_of_range']} / {m['collision']}")
     table.add_row("undecodable or rejected", str(m["codec_errors"]))
     lat = m["latency_s"]
     table.add_row("latency p50 / p90 / p99 (ms)",

@@ -86,7 +86,11 @@ def run_row(kind: str, config: RunConfig) -> dict[str, Any]:
         "mean_wire_bytes": wire, "log2_wire_bytes": math.log2(wire) if wire > 0 else math.nan,
         "sent": m["sent"], "delivered": m["delivered"], "fused": m["fused"],
         "stale_fused": m["stale_fused"], "lost": m["lost"], "too_old": m["too_old"],
-        "latency_p50_s": m["latency_s"]["p50"], "frames_per_s": summary["frames_per_s"],
+        "latency_p50_s": m["latency_s"]["p50"], "latency_p99_s": m["latency_s"]["p99"],
+        "fused_age_p50_s": m["fused_age_s"]["p50"], "collision": m["collision"],
+        "held_fused": m["held_fused"], "replaced": summary["medium"]["replaced"],
+        "busy_ratio": summary["medium"]["busy_ratio"]["mean"],
+        "frames_per_s": summary["frames_per_s"],
     }
 
 

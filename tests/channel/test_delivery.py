@@ -73,6 +73,7 @@ def test_log_table_schema_rows_and_parquet(tmp_path: Path) -> None:
         "seq": 0, "sender": 1, "receiver": 2, "t_send": 0.0, "t_arrival": pytest.approx(tx + 0.01),
         "t_delivered": 0.1, "raw_bytes": 4 * 8 * 16 * 4, "wire_bytes": len(msg),
         "distance_m": 50.0, "pose_dx": 0.2, "pose_dy": -0.1, "pose_dyaw": 0.01, "dropped": None,
+        "tx": 0, "t_tx_start": 0.0, "t_tx_end": pytest.approx(tx),
     }
     assert (rows[1]["dropped"], rows[1]["t_arrival"], rows[1]["t_delivered"]) == (
         "out_of_range", None, None)

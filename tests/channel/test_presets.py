@@ -60,3 +60,16 @@ def test_config_builds_queue_and_pose_model() -> None:
     queue = cfg.make_queue(seed=1)
     assert queue.max_age_s == 0.3 and queue.link.config.bandwidth_mbps == 3.0
     assert cfg.make_pose_model(seed=1).config.std_xy_m == 0.6
+
+
+def test_presets_share_the_medium_with_documented_overheads() -> None:
+    dsrc = load_preset("dsrc").medium
+    assert (dsrc.slot_s, dsrc.sifs_s, dsrc.aifs_s, dsrc.cw) == (13e-6, 32e-6, 110e-6, 15)
+    assert (dsrc.max_frame_bytes, dsrc.frame_header_bytes, dsrc.carrier_sense_m) == (
+        1500, 36, 300.0)
+    # A 39,192-byte message (int8, top 10%) = 27 frames: 27 x 88 us + 52,256 us + 26 x 32 us.
+    assert dsrc.air_time(39_192, 6.0) == pytest.approx((27 * 88 + 52_256 + 26 * 32) * 1e-6)
+    assert load_preset("cv2x").medium.slot_s == 0.001
+    assert load_preset("ideal").medium.air_time(10**6, None) == 0.0
+    with pytest.raises(ValueError, match=r"medium: unknown key\(s\) \['cw_min'\]"):
+        ChannelConfig.from_dict({**_raw("dsrc"), "medium": {"cw_min": 15}})

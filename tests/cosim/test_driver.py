@@ -1,6 +1,7 @@
 """The driver with the in-process executor: late, lost, too-old and undecodable messages, all
 egos, and the bookkeeping between the channel log, the egos' receptions and the summary."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 import agents.steps
 from cosim.driver import SimulationResult, run_simulation
+from cosim.outputs import write_run
 from cosim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
@@ -59,11 +61,17 @@ def test_late_and_lost_messages(base: RunConfig) -> None:
     latencies = [r["t_arrival"] - r["t_send"] for r in log if r["t_arrival"] is not None]
     assert min(latencies) > 0.1  # over one tick
     fused = [r for r in result.receptions.to_pylist() if r["status"] == "fused"]
-    assert fused and all(r["stale"] and r["age_s"] == pytest.approx(0.1) for r in fused)
+    fresh = [r for r in fused if not r["held"]]
+    held = [r for r in fused if r["held"]]
+    assert fresh and all(r["stale"] and r["age_s"] == pytest.approx(0.1) for r in fresh)
+    # A map whose successor was lost is fused again a tick later, 0.2 s old (max age 0.25).
+    assert held and all(r["age_s"] == pytest.approx(0.2) for r in held)
+    assert m["held_fused"] == len(held) and 0.1 < m["fused_age_s"]["p99"] <= 0.2 + 1e-9
     assert m["stale_fused"] == len(fused) == sum(result.frames.column("stale_fused").to_pylist())
     # The last tick's messages are still in the air when the run ends.
     assert m["in_flight_at_end"] > 0
     assert m["sent"] == m["delivered"] + m["lost"] + m["too_old"] + m["in_flight_at_end"]
+    assert m["collision"] == m["out_of_range"] == 0
 
 
 def test_messages_past_the_maximum_age_are_dropped(base: RunConfig) -> None:
@@ -109,3 +117,41 @@ def test_all_egos_mode(base: RunConfig) -> None:
 def test_missing_checkpoint_is_a_clear_error(base: RunConfig, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="checkpoint not found.*--checkpoint"):
         run_simulation(base.replace(checkpoint=str(tmp_path / "nope.pt")))
+
+
+def test_all_egos_with_seven_vehicles_broadcast_once_each(tmp_path: Path) -> None:
+    """7 vehicles, every one an ego, on dsrc with dense float32 maps (more than 6 Mbps carries
+    in a tick): 7 broadcasts queued per tick (not 7 x 6 links), each received by the 6 others;
+    the summary reports the medium's busy ratio and what collisions and age cost."""
+    config = RunConfig(
+        scenario=str(write_small_scenario(tmp_path / "seven.yaml", connected=7)),
+        checkpoint=str(write_tiny_checkpoint(tmp_path / "tiny.pt")),
+        frames=4, channel="dsrc", dtype="float32", sparsity=None, executor="inprocess",
+        all_egos=True, render_frames=0,
+    )
+    result = run_simulation(config)
+    medium = result.summary["medium"]
+    txs = result.transmissions.to_pylist()
+    assert medium["queued"] == len(txs) == 7 * 4
+    assert [sum(t["t_send"] == pytest.approx(0.1 * k) for t in txs) for k in range(4)] == [7] * 4
+    on_air = [t for t in txs if t["status"] == "sent"]
+    assert len(on_air) == medium["transmissions"]
+    done = [t for t in on_air if t["t_end"] <= 0.4 + 1e-9]  # left the air by the run's end
+    log = result.messages.to_pylist()
+    assert len(log) == 6 * len(done) and {r["tx"] for r in log} == {t["tx"] for t in done}
+    assert medium["replaced"] > 0  # saturated: newer maps replaced unsent ones
+    busy = result.busy.to_pylist()
+    assert len(busy) == 7 * 4 and medium["busy_ratio"]["max"] > 0.9
+    out = write_run(result, tmp_path / "run")
+    summary = json.loads((out / "summary.json").read_text())
+    m = summary["messages"]
+    assert {"collision", "too_old", "held_fused"} <= set(m)
+    assert {"busy_ratio", "replaced", "transmissions_per_tick"} <= set(summary["medium"])
+    assert m["sent"] == (m["delivered"] + m["lost"] + m["out_of_range"] + m["collision"]
+                         + m["too_old"] + m["in_flight_at_end"])
+    assert (out / "transmissions.parquet").is_file() and (out / "channel_busy.parquet").is_file()
+
+
+def test_a_fusion_deadline_past_one_tick_is_refused(base: RunConfig) -> None:
+    with pytest.raises(ValueError, match="fusion_deadline_s must be in"):
+        run_simulation(base.replace(fusion_deadline_s=0.15))
