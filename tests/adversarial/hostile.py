@@ -37,8 +37,11 @@ class World:
 
     def fuse(self, k: int, replace: dict[int, bytes | None]) -> EgoResult:
         """The ego's result at frame ``k`` with some senders' messages replaced (``None``:
-        that sender's message is dropped, as if never received)."""
+        that sender's message is dropped, as if never received). Frame 0 starts a new run: the
+        ego forgets the maps it held from an earlier run."""
         frame = self.frames[k]
+        if k == 0:
+            self.vehicles[frame.ego_id].inbox.clear()
         inbox = []
         for seq, (sender, msg) in enumerate(sorted(self.messages[k].items())):
             data = replace.get(sender, msg)

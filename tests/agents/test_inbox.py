@@ -11,6 +11,7 @@ import torch
 import agents.steps
 from agents.steps import Inbound, Vehicle, VehicleSpec, neighbour_to_ego
 from channel import CodecConfig, PoseErrorConfig, decode_feature
+from models.detector import NeighbourFeature
 from scenarios.frame import Frame
 from scenarios.source import open_source
 from tests.agents.helpers import tiny_model, write_small_scenario
@@ -46,7 +47,8 @@ def test_a_held_message_is_fused_again_until_too_old(frames: list[Frame]) -> Non
     own = ego.model.encode([frames[2].agent(frames[2].ego_id).points])[0]
     transform = neighbour_to_ego(frames[0].agent(sender_id).lidar_pose,
                                  frames[2].agent(frames[2].ego_id).lidar_pose)
-    expect = ego.model.detect_from_features(own, [(torch.from_numpy(decoded.feature), transform)])
+    held = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.2, stale=True)
+    expect = ego.model.detect_features(own, [[held]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
     # Tick 3: 0.3 s old, past the maximum age: forgotten.
     assert ego.fuse(frames[3], 3, []).receptions == ()
@@ -86,9 +88,9 @@ def test_the_egos_own_pose_is_exact_and_only_neighbours_report_errors(
     seen: list[np.ndarray] = []
     fuse = agents.steps.fuse_and_detect
 
-    def spy(model: object, own: object, neighbours: list) -> object:
+    def spy(model: object, own: object, neighbours: list, *refine: object) -> object:
         seen.extend(n.neighbour_to_ego for n in neighbours)
-        return fuse(model, own, neighbours)
+        return fuse(model, own, neighbours, *refine)
 
     monkeypatch.setattr(agents.steps, "fuse_and_detect", spy)
     ego.fuse(frames[0], 0, [(Inbound(0, sender_id, 0.0), message)])
