@@ -10,7 +10,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -121,24 +121,41 @@ def eval_command(
     console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g} "
                   f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
                   f"{report['false_positives']['0.5']} false positives at IoU 0.5")
-    seen = Table(title="recall by who saw the box (>= 5 LiDAR points)")
-    for column in ("ground truth seen by", "boxes", "found@0.5", "recall@0.5", "recall@0.7",
-                   "median yaw error"):
-        first = column.startswith("ground")
-        seen.add_column(column, justify="left" if first else "right", no_wrap=first)
-    for name, row in report["recall_by_visibility"].items():
-        recall, tight, yaw = row["recall"], row["recall@0.7"], row["median_yaw_error_deg"]
-        seen.add_row(
+    for key, title, first_column in (
+        ("recall_by_visibility", "recall by who saw the box (>= 5 LiDAR points)", "seen by"),
+        ("recall_by_size", "recall by size (length: car <= 4.9 m < van <= 6 m < truck/bus)",
+         "size"),
+    ):
+        console.print(recall_table(report[key], title, first_column))
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str) -> Table:
+    """One row per GT class: boxes, found and recall at IoU 0.5, recall at 0.7, and the median
+    yaw / centre / length / width errors of the matches at 0.5."""
+
+    def number(value: float | None, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    table = Table(title=title, caption="median errors of the matches at IoU 0.5")
+    for column in (first_column, "boxes", "found@0.5", "R@0.5", "R@0.7", "yaw deg",
+                   "centre m", "length m", "width m"):
+        first = column == first_column
+        table.add_column(column, justify="left" if first else "right", no_wrap=first)
+    for name, row in rows.items():
+        table.add_row(
             name.replace("_", " "),
             str(row["gt"]),
             str(row["found"]),
-            "n/a" if recall is None else f"{recall:.3f}",
-            "n/a" if tight is None else f"{tight:.3f}",
-            "n/a" if yaw is None else f"{yaw:.1f} deg",
+            number(row["recall"], ".3f"),
+            number(row["recall@0.7"], ".3f"),
+            number(row["median_yaw_error_deg"], ".1f"),
+            number(row["median_centre_error_m"], ".2f"),
+            number(row["median_length_error_m"], ".2f"),
+            number(row["median_width_error_m"], ".2f"),
         )
-    console.print(seen)
-    if out is not None:
-        console.print(f"wrote {out}")
+    return table
 
 
 if __name__ == "__main__":  # python -m cosim.cli_train train|eval ... (before registration)
