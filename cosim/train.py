@@ -107,6 +107,23 @@ def _truncate_log(path: Path, key: str, limit: int) -> None:
         writer.writerows(rows)
 
 
+def warm_start(model: CooperativeDetector, checkpoint: str, skip: tuple[str, ...] = ()) -> None:
+    """Load ``checkpoint``'s weights into ``model``, except parameters whose names start with
+    one of ``skip`` (they keep their fresh initialisation: a new head on a trained feature
+    net). Every other parameter must exist on both sides with the same shape."""
+    start_model, _, _ = load_checkpoint(checkpoint)
+    state = {k: v for k, v in start_model.state_dict().items() if not k.startswith(skip)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape mismatch (e.g. another head: add it to init_skip)
+        raise ValueError(f"init_from {checkpoint}: {err}") from err
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing or unexpected:
+        raise ValueError(
+            f"init_from {checkpoint}: parameters missing {missing}, unexpected {unexpected}"
+        )
+
+
 def make_dataset(config: TrainConfig, model: CooperativeDetector) -> CooperativeDataset:
     """The training samples (``data`` section; neighbours default to the model's)."""
     return CooperativeDataset(
@@ -140,8 +157,7 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     model = CooperativeDetector(config.model)
     if config.init_from and not resume:
-        start_model, _, _ = load_checkpoint(config.init_from)
-        model.load_state_dict(start_model.state_dict())
+        warm_start(model, config.init_from, config.init_skip)
     model.train()
     dataset = make_dataset(config, model)
     per_epoch = steps_per_epoch(config, len(dataset))

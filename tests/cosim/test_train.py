@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from cosim.cli_train import eval_command, train_command
 from cosim.dataset import build_dataset
 from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
-from cosim.train import lr_factor, train
+from cosim.train import lr_factor, train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
+from models.detector import CooperativeDetector
+from models.detector_config import load_detector_config
 from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 # A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
@@ -130,6 +132,22 @@ def test_repo_configs_load_and_override() -> None:
     )
 
 
+def test_warm_start_skips_a_new_head() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "none.pt"
+    model = CooperativeDetector(load_detector_config("cpu_none_sizes"))
+    fresh_head = model.anchor_head.cls.weight.detach().clone()
+    warm_start(model, str(shipped), ("anchor_head.",))
+    start, _, _ = load_checkpoint(shipped)
+    torch.testing.assert_close(
+        model.features.backbone.state_dict(), start.features.backbone.state_dict()
+    )
+    torch.testing.assert_close(model.anchor_head.cls.weight, fresh_head)
+    with pytest.raises(ValueError, match=r"(?s)init_from .*none.pt.*size mismatch"):
+        warm_start(CooperativeDetector(load_detector_config("cpu_none_sizes")), str(shipped))
+    with pytest.raises(TrainConfigError, match="init_skip"):
+        TrainConfig.from_dict({**config_dict(Path("a"), Path("b")), "init_skip": "anchor_head."})
+
+
 def test_schedules_warm_up_then_decay() -> None:
     one = ScheduleConfig("onecycle", 0.2, 0.01)
     values = [lr_factor(one, s, 100) for s in range(100)]
@@ -237,6 +255,12 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert set(by_class) == {"ego", "neighbours_only", "sparse"} and "neighbours only" in res.output
     assert sum(row["gt"] for row in by_class.values()) == report["num_gt"]
     assert all(row["found@0.7"] <= row["found"] for row in by_class.values())
+    by_size = report["recall_by_size"]
+    assert set(by_size) == {"car", "van", "truck_bus"} and "truck bus" in res.output
+    assert sum(row["gt"] for row in by_size.values()) == report["num_gt"]
+    assert sum(row["found"] for row in by_size.values()) == sum(
+        row["found"] for row in by_class.values())
+    assert "median_centre_error_m" in by_size["car"]
     assert 0 <= report["false_positives"]["0.5"] <= report["detections"]
     assert f"{report['detections']} detections at score >=" in res.output
     res = runner.invoke(
