@@ -33,6 +33,7 @@ from models.anchors import (
     num_anchors_per_cell,
 )
 from models.box_ops import decode_boxes
+from models.box_voting import vote_boxes
 from models.grid import GridSpec
 from models.losses import (
     apply_direction,
@@ -67,6 +68,7 @@ class HeadConfig:
     dir_offset: float = math.pi / 4
     score_threshold: float = 0.2
     nms_iou: float = 0.15
+    vote_iou: float = 0.0  # > 0: box voting after NMS over candidates this close (box_voting)
     pre_nms_top_k: int = 1000
     max_detections: int = 100
 
@@ -75,6 +77,8 @@ class HeadConfig:
             raise ValueError("head: cls_prior must be in (0, 1) and score_threshold in [0, 1]")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"head: nms_iou must be in (0, 1], got {self.nms_iou}")
+        if not 0.0 <= self.vote_iou <= 1.0:
+            raise ValueError(f"head: vote_iou must be in [0, 1] (0: off), got {self.vote_iou}")
         if self.pre_nms_top_k < 1 or self.max_detections < 1:
             raise ValueError("head: pre_nms_top_k and max_detections must be >= 1")
         object.__setattr__(self, "anchors", tuple(self.anchors))
@@ -267,7 +271,8 @@ class AnchorHead(nn.Module):
         nms_iou: float | None = None,
     ) -> list[Detections]:
         """Per sample: sigmoid scores >= threshold, the ``pre_nms_top_k`` best decoded against
-        their anchors, rotated NMS, at most ``max_detections``. Yaw wrapped to ``[-pi, pi)``."""
+        their anchors, rotated NMS, at most ``max_detections``, then (``vote_iou`` > 0) box
+        voting over the candidates (:mod:`models.box_voting`). Yaw wrapped to ``[-pi, pi)``."""
         cfg = self.config
         threshold = cfg.score_threshold if score_threshold is None else score_threshold
         iou = cfg.nms_iou if nms_iou is None else nms_iou
@@ -289,5 +294,9 @@ class AnchorHead(nn.Module):
             boxes_np = boxes.cpu().numpy().astype(np.float32)
             scores_np = scores[idx].cpu().numpy().astype(np.float32)
             keep = rotated_nms(boxes_np, scores_np, iou, post_max_size=cfg.max_detections)
-            results.append(Detections(boxes_np[keep], scores_np[keep]))
+            kept = boxes_np[keep]
+            if cfg.vote_iou > 0.0 and len(keep):
+                kept = vote_boxes(kept, boxes_np, scores_np, cfg.vote_iou)
+                kept[:, 6] = np.remainder(kept[:, 6] + math.pi, 2.0 * math.pi) - math.pi
+            results.append(Detections(kept, scores_np[keep]))
         return results
