@@ -287,3 +287,17 @@ def test_cli_errors_name_the_missing_file(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", config_dict(tmp_path, tmp_path / "fresh"))
     res = runner.invoke(cli(), ["train", str(path), "--resume"])
     assert res.exit_code == 2 and "last.pt" in res.output
+
+
+def test_size_head_configs_cover_all_three_worlds() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    names = sorted(p.stem for p in (root / "sizes").glob("*.yaml"))
+    assert names == ["attention", "early", "finetune_none", "max", "none"]
+    for name in names:
+        cfg = TrainConfig.from_yaml(root / "sizes" / f"{name}.yaml")
+        assert len(cfg.model.head.anchor_set) == 3 and cfg.model.head.vote_iou > 0
+        assert (cfg.data.train, cfg.data.val) == ("data/train3", "data/val3")
+        assert "--scenario highway" in (root / "sizes" / f"{name}.yaml").read_text()
+    for name in ("single", "sizes"):
+        cfg = TrainConfig.from_yaml(root / "head_compare" / f"{name}.yaml")
+        assert cfg.init_skip == ("anchor_head.",) and cfg.threads == 1
