@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,6 +90,9 @@ def eval_command(
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
     score_threshold: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Drop detections below this score (default: the config's).")] = None,
+    vote_iou: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Box voting after NMS at this IoU, 0 off (default: the config's)."
+    )] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -99,6 +103,8 @@ def eval_command(
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
         model, config, payload = load_checkpoint(checkpoint)
+        if vote_iou is not None:
+            model.anchor_head.config = replace(model.anchor_head.config, vote_iou=vote_iou)
         report = evaluate_report(model, data, frames, score_threshold=score_threshold,
                                  progress=not as_json, console=console)
     except (DatasetFormatError, ValueError) as error:
@@ -118,7 +124,9 @@ def eval_command(
         values = report[key].values()
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
-    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g} "
+    voting = f", box voting at IoU {report['vote_iou']:g}" if report["vote_iou"] else ""
+    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g}"
+                  f"{voting} "
                   f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
                   f"{report['false_positives']['0.5']} false positives at IoU 0.5")
     for key, title, first_column in (

@@ -100,7 +100,8 @@ def evaluate_report(
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
-    "num_gt", "detections", "false_positives", "score_threshold", "recall_by_visibility",
+    "num_gt", "detections", "false_positives", "score_threshold", "vote_iou",
+    "recall_by_visibility",
     "recall_by_size", "data", "protocol"}`` with IoU keys as strings (JSON-ready); recall by
     visibility (:mod:`cosim.visibility`) and by size class (:mod:`cosim.size_recall`) at IoU
     0.5, each class row also carrying ``found@0.7`` / ``recall@0.7`` (a box found at 0.5 but
@@ -126,6 +127,7 @@ def evaluate_report(
         "detections": acc.num_detections,
         "false_positives": {f"{t:g}": n for t, n in acc.false_positives().items()},
         "score_threshold": head.score_threshold if score_threshold is None else score_threshold,
+        "vote_iou": model.anchor_head.config.vote_iou,
         "recall_by_visibility": visibility.report(),
         "recall_by_size": by_size.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),

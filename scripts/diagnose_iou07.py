@@ -12,12 +12,14 @@ Two parts, each printed as a table:
    reach 0.7 after each repair is printed, with the signed median errors (centre along and
    across the GT heading, length, width) per visibility class (ego saw it / only a neighbour).
 2. **Where a neighbour-only box loses its accuracy** (intermediate fusion models only). For
-   every GT box only a neighbour saw, the same weights detect it four ways, each from that
+   every GT box only a neighbour saw, the same weights detect it five ways, each from that
    one neighbour's evidence alone:
 
    * ``fused``: the model as configured (ego + every neighbour's warped map);
    * ``warped map``: the neighbour's message map warped into the ego grid (bilinear
-     ``grid_sample``), then backbone + head, no ego;
+     ``grid_sample``, as ``models/warp.py`` does), then backbone + head, no ego;
+   * ``nearest warp``: the same with nearest-cell sampling (no blending of a pillar with its
+     empty neighbours, which scales its features down by up to 4x at a half-pillar shift);
    * ``points moved``: the neighbour's *points* moved into the ego frame, encoded there, then
      backbone + head (what the warp would give if it were exact);
    * ``own frame``: the neighbour detects in its own frame, boxes moved to the ego frame
@@ -41,6 +43,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from cosim.evaluate import eval_dataset
@@ -49,6 +52,7 @@ from models.batch import CooperativeSample
 from models.box_ops import rotated_iou_bev
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector
+from models.warp import affine_theta
 from scenarios.geometry import boxes_to_frame, points_in_boxes, points_to_frame, wrap_angle
 
 REPAIRS = ("as is", "+centre", "+centre+size", "+centre+size+yaw")
@@ -111,6 +115,14 @@ class SingleSource:
         warped = m.warp(m.encode([points]), to_ego[None])
         return m.detect(m.head(warped.features * warped.mask))[0].boxes
 
+    def nearest_warp(self, points: NDArray[np.float32], to_ego: NDArray[np.float64]) -> NDArray:
+        m = self.model
+        features = m.encode([points])
+        theta = affine_theta(to_ego[None], m.message_grid).to(features)
+        sample = F.affine_grid(theta, list(features.shape), align_corners=False)
+        warped = F.grid_sample(features, sample, mode="nearest", align_corners=False)
+        return m.detect(m.head(warped))[0].boxes
+
     def points_moved(self, points: NDArray[np.float32], to_ego: NDArray[np.float64]) -> NDArray:
         m = self.model
         return m.detect(m.head(m.encode([points_to_frame(points, to_ego)])))[0].boxes
@@ -137,7 +149,7 @@ def main() -> None:
     ious: dict[str, list[NDArray]] = defaultdict(list)
     errors: dict[str, list[NDArray]] = defaultdict(list)
     single = SingleSource(model)
-    ways = ("fused", "warped map", "points moved", "own frame")
+    ways = ("fused", "warped map", "nearest warp", "points moved", "own frame")
     per_way: dict[tuple[str, str], list[float]] = defaultdict(list)  # (bucket, way) -> IoUs
     per_way_err: dict[tuple[str, str], list[NDArray]] = defaultdict(list)
     intermediate = config.is_feature_fusion
@@ -167,6 +179,7 @@ def main() -> None:
                 boxes = {
                     "fused": pred,
                     "warped map": single.warped_map(points, to_ego),
+                    "nearest warp": single.nearest_warp(points, to_ego),
                     "points moved": single.points_moved(points, to_ego),
                     "own frame": single.own_frame(points, to_ego),
                 }
@@ -199,7 +212,7 @@ def main() -> None:
         print(f"{name:<16}" + "".join(f"{v:>11.3f}" for v in row))
     if not intermediate:
         return
-    print("\n2. neighbour-only GT, detected from that neighbour's evidence alone, four ways")
+    print("\n2. neighbour-only GT, detected from that neighbour's evidence alone, five ways")
     print(f"{'rotation':<16}{'way':<14}{'boxes':>6}{'R@0.5':>8}{'R@0.7':>8}"
           f"{'|along|':>9}{'|across|':>9}{'length':>8}{'width':>8}{'yaw':>7}")
     for bucket in ("turn < 5 deg", "turn 5-20 deg", "turn 20-45 deg", "all"):

@@ -273,7 +273,11 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
                                 "--json", "--score-threshold", "1.0"])
     strict = json.loads(res.output)  # nothing scores above 1: no detection, AP 0, recall 0
     assert strict["score_threshold"] == 1.0 and set(strict["ap"].values()) <= {0.0, None}
-    assert strict["detections"] == 0
+    assert strict["detections"] == 0 and strict["vote_iou"] == 0.0
+    res = runner.invoke(cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data),
+                                "--json", "--vote-iou", "0.3"])
+    voted = json.loads(res.output)
+    assert voted["vote_iou"] == 0.3 and voted["detections"] == report["detections"]
     assert all(row["found"] == 0 for row in strict["recall_by_visibility"].values())
 
 
