@@ -15,6 +15,8 @@ NMS), fused at the pillar map (``encoder``: one backbone pass) or after the back
 one agent's message map at K DDIM steps; ``refine_k2_over_encoder`` is its K = 2 time over the
 encoder's (the budget is 0.25). ``coop4_agf[_pkd]_predict_ms`` are the 4-agent AGF inference
 without and with the refiner (K = 2) in front.
+``--head PRESET`` takes the head (anchors, box voting) from a detector preset, e.g.
+``cpu_none_sizes`` (anchors per vehicle size); the default is the single car anchor.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ import torch
 
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
-from models.detector_config import FUSE_POINTS, DetectorConfig
+from models.detector_config import FUSE_POINTS, DetectorConfig, load_detector_config
 from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
+from models.head import HeadConfig
 from models.refiner import FeatureRefiner, RefinerConfig
 from scenarios.geometry import yaw_pose
 
@@ -102,17 +105,21 @@ def cooperative_sample(grid: GridSpec, agents: int = 4) -> CooperativeSample:
     return CooperativeSample(lidar_like_cloud(grid), clouds, transforms, np.zeros((0, 7)))
 
 
-def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str, Any]:
+def bench_one(
+    preset: str, encoder: str, repeats: int, train: bool, head: HeadConfig | None = None
+) -> dict[str, Any]:
     grid, config = FEATURE_PRESETS[preset]
+    head = head or HeadConfig()
     torch.manual_seed(0)
     detector = CooperativeDetector(
         DetectorConfig(
-            f"{preset}_{encoder}", grid, config.with_encoder(encoder), fusion="attention"
+            f"{preset}_{encoder}", grid, config.with_encoder(encoder), head, fusion="attention"
         )
     ).eval()
     net = detector.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
+    row["anchors_per_cell"] = detector.anchor_head.num_anchors
 
     def detect_one() -> Any:
         maps = detector.bev(detector.encode([cloud]))
@@ -133,7 +140,7 @@ def bench_one(preset: str, encoder: str, repeats: int, train: bool) -> dict[str,
         sample = cooperative_sample(net.encoder.voxel_grid)
         for fuse_at in FUSE_POINTS:
             coop = CooperativeDetector(
-                DetectorConfig(f"{preset}_{encoder}", grid, config.with_encoder(encoder),
+                DetectorConfig(f"{preset}_{encoder}", grid, config.with_encoder(encoder), head,
                                fusion="attention", fuse_at=fuse_at)
             ).eval()
             coop([sample])  # warm-up
@@ -185,17 +192,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train", action="store_true", help="also time a forward+backward step")
     parser.add_argument("--presets", nargs="+", default=sorted(FEATURE_PRESETS))
+    parser.add_argument("--encoders", nargs="+", default=["pointpillars", "sparse_voxel"])
+    parser.add_argument("--head", default=None, help="detector preset whose head to use")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    head = None if args.head is None else load_detector_config(args.head).head
     rows = [
-        bench_one(p, e, args.repeats, args.train)
+        bench_one(p, e, args.repeats, args.train, head)
         for p in args.presets
-        for e in ("pointpillars", "sparse_voxel")
+        for e in args.encoders
     ]
     print(
         json.dumps(
             {
                 "threads": args.threads,
+                "head": args.head or "single car anchor",
                 "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(),
                 "per_agent_frame": rows,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -95,6 +96,9 @@ def eval_command(
     refine_skip_above: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
     ] = None,
+    vote_iou: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Box voting after NMS at this IoU, 0 off (default: the config's)."
+    )] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -107,6 +111,8 @@ def eval_command(
         model, config, payload = load_checkpoint(checkpoint)
         if refine_skip_above is not None:
             model.set_refine_skip(refine_skip_above)
+        if vote_iou is not None:
+            model.anchor_head.config = replace(model.anchor_head.config, vote_iou=vote_iou)
         report = evaluate_report(model, data, frames, score_threshold=score_threshold,
                                  progress=not as_json, console=console,
                                  refine_steps=refine_steps)
@@ -127,27 +133,46 @@ def eval_command(
         values = report[key].values()
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
-    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g} "
+    voting = f", box voting at IoU {report['vote_iou']:g}" if report["vote_iou"] else ""
+    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g}"
+                  f"{voting} "
                   f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
                   f"{report['false_positives']['0.5']} false positives at IoU 0.5")
-    seen = Table(title="recall by who saw the box (>= 5 LiDAR points)")
-    for column in ("ground truth seen by", "boxes", "found@0.5", "recall@0.5", "recall@0.7",
-                   "median yaw error"):
-        first = column.startswith("ground")
-        seen.add_column(column, justify="left" if first else "right", no_wrap=first)
-    for name, row in report["recall_by_visibility"].items():
-        recall, tight, yaw = row["recall"], row["recall@0.7"], row["median_yaw_error_deg"]
-        seen.add_row(
+    for key, title, first_column in (
+        ("recall_by_visibility", "recall by who saw the box (>= 5 LiDAR points)", "seen by"),
+        ("recall_by_size", "recall by size (length: car <= 4.9 m < van <= 6 m < truck/bus)",
+         "size"),
+    ):
+        console.print(recall_table(report[key], title, first_column))
+    if out is not None:
+        console.print(f"wrote {out}")
+
+
+def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str) -> Table:
+    """One row per GT class: boxes, found and recall at IoU 0.5, recall at 0.7, and the median
+    yaw / centre / length / width errors of the matches at 0.5."""
+
+    def number(value: float | None, fmt: str) -> str:
+        return "n/a" if value is None else format(value, fmt)
+
+    table = Table(title=title, caption="median errors of the matches at IoU 0.5")
+    for column in (first_column, "boxes", "found@0.5", "R@0.5", "R@0.7", "yaw deg",
+                   "centre m", "length m", "width m"):
+        first = column == first_column
+        table.add_column(column, justify="left" if first else "right", no_wrap=first)
+    for name, row in rows.items():
+        table.add_row(
             name.replace("_", " "),
             str(row["gt"]),
             str(row["found"]),
-            "n/a" if recall is None else f"{recall:.3f}",
-            "n/a" if tight is None else f"{tight:.3f}",
-            "n/a" if yaw is None else f"{yaw:.1f} deg",
+            number(row["recall"], ".3f"),
+            number(row["recall@0.7"], ".3f"),
+            number(row["median_yaw_error_deg"], ".1f"),
+            number(row["median_centre_error_m"], ".2f"),
+            number(row["median_length_error_m"], ".2f"),
+            number(row["median_width_error_m"], ".2f"),
         )
-    console.print(seen)
-    if out is not None:
-        console.print(f"wrote {out}")
+    return table
 
 
 if __name__ == "__main__":  # python -m cosim.cli_train train|eval ... (before registration)

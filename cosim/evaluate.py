@@ -19,7 +19,8 @@ import torch
 from rich.console import Console
 
 from cosim.progress import progress_bar
-from cosim.visibility import VisibilityRecall
+from cosim.size_recall import SizeRecall
+from cosim.visibility import ClassRecall, VisibilityRecall
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
@@ -46,13 +47,14 @@ def accumulate(
     progress: bool = True,
     console: Console | None = None,
     on_batch: Callable[[int, int], None] | None = None,
-    visibility: VisibilityRecall | None = None,
+    visibility: ClassRecall | None = None,
+    by_size: ClassRecall | None = None,
     refine_steps: int | None = None,
 ) -> DetectionAccumulator:
     """Run the model on the first ``frames`` evaluation samples (all when None) and match its
     detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch;
-    ``visibility`` (if given) also collects recall by who saw each box; ``refine_steps``: the
-    PKD refiner's DDIM steps (None: the checkpoint's)."""
+    ``visibility`` / ``by_size`` (if given) also collect recall by who saw each box and by its
+    size class; ``refine_steps``: the PKD refiner's DDIM steps (None: the checkpoint's)."""
     dataset = eval_dataset(model, data_dir)
     total = len(dataset) if frames is None else min(frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
@@ -65,8 +67,9 @@ def accumulate(
                                            refine_steps=refine_steps)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
-                if visibility is not None:
-                    visibility.add(sample, det.boxes)
+                for recall in (visibility, by_size):
+                    if recall is not None:
+                        recall.add(sample, det.boxes)
             bar.update(task, advance=len(samples))
             if on_batch is not None:
                 on_batch(start + len(samples), total)
@@ -100,14 +103,18 @@ def evaluate_report(
     refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
-    "num_gt", "detections", "false_positives", "score_threshold", "recall_by_visibility",
-    "data", "protocol"}`` with IoU keys as strings (JSON-ready); recall by visibility
-    (:mod:`cosim.visibility`) at IoU 0.5, each class row also carrying ``found@0.7`` /
-    ``recall@0.7`` (a box found at 0.5 but not 0.7 is a false positive at 0.7)."""
+    "num_gt", "detections", "false_positives", "score_threshold", "vote_iou",
+    "recall_by_visibility",
+    "recall_by_size", "data", "protocol"}`` with IoU keys as strings (JSON-ready); recall by
+    visibility (:mod:`cosim.visibility`) and by size class (:mod:`cosim.size_recall`) at IoU
+    0.5, each class row also carrying ``found@0.7`` / ``recall@0.7`` (a box found at 0.5 but
+    not 0.7 is a false positive at 0.7) and the median yaw, centre, length and width errors of
+    its matches at 0.5."""
     visibility = VisibilityRecall((0.5, 0.7))
+    by_size = SizeRecall((0.5, 0.7))
     acc = accumulate(
-        model, data_dir, frames, batch_size, score_threshold, progress, console, None, visibility,
-        refine_steps,
+        model, data_dir, frames, batch_size, score_threshold, progress, console, None,
+        visibility, by_size, refine_steps,
     )
     head = model.config.head
 
@@ -123,7 +130,9 @@ def evaluate_report(
         "detections": acc.num_detections,
         "false_positives": {f"{t:g}": n for t, n in acc.false_positives().items()},
         "score_threshold": head.score_threshold if score_threshold is None else score_threshold,
+        "vote_iou": model.anchor_head.config.vote_iou,
         "recall_by_visibility": visibility.report(),
+        "recall_by_size": by_size.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
         "refine_steps": None if model.refiner is None else (
             model.refiner.config.steps if refine_steps is None else refine_steps),

@@ -118,6 +118,23 @@ def _truncate_log(path: Path, key: str, limit: int) -> None:
         writer.writerows(rows)
 
 
+def warm_start(model: CooperativeDetector, checkpoint: str, skip: tuple[str, ...] = ()) -> None:
+    """Load ``checkpoint``'s weights into ``model``, except parameters whose names start with
+    one of ``skip`` (they keep their fresh initialisation: a new head on a trained feature
+    net). Every other parameter must exist on both sides with the same shape."""
+    start_model, _, _ = load_checkpoint(checkpoint)
+    state = {k: v for k, v in start_model.state_dict().items() if not k.startswith(skip)}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a shape mismatch (e.g. another head: add it to init_skip)
+        raise ValueError(f"init_from {checkpoint}: {err}") from err
+    missing = [k for k in missing if not k.startswith(skip)]
+    if missing or unexpected:
+        raise ValueError(
+            f"init_from {checkpoint}: parameters missing {missing}, unexpected {unexpected}"
+        )
+
+
 def make_dataset(config: TrainConfig, model: CooperativeDetector) -> CooperativeDataset:
     """The training samples (``data`` section; neighbours default to the model's), as Diff-KD
     pairs when the config has a ``corrupt`` section."""
@@ -151,18 +168,6 @@ def load_teacher(config: TrainConfig, model: CooperativeDetector) -> Cooperative
     return teacher.eval()
 
 
-def warm_start(model: CooperativeDetector, path: str) -> list[str]:
-    """Copy every weight of checkpoint ``path`` whose name and shape match ``model``'s (a
-    fusion or refiner the checkpoint lacks keeps its initialisation); returns the names of the
-    model's weights that were not found there."""
-    source, _, _ = load_checkpoint(path)
-    theirs = source.state_dict()
-    ours = model.state_dict()
-    matched = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    model.load_state_dict(matched, strict=False)
-    return sorted(set(ours) - set(matched))
-
-
 def train(
     config: TrainConfig,
     resume: bool = False,
@@ -182,10 +187,7 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     model = CooperativeDetector(config.model)
     if config.init_from and not resume:
-        fresh = warm_start(model, config.init_from)
-        if fresh:
-            console.print(f"warm start from {config.init_from}: {len(fresh)} new weights "
-                          f"({', '.join(sorted({k.split('.')[0] for k in fresh}))})")
+        warm_start(model, config.init_from, config.init_skip)
     teacher = load_teacher(config, model)
     model.train()
     dataset = make_dataset(config, model)

@@ -218,6 +218,9 @@ class TrainConfig:
     eval_every: int = 1
     steps_per_epoch: int | None = None  # cap (a partial pass over the shuffled samples)
     init_from: str | None = None  # warm start: weights of a checkpoint with the same topology
+    # Parameter-name prefixes NOT taken from init_from (they keep their fresh initialisation),
+    # e.g. [anchor_head.] to warm-start the feature net under a new head; the rest load strictly.
+    init_skip: tuple[str, ...] = ()
     corrupt: PairConfig | None = None  # Diff-KD pairs: corrupt the student's points per sample
     distill: DistillConfig | None = None  # Diff-KD teacher and loss weights
     source: str = field(default="", metadata={"yaml": False})  # the file it was read from
@@ -261,6 +264,7 @@ class TrainConfig:
             if data.get("steps_per_epoch") is None
             else _number(data["steps_per_epoch"], f"{where}: steps_per_epoch", int, 1),
             init_from=None if data.get("init_from") is None else str(data["init_from"]),
+            init_skip=_prefixes(data.get("init_skip"), f"{where}: init_skip"),
             corrupt=_pairs(data.get("corrupt"), f"{where}: corrupt"),
             distill=None
             if data.get("distill") is None
@@ -292,6 +296,15 @@ class TrainConfig:
         return dataclasses.replace(
             self, data=dataclasses.replace(self.data, **data_changes), raw=raw, **top
         )
+
+
+def _prefixes(value: Any, where: str) -> tuple[str, ...]:
+    """A list of non-empty strings (or nothing) as a tuple."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise TrainConfigError(f"{where}: expected a list of parameter-name prefixes, got {value}")
+    return tuple(value)
 
 
 def _model(value: Any, where: str) -> DetectorConfig:

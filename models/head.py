@@ -1,8 +1,13 @@
 """Anchor-based detection head on a BEV feature map: outputs, targets, losses and decoding.
 
 ``AnchorHead`` takes the backbone's ``(B, C, H, W)`` map on a :class:`GridSpec`'s ``bev_shape``
-and predicts, per cell and anchor yaw, a class logit and seven box residuals (SECOND /
-OpenCOOD PointPillars style). Boxes come back in the grid's frame (the ego LiDAR frame).
+and predicts, per cell and anchor, a class logit and seven box residuals (SECOND / OpenCOOD
+PointPillars style). Boxes come back in the grid's frame (the ego LiDAR frame).
+
+The anchors are one size class (``anchor``: OPV2V's single car anchor, what the shipped
+checkpoints use) or several (``anchors``: a list of size classes such as car / van / truck,
+OpenPCDet's multi-anchor head), each with its yaws and optional matching thresholds. Every
+anchor scores the one class "vehicle"; see :mod:`models.anchors`.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from torch import nn
 from models.anchors import (
     AnchorConfig,
     AssignConfig,
+    anchor_thresholds,
     assign_targets,
     generate_anchors,
     grid_candidates,
+    num_anchors_per_cell,
 )
 from models.box_ops import decode_boxes
+from models.box_voting import vote_boxes
 from models.grid import GridSpec
 from models.losses import (
     apply_direction,
@@ -40,10 +48,15 @@ from models.types import config_from_dict
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Everything the head needs besides the grid and the input channels."""
+    """Everything the head needs besides the grid and the input channels.
+
+    ``anchors`` (several size classes) replaces ``anchor`` (one) when given; a config may set
+    one of the two, not both.
+    """
 
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     assign: AssignConfig = field(default_factory=AssignConfig)
+    anchors: tuple[AnchorConfig, ...] = ()
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     cls_prior: float = 0.01  # initial foreground probability (sets the cls bias)
@@ -55,6 +68,7 @@ class HeadConfig:
     dir_offset: float = math.pi / 4
     score_threshold: float = 0.2
     nms_iou: float = 0.15
+    vote_iou: float = 0.0  # > 0: box voting after NMS over candidates this close (box_voting)
     pre_nms_top_k: int = 1000
     max_detections: int = 100
 
@@ -63,22 +77,50 @@ class HeadConfig:
             raise ValueError("head: cls_prior must be in (0, 1) and score_threshold in [0, 1]")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ValueError(f"head: nms_iou must be in (0, 1], got {self.nms_iou}")
+        if not 0.0 <= self.vote_iou <= 1.0:
+            raise ValueError(f"head: vote_iou must be in [0, 1] (0: off), got {self.vote_iou}")
         if self.pre_nms_top_k < 1 or self.max_detections < 1:
             raise ValueError("head: pre_nms_top_k and max_detections must be >= 1")
+        object.__setattr__(self, "anchors", tuple(self.anchors))
+        if any(not isinstance(a, AnchorConfig) for a in self.anchors):
+            raise ValueError("head: anchors must be AnchorConfig values")
+        names = [a.name for a in self.anchors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"head: anchor class names must be unique, got {names}")
+
+    @property
+    def anchor_set(self) -> tuple[AnchorConfig, ...]:
+        """The anchor size classes in use: ``anchors``, else the single ``anchor``."""
+        return self.anchors or (self.anchor,)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "head") -> HeadConfig:
-        """Build from a config section; nested ``anchor`` / ``assign`` dicts; unknown keys fail."""
-        nested = {k: v for k, v in data.items() if k not in ("anchor", "assign")}
+        """Build from a config section; nested ``anchor`` / ``anchors`` (a list of anchor
+        dicts) / ``assign`` dicts; unknown keys fail, naming the section."""
+        nested = {k: v for k, v in data.items() if k not in ("anchor", "anchors", "assign")}
         config = config_from_dict(cls, nested, where)
         anchor = AnchorConfig.from_dict(data.get("anchor", {}), f"{where}.anchor")
         assign = AssignConfig.from_dict(data.get("assign", {}), f"{where}.assign")
-        return replace(config, anchor=anchor, assign=assign)
+        raw = data.get("anchors") or []
+        if not isinstance(raw, list | tuple) or any(not isinstance(a, dict) for a in raw):
+            raise ValueError(f"{where}.anchors: expected a list of anchor mappings, got {raw!r}")
+        if raw and "anchor" in data:
+            raise ValueError(f"{where}: give 'anchor' (one class) or 'anchors' (a list), not both")
+        anchors = tuple(
+            AnchorConfig.from_dict(a, f"{where}.anchors[{i}]") for i, a in enumerate(raw)
+        )
+        try:
+            return replace(config, anchor=anchor, assign=assign, anchors=anchors)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["anchor"] = self.anchor.to_dict()
         out["assign"] = {f.name: getattr(self.assign, f.name) for f in fields(self.assign)}
+        out["anchors"] = [a.to_dict() for a in self.anchors]
+        if self.anchors:  # the single anchor is unused then; from_dict takes one or the other
+            del out["anchor"]
         return out
 
 
@@ -152,7 +194,8 @@ class AnchorHead(nn.Module):
         super().__init__()
         self.grid = grid
         self.config = config or HeadConfig()
-        self.num_anchors = self.config.anchor.num_per_cell
+        anchor_set = self.config.anchor_set
+        self.num_anchors = num_anchors_per_cell(anchor_set)
         a = self.num_anchors
         self.cls = nn.Conv2d(in_channels, a, kernel_size=1)
         self.reg = nn.Conv2d(in_channels, a * 7, kernel_size=1)
@@ -165,8 +208,11 @@ class AnchorHead(nn.Module):
         nn.init.constant_(self.cls.bias, -math.log((1.0 - prior) / prior))
         nn.init.normal_(self.reg.weight, std=0.001)
         nn.init.zeros_(self.reg.bias)
-        anchors = generate_anchors(grid, self.config.anchor).reshape(-1, 7)
+        anchors = generate_anchors(grid, anchor_set).reshape(-1, 7)
         self.register_buffer("anchors", anchors, persistent=False)
+        pos_iou, neg_iou = anchor_thresholds(grid, anchor_set, self.config.assign)
+        self.register_buffer("pos_iou", pos_iou, persistent=False)
+        self.register_buffer("neg_iou", neg_iou, persistent=False)
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
         """``(B, C, H, W)`` BEV features on ``grid.bev_shape`` -> :class:`HeadOutput`."""
@@ -181,8 +227,10 @@ class AnchorHead(nn.Module):
         labels, box_targets, dir_labels = [], [], []
         for gt in gt_boxes:
             gt_t = torch.as_tensor(gt).to(self.anchors).reshape(-1, 7)
-            near = grid_candidates(self.grid, self.config.anchor, gt_t)
-            t = assign_targets(self.anchors, gt_t, self.config.assign, candidates=near)
+            near = grid_candidates(self.grid, self.config.anchor_set, gt_t)
+            t = assign_targets(
+                self.anchors, gt_t, self.config.assign, near, (self.pos_iou, self.neg_iou)
+            )
             labels.append(t.labels)
             box_targets.append(t.box_targets)
             dir_labels.append(direction_labels(t.gt_yaw, self.config.dir_offset))
@@ -223,7 +271,8 @@ class AnchorHead(nn.Module):
         nms_iou: float | None = None,
     ) -> list[Detections]:
         """Per sample: sigmoid scores >= threshold, the ``pre_nms_top_k`` best decoded against
-        their anchors, rotated NMS, at most ``max_detections``. Yaw wrapped to ``[-pi, pi)``."""
+        their anchors, rotated NMS, at most ``max_detections``, then (``vote_iou`` > 0) box
+        voting over the candidates (:mod:`models.box_voting`). Yaw wrapped to ``[-pi, pi)``."""
         cfg = self.config
         threshold = cfg.score_threshold if score_threshold is None else score_threshold
         iou = cfg.nms_iou if nms_iou is None else nms_iou
@@ -245,5 +294,9 @@ class AnchorHead(nn.Module):
             boxes_np = boxes.cpu().numpy().astype(np.float32)
             scores_np = scores[idx].cpu().numpy().astype(np.float32)
             keep = rotated_nms(boxes_np, scores_np, iou, post_max_size=cfg.max_detections)
-            results.append(Detections(boxes_np[keep], scores_np[keep]))
+            kept = boxes_np[keep]
+            if cfg.vote_iou > 0.0 and len(keep):
+                kept = vote_boxes(kept, boxes_np, scores_np, cfg.vote_iou)
+                kept[:, 6] = np.remainder(kept[:, 6] + math.pi, 2.0 * math.pi) - math.pi
+            results.append(Detections(kept, scores_np[keep]))
         return results

@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from cosim.cli_train import eval_command, train_command
 from cosim.dataset import build_dataset
 from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
-from cosim.train import lr_factor, train
+from cosim.train import lr_factor, train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
+from models.detector import CooperativeDetector
+from models.detector_config import load_detector_config
 from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 # A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
@@ -139,6 +141,22 @@ def test_repo_configs_load_and_override() -> None:
     )
 
 
+def test_warm_start_skips_a_new_head() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "none.pt"
+    model = CooperativeDetector(load_detector_config("cpu_none_sizes"))
+    fresh_head = model.anchor_head.cls.weight.detach().clone()
+    warm_start(model, str(shipped), ("anchor_head.",))
+    start, _, _ = load_checkpoint(shipped)
+    torch.testing.assert_close(
+        model.features.backbone.state_dict(), start.features.backbone.state_dict()
+    )
+    torch.testing.assert_close(model.anchor_head.cls.weight, fresh_head)
+    with pytest.raises(ValueError, match=r"(?s)init_from .*none.pt.*size mismatch"):
+        warm_start(CooperativeDetector(load_detector_config("cpu_none_sizes")), str(shipped))
+    with pytest.raises(TrainConfigError, match="init_skip"):
+        TrainConfig.from_dict({**config_dict(Path("a"), Path("b")), "init_skip": "anchor_head."})
+
+
 def test_schedules_warm_up_then_decay() -> None:
     one = ScheduleConfig("onecycle", 0.2, 0.01)
     values = [lr_factor(one, s, 100) for s in range(100)]
@@ -246,6 +264,12 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert set(by_class) == {"ego", "neighbours_only", "sparse"} and "neighbours only" in res.output
     assert sum(row["gt"] for row in by_class.values()) == report["num_gt"]
     assert all(row["found@0.7"] <= row["found"] for row in by_class.values())
+    by_size = report["recall_by_size"]
+    assert set(by_size) == {"car", "van", "truck_bus"} and "truck bus" in res.output
+    assert sum(row["gt"] for row in by_size.values()) == report["num_gt"]
+    assert sum(row["found"] for row in by_size.values()) == sum(
+        row["found"] for row in by_class.values())
+    assert "median_centre_error_m" in by_size["car"]
     assert 0 <= report["false_positives"]["0.5"] <= report["detections"]
     assert f"{report['detections']} detections at score >=" in res.output
     res = runner.invoke(
@@ -258,7 +282,11 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
                                 "--json", "--score-threshold", "1.0"])
     strict = json.loads(res.output)  # nothing scores above 1: no detection, AP 0, recall 0
     assert strict["score_threshold"] == 1.0 and set(strict["ap"].values()) <= {0.0, None}
-    assert strict["detections"] == 0
+    assert strict["detections"] == 0 and strict["vote_iou"] == 0.0
+    res = runner.invoke(cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data),
+                                "--json", "--vote-iou", "0.3"])
+    voted = json.loads(res.output)
+    assert voted["vote_iou"] == 0.3 and voted["detections"] == report["detections"]
     assert all(row["found"] == 0 for row in strict["recall_by_visibility"].values())
 
 
@@ -272,3 +300,17 @@ def test_cli_errors_name_the_missing_file(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", config_dict(tmp_path, tmp_path / "fresh"))
     res = runner.invoke(cli(), ["train", str(path), "--resume"])
     assert res.exit_code == 2 and "last.pt" in res.output
+
+
+def test_size_head_configs_cover_all_three_worlds() -> None:
+    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    names = sorted(p.stem for p in (root / "sizes").glob("*.yaml"))
+    assert names == ["attention", "early", "finetune_none", "max", "none"]
+    for name in names:
+        cfg = TrainConfig.from_yaml(root / "sizes" / f"{name}.yaml")
+        assert len(cfg.model.head.anchor_set) == 3 and cfg.model.head.vote_iou > 0
+        assert (cfg.data.train, cfg.data.val) == ("data/train3", "data/val3")
+        assert "--scenario highway" in (root / "sizes" / f"{name}.yaml").read_text()
+    for name in ("single", "sizes"):
+        cfg = TrainConfig.from_yaml(root / "head_compare" / f"{name}.yaml")
+        assert cfg.init_skip == ("anchor_head.",) and cfg.threads == 1
