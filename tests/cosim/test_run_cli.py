@@ -64,7 +64,7 @@ def test_run_writes_the_run_directory(
     assert summary["messages"]["sent"] == pq.read_table(out / "messages.parquet").num_rows == 8
     assert summary["codec"] == {"dtype": "int8", "sparsity": {"topk": 0.5}}
     assert set(summary["stage_s_per_tick"]) == {
-        "world", "sense", "encode", "codec", "channel", "decode", "fuse", "head"
+        "world", "sense", "encode", "codec", "channel", "decode", "refine", "fuse", "head"
     }
     assert summary["stage_s_per_tick"]["encode"] > 0
     assert summary["stage_s_per_tick"]["world"] > 0  # ray casting the synthetic LiDAR
