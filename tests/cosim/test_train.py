@@ -272,3 +272,15 @@ def test_cli_errors_name_the_missing_file(tmp_path: Path) -> None:
     path = write_config(tmp_path / "c.yaml", config_dict(tmp_path, tmp_path / "fresh"))
     res = runner.invoke(cli(), ["train", str(path), "--resume"])
     assert res.exit_code == 2 and "last.pt" in res.output
+
+
+def test_stop_request_ends_training_after_the_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    import json
+
+    config = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "stop"), "stop")
+    polls: list[int] = []
+    result = train(config, should_stop=lambda: polls.append(1) is None and len(polls) >= 2)
+    assert result.interrupted and [r["epoch"] for r in result.epochs] == [1, 2]
+    assert read_checkpoint(tmp_path / "stop" / "last.pt")["epoch"] == 2
+    summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["epochs_done"] == 2
