@@ -10,16 +10,19 @@ settings) to ``--out``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.parquet as pq
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
 from cosim.cli_errors import print_error
+from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.progress import progress_bar
 
 console = Console()
@@ -85,10 +88,22 @@ def robustness_command(
     settings = dict(dataclasses.asdict(config), checkpoint=str(checkpoint), executor=mode,
                     parallel=parallel, conditions=[c.label for c in chosen])
     (folder / "robustness.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    with progress_bar(console, transient=True) as progress:
-        task = progress.add_task("robustness conditions", total=len(chosen))
-        table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1), address,
-                              lambda done, _: progress.update(task, completed=done))
+    with graceful_stop() as stop:
+        with progress_bar(console, transient=True) as progress:
+            task = progress.add_task("robustness conditions", total=len(chosen))
+            table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1), address,
+                                  lambda done, _: progress.update(task, completed=done),
+                                  should_stop=stop)
+    interrupted = table.num_rows < len(chosen)
+    (folder / "robustness_summary.json").write_text(json.dumps(
+        {"interrupted": interrupted, "conditions": table.num_rows,
+         "conditions_planned": len(chosen)}, indent=2))
+    if interrupted:  # keep the finished conditions; the report needs them all
+        if table.num_rows:
+            pq.write_table(table, folder / "robustness.parquet")
+        console.print(f"interrupted ({stop.name or 'SIGINT'}): wrote the {table.num_rows} "
+                      f"finished condition(s) of {len(chosen)} to {folder}", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     written = write_outputs(table, folder, f"robustness of {name} on {data.name}")
     console.print(_summary_table(table.to_pylist()))
     summary = summarize(table)
@@ -117,7 +132,6 @@ def compare_command(
     """One table across benchmark runs: rows are the runs (named by folder, or by the path as
     given where two folders share a name), columns clean AP@0.5, AP@0.5 per corruption at
     severity 2, mRCE, then the communication faults."""
-    import pyarrow.parquet as pq
 
     from cosim.robustness_report import compare_report, plot_compare
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from cosim.cli_errors import print_error
 from cosim.evaluate import evaluate_report
+from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.train import train
 from cosim.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
@@ -73,13 +74,19 @@ def train_command(
         sys.argv[2:] if sys.argv[1:2] == ["train"] else [str(config)]
     )
     try:
-        result = train(cfg, resume=resume, console=console, command=command)
+        with graceful_stop() as stop:
+            result = train(cfg, resume=resume, console=console, command=command,
+                           should_stop=stop)
     except (DatasetFormatError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
     console.print(
         f"done: {result.run_dir}; best val AP@0.5 {result.best_ap50:.4f} "
         f"(epoch {result.best_epoch})"
     )
+    if result.interrupted:
+        console.print(f"interrupted ({stop.name}) after {len(result.epochs)} complete "
+                      f"epoch(s); `cosim train --resume` goes on from last.pt", soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def eval_command(

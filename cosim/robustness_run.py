@@ -9,6 +9,7 @@ condition, so they give identical numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from cosim.ray_setup import connect, init_local
 from cosim.ray_tasks import run_bounded
 from cosim.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
-from cosim.robustness_report import with_rce
+from cosim.robustness_report import COLUMNS, with_rce
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore
 
@@ -77,11 +78,14 @@ def _condition_task(blob: bytes, config: dict[str, Any], condition: dict[str, An
 
 def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
                   conditions: Sequence[Condition],
-                  progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Every condition in order, in this process, with one model."""
+                  progress: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Every condition in order, in this process, with one model (until ``should_stop``)."""
     model, _, _ = load_checkpoint(checkpoint)
     rows = []
     for done, condition in enumerate(conditions, 1):
+        if should_stop is not None and should_stop():
+            break
         rows.append(_evaluate(model, config, condition))
         if progress is not None:
             progress(done, len(conditions))
@@ -90,8 +94,10 @@ def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
 
 def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequence[Condition],
             parallel: int = 2, address: str | None = None,
-            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Every condition as a Ray task, ``parallel`` at once; rows in condition order.
+            progress: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Every condition as a Ray task, ``parallel`` at once; rows in condition order (only the
+    finished ones when ``should_stop`` ends it early).
 
     Connects to ``address`` when given; else uses the current connection, or starts a local
     instance with ``parallel`` CPUs and shuts it down after.
@@ -104,10 +110,11 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
     try:
         blob = ray.put(Path(checkpoint).read_bytes())
         settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}
-        return run_bounded(
+        rows = run_bounded(
             lambda condition: _condition_task.remote(blob, settings, condition.to_dict()),
-            conditions, parallel, progress,
+            conditions, parallel, progress, should_stop,
         )
+        return [row for row in rows if row is not None]
     finally:
         if started:
             ray.shutdown()
@@ -116,13 +123,20 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
 def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,
                   conditions: Sequence[Condition], executor: str = "ray", parallel: int = 2,
                   address: str | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> pa.Table:
-    """The result table (one row per condition, with RCE@0.5 against the clean row)."""
+                  progress: Callable[[int, int], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> pa.Table:
+    """The result table (one row per condition, with RCE@0.5 against the clean row).
+
+    ``should_stop`` (see :mod:`cosim.interrupts`) may end it early: the table then holds the
+    finished conditions only (RCE NaN when the clean one is not among them)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
     check_conditions(config, conditions)
     if executor == "inprocess":
-        rows = run_inprocess(checkpoint, config, conditions, progress)
+        rows = run_inprocess(checkpoint, config, conditions, progress, should_stop)
     else:
-        rows = run_ray(checkpoint, config, conditions, parallel, address, progress)
+        rows = run_ray(checkpoint, config, conditions, parallel, address, progress, should_stop)
+    if len(rows) < len(conditions) and sum(r["kind"] == "clean" for r in rows) != 1:
+        return pa.Table.from_pylist([{c: math.nan if c == "rce@0.5" else r[c] for c in COLUMNS}
+                                     for r in rows])
     return with_rce(rows)

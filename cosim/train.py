@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     best_ap50: float = -1.0
     best_epoch: int = 0
+    interrupted: bool = False
 
 
 def lr_factor(schedule: ScheduleConfig, step: int, total: int) -> float:
@@ -174,11 +176,15 @@ def train(
     stop_after: int | None = None,
     console: Console | None = None,
     command: str = "",
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train per ``config``; with ``resume`` continue from ``<out>/last.pt``.
 
     ``stop_after``: end after that epoch (the schedule still spans ``config.epochs``), as an
     interrupted run would. ``command`` is stored in the checkpoints' ``extra``.
+    ``should_stop`` (see :mod:`cosim.interrupts`) is polled after each epoch's checkpoint: the
+    run then ends there with ``interrupted`` in the result and ``summary.json``; a
+    ``KeyboardInterrupt`` abandons the epoch under way (``last.pt`` keeps the previous one).
     """
     console = console or Console()
     torch.set_num_threads(config.threads)
@@ -226,46 +232,53 @@ def train(
                             "sha256": file_sha256(config.distill.teacher),
                             "name": teacher.config.name}
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
-    for epoch in range(first_epoch, last_epoch + 1):
-        row, step = _train_epoch(
-            model, dataset, optimizer, scheduler, config, epoch, step, console, teacher
-        )
-        elapsed += row["seconds"]
-        if config.data.val is not None and (
-            epoch % config.eval_every == 0 or epoch == config.epochs
-        ):
-            report = evaluate_report(
-                model, config.data.val, config.data.val_frames, console=console
+    try:
+        for epoch in range(first_epoch, last_epoch + 1):
+            row, step = _train_epoch(
+                model, dataset, optimizer, scheduler, config, epoch, step, console, teacher
             )
-            model.train()
-            aps = {k: math.nan if v is None else v for k, v in report["ap"].items()}
-            row.update(ap30=aps["0.3"], ap50=aps["0.5"], ap70=aps["0.7"])
-        result.epochs.append(row)
-        _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
-        aps = f"{row['ap30']:.3f} / {row['ap50']:.3f} / {row['ap70']:.3f}"
-        console.print(
-            f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, "
-            f"{row['samples_per_s']:.2f} samples/s, val AP@0.3/0.5/0.7 {aps}"
-        )
-        metrics = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-        metrics["train_seconds_total"] = elapsed
-        ap50 = row.get("ap50", math.nan)
-        improved = not math.isnan(ap50) and ap50 > result.best_ap50
-        if improved or (config.data.val is None and epoch == last_epoch):
-            result.best_ap50, result.best_epoch = (ap50 if improved else -1.0), epoch
-            save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch, extra)
-        state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "step": step,
-            "best_ap50": result.best_ap50,
-            "best_epoch": result.best_epoch,
-            "elapsed_s": elapsed,
-        }
-        save_checkpoint(run / "last.pt", model, config.model, metrics, state, epoch, extra)
+            elapsed += row["seconds"]
+            if config.data.val is not None and (
+                epoch % config.eval_every == 0 or epoch == config.epochs
+            ):
+                report = evaluate_report(
+                    model, config.data.val, config.data.val_frames, console=console
+                )
+                model.train()
+                aps = {k: math.nan if v is None else v for k, v in report["ap"].items()}
+                row.update(ap30=aps["0.3"], ap50=aps["0.5"], ap70=aps["0.7"])
+            result.epochs.append(row)
+            _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
+            aps = f"{row['ap30']:.3f} / {row['ap50']:.3f} / {row['ap70']:.3f}"
+            console.print(
+                f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, "
+                f"{row['samples_per_s']:.2f} samples/s, val AP@0.3/0.5/0.7 {aps}"
+            )
+            metrics = {k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            metrics["train_seconds_total"] = elapsed
+            ap50 = row.get("ap50", math.nan)
+            improved = not math.isnan(ap50) and ap50 > result.best_ap50
+            if improved or (config.data.val is None and epoch == last_epoch):
+                result.best_ap50, result.best_epoch = (ap50 if improved else -1.0), epoch
+                save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch, extra)
+            state = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "best_ap50": result.best_ap50,
+                "best_epoch": result.best_epoch,
+                "elapsed_s": elapsed,
+            }
+            save_checkpoint(run / "last.pt", model, config.model, metrics, state, epoch, extra)
+            if should_stop is not None and should_stop():
+                result.interrupted = True  # last.pt holds this epoch: --resume goes on
+                break
+    except KeyboardInterrupt:  # a second signal: the epoch under way is abandoned
+        result.interrupted = True
     (run / "summary.json").write_text(
         json.dumps(
-            {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch, "seconds": elapsed},
+            {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch, "seconds": elapsed,
+             "epochs_done": len(result.epochs), "interrupted": result.interrupted},
             indent=2,
         )
     )

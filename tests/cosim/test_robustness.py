@@ -265,3 +265,17 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
                               str(folder / "data5hz"), "--out", str(tmp_path / "x"),
                               "--conditions", "latency", "--parallel", "0"])
     assert bad.exit_code == 2 and "frame spacing 200 ms" in bad.output
+
+
+def test_stop_request_keeps_the_finished_conditions(folder: Path) -> None:
+    chosen = [CLEAN, Condition("pose", "sigma", 0.4), Condition("loss", "gilbert_elliott", 0.3)]
+    config = BenchmarkConfig(data=str(folder / "data"), frames=2)
+    polls: list[int] = []
+    table = run_benchmark(folder / "tiny.pt", config, chosen, "inprocess",
+                          should_stop=lambda: polls.append(1) is None and len(polls) > 2)
+    assert table.column("label").to_pylist() == [CLEAN.label, chosen[1].label]
+    assert table.column("rce@0.5").to_pylist()[0] == 0.0
+    first_only = run_benchmark(folder / "tiny.pt", config, chosen[1:], "inprocess",
+                               should_stop=lambda: len(polls) > 3 or polls.append(1) is not None)
+    assert first_only.num_rows == 1
+    assert math.isnan(first_only.column("rce@0.5").to_pylist()[0])

@@ -314,3 +314,15 @@ def test_size_head_configs_cover_all_three_worlds() -> None:
     for name in ("single", "sizes"):
         cfg = TrainConfig.from_yaml(root / "head_compare" / f"{name}.yaml")
         assert cfg.init_skip == ("anchor_head.",) and cfg.threads == 1
+
+
+def test_stop_request_ends_training_after_the_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    import json
+
+    config = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "stop"), "stop")
+    polls: list[int] = []
+    result = train(config, should_stop=lambda: polls.append(1) is None and len(polls) >= 2)
+    assert result.interrupted and [r["epoch"] for r in result.epochs] == [1, 2]
+    assert read_checkpoint(tmp_path / "stop" / "last.pt")["epoch"] == 2
+    summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["epochs_done"] == 2
