@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
 from models.distill import DistillWeights
 from models.pairs import PairConfig
 from models.refiner import MAX_STEPS
+from scenarios.safe_yaml import load_yaml_file
 
 
 class TrainConfigError(ValueError):
@@ -280,9 +279,9 @@ class TrainConfig:
         if not p.is_file():
             raise FileNotFoundError(f"training config not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise TrainConfigError(f"{p}: not valid YAML: {err}") from err
+            data = load_yaml_file(p)  # aliases refused: no alias bombs
+        except ValueError as err:
+            raise TrainConfigError(str(err)) from err
         return cls.from_dict(data, str(p))
 
     def with_overrides(self, **changes: Any) -> TrainConfig:

@@ -36,6 +36,7 @@ from models.fusion import FUSION_STRATEGIES, fusion_options
 from models.grid import CPU_GRID, GRID_PRESETS, GridSpec
 from models.head import HeadConfig
 from models.refiner import RefinerConfig
+from scenarios.safe_yaml import load_yaml_file
 
 # Fusions that are not feature-fusion strategies: boxes merged by NMS, points merged first.
 NON_FEATURE_FUSIONS = ("late", "early")
@@ -228,11 +229,7 @@ class DetectorConfig:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"detector config not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as err:
-            raise ValueError(f"{p}: not valid YAML: {err}") from err
-        return cls.from_dict(data, str(p))
+        return cls.from_dict(load_yaml_file(p), str(p))  # aliases refused: no alias bombs
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the config as YAML (what :meth:`from_yaml` reads back)."""

@@ -1,5 +1,5 @@
-"""YAML alias bombs ("billion laughs") in a scenario file, an OPV2V frame and a run config
-are refused at the first alias, in milliseconds, with one ``error:`` line."""
+"""YAML alias bombs ("billion laughs") in a scenario file, an OPV2V frame, a run, training or
+detector config are refused at the first alias, in milliseconds, with one ``error:`` line."""
 
 from __future__ import annotations
 
@@ -46,3 +46,22 @@ def test_alias_bomb_in_run_config(tmp_path: Path, capsys: pytest.CaptureFixture[
     started = time.perf_counter()
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
     _check(code, out, path, started)
+
+
+def test_alias_bomb_in_training_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(BOMB)
+    started = time.perf_counter()
+    code, out = cosim(["train", path], capsys)
+    _check(code, out, path, started)
+
+
+def test_alias_bomb_in_detector_config(tmp_path: Path) -> None:
+    from models.detector_config import DetectorConfig
+
+    path = tmp_path / "det.yaml"
+    path.write_text("name: x\n" + BOMB)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="YAML aliases") as err:
+        DetectorConfig.from_yaml(path)
+    assert time.perf_counter() - started < 5.0 and str(path) in str(err.value)
