@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.batch import CooperativeSample
+from models.types import config_from_dict
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContext, corrupt
 from scenarios.frame import Frame
 from scenarios.lidar_config import LidarConfig
@@ -75,17 +76,13 @@ class PairConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "corrupt") -> PairConfig:
+        """From a config section; unknown keys and bad values name ``where``."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
-            return cls(**values)
+            return config_from_dict(cls, data, where)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: {err}") from err
+            raise ValueError(str(err) if where in str(err) else f"{where}: {err}") from err
 
 
 def cleanliness(severity: int) -> float:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from cosim.dataset import build_dataset
 from cosim.evaluate import eval_dataset
 from cosim.train import train
 from cosim.train_config import TrainConfig, TrainConfigError
@@ -21,7 +20,6 @@ from models.checkpoint import load_checkpoint, read_checkpoint
 from models.detector import CooperativeDetector
 from models.distill import file_sha256
 from tests.cosim.test_train import TINY_MODEL
-from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 TEACHER = {**TINY_MODEL, "name": "tiny_early", "fusion": "early"}
 STUDENT = {
@@ -33,14 +31,6 @@ STUDENT = {
     "refiner": {"latent_channels": 8, "hidden": 16, "blocks": 1, "ae_stride": 4, "patch": 1,
                 "steps": 2},
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("diffkd_data")
-    write_scenario(folder / "tiny.yaml", traffic=TINY_TRAFFIC)
-    build_dataset(folder / "tiny.yaml", 4, folder / "frames", seeds=[0])
-    return folder / "frames"
 
 
 def base_config(data: Path, out: Path, model: dict[str, Any], **changes: Any) -> dict[str, Any]:

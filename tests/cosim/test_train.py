@@ -15,14 +15,12 @@ import yaml
 from typer.testing import CliRunner
 
 from cosim.cli_train import eval_command, train_command
-from cosim.dataset import build_dataset
 from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
 from cosim.train import lr_factor, train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
 from models.detector import CooperativeDetector
 from models.detector_config import load_detector_config
-from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 # A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
 TINY_MODEL: dict[str, Any] = {
@@ -46,15 +44,6 @@ TINY_MODEL: dict[str, Any] = {
     "fusion": "max",
     "max_neighbours": 2,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 frames of the intersection, 3 connected vehicles with an 8-channel LiDAR."""
-    folder = tmp_path_factory.mktemp("train_data")
-    write_scenario(folder / "tiny.yaml", traffic=TINY_TRAFFIC)
-    build_dataset(folder / "tiny.yaml", 4, folder / "frames", seeds=[0])
-    return folder / "frames"
 
 
 def config_dict(folder: Path, out: Path, **changes: Any) -> dict[str, Any]:
