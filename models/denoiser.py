@@ -85,6 +85,13 @@ class LinearAutoencoder(nn.Module):
             return pointwise(self.decoder, z)
         return unpatchify(self.decoder, z)  # type: ignore[arg-type]
 
+    def decode_delta(self, dz: torch.Tensor) -> torch.Tensor:
+        """The decoder's linear part on a latent *difference*: ``decode(a) - decode(b)`` for
+        ``dz = a - b`` in one pass (the bias cancels)."""
+        out = self.decode(dz)
+        bias = getattr(self.decoder, "bias", None)
+        return out if bias is None else out - bias.view(1, -1, 1, 1)
+
 
 def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 ``nn.Conv2d`` applied as one batched matmul (identity passes through).

@@ -242,10 +242,11 @@ class FeatureRefiner(nn.Module):
         # Residual decode: the student map plus the decoded latent correction. The decoder is
         # linear, so this equals decode(x0) where the autoencoder is exact, and keeps the
         # student's own detail where it is not (a strided, narrow latent).
-        refined = self.autoencoder.decode(x0)
         if self.config.residual_decode:
             base = student if idx is None else student[idx]
-            refined = base + refined - self.autoencoder.decode(z)
+            refined = base + self.autoencoder.decode_delta(x0 - z)  # one full-size decode
+        else:
+            refined = self.autoencoder.decode(x0)
         if idx is None:
             return RefineOutput(refined, gamma, steps_run)
         feature = student.index_copy(0, idx, refined.to(student.dtype))

@@ -350,3 +350,14 @@ def test_residual_decode_keeps_the_student_where_the_latent_is_unchanged() -> No
     lossy = refiner.autoencoder.decode(z_hold[0])
     assert (lossy - x).abs().max() > 0.1  # the autoencoder alone would lose detail
     torch.testing.assert_close(out.feature, x, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_decode_delta_is_the_difference_of_two_decodes(stride: int) -> None:
+    from models.denoiser import LinearAutoencoder
+
+    torch.manual_seed(stride)
+    ae = LinearAutoencoder(8, 4, stride)
+    torch.nn.init.normal_(ae.decoder.bias)
+    a, b = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5)
+    torch.testing.assert_close(ae.decode_delta(a - b), ae.decode(a) - ae.decode(b))
