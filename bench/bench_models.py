@@ -13,7 +13,8 @@ on an ego plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, hea
 NMS), fused at the pillar map (``encoder``: one backbone pass) or after the backbone.
 ``refine_k<K>_ms`` time the PKD refiner (``models.refiner``, the ``cpu_diffkd`` preset's sizes) on
 one agent's message map at K DDIM steps; ``refine_k2_over_encoder`` is its K = 2 time over the
-encoder's (the budget is 0.25), ``refine_k2_over_encode_stage`` over voxelize + encoder. ``coop4_agf[_pkd]_predict_ms`` are the 4-agent AGF inference
+encoder's (the budget is 0.25), ``refine_k2_over_encode_stage`` over voxelize + encoder.
+``coop4_agf[_pkd]_predict_ms`` are the 4-agent AGF inference
 without and with the refiner (K = 2) in front.
 ``--head PRESET`` takes the head (anchors, box voting) from a detector preset, e.g.
 ``cpu_none_sizes`` (anchors per vehicle size); the default is the single car anchor.
