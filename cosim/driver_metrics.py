@@ -16,6 +16,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from agents.steps import EGO_STAGES, SENSE_STAGES
+from cosim.run_config import RunConfig
 from models.box_ops import rotated_iou_bev
 from models.dataset import sample_from_frame
 from models.detector_config import DetectorConfig
@@ -141,7 +142,7 @@ def ap_summary(acc: DetectionAccumulator) -> dict[str, float]:
 
 
 def refine_summary(
-    frames: pa.Table, config: DetectorConfig, run: Any
+    frames: pa.Table, config: DetectorConfig, run: RunConfig
 ) -> dict[str, Any] | None:
     """What the PKD refiner did over a run: the steps asked for, the fraction of ego-ticks it
     skipped (adaptive steps: the noise adapter judged the map clean), mean and range of its

@@ -11,7 +11,6 @@ shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if nev
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import time
@@ -140,11 +139,7 @@ def warm_start(model: CooperativeDetector, checkpoint: str, skip: tuple[str, ...
 def make_dataset(config: TrainConfig, model: CooperativeDetector) -> CooperativeDataset:
     """The training samples (``data`` section; neighbours default to the model's), as Diff-KD
     pairs when the config has a ``corrupt`` section."""
-    pairs = None
-    if config.corrupt is not None:
-        dataset = make_dataset(dataclasses.replace(config, corrupt=None), model)
-        pairs = PairMaker(config.corrupt, source_lidars(dataset.store))
-    return CooperativeDataset(
+    dataset = CooperativeDataset(
         config.data.train,
         model.grid,
         egos=config.data.egos,  # type: ignore[arg-type]
@@ -153,8 +148,10 @@ def make_dataset(config: TrainConfig, model: CooperativeDetector) -> Cooperative
         min_points=config.data.min_points,
         augment=None if config.augment is None else config.augment.build(),
         seed=config.seed,
-        pairs=pairs,
     )
+    if config.corrupt is not None:  # the scenarios' LiDARs come from the store's manifest
+        dataset.pairs = PairMaker(config.corrupt, source_lidars(dataset.store))
+    return dataset
 
 
 def load_teacher(config: TrainConfig, model: CooperativeDetector) -> CooperativeDetector | None:

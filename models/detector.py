@@ -216,14 +216,15 @@ class CooperativeDetector(nn.Module):
         self,
         ego: torch.Tensor,
         neighbours: Sequence[Sequence[NeighbourInput]],
-        refine_steps: int | None = None,
+        neighbour_steps: int | None = None,
     ) -> FusedMaps:
         """Ego maps ``(B, C, H, W)`` and each ego's received neighbour maps -> fused maps.
 
         Per ego, the neighbours within ``comm_range`` / the nearest ``max_neighbours`` are
-        chosen (none for a non-feature fusion), optionally refined (``refine_steps`` not None
-        and a refiner present), warped with their sent masks in one batch, padded to the
-        batch's largest set with zero masks (a zero mask contributes nothing) and fused.
+        chosen (none for a non-feature fusion), refined with ``neighbour_steps`` DDIM steps
+        when given and the model has a refiner (None: not refined), warped with their sent
+        masks in one batch, padded to the batch's largest set with zero masks (a zero mask
+        contributes nothing) and fused.
         """
         b, c, h, w = ego.shape
         if len(neighbours) != b:
@@ -245,8 +246,8 @@ class CooperativeDetector(nn.Module):
             return FusedMaps(fused, chosen, torch.zeros(b, h, w, dtype=torch.uint8))
         flat = [n for p in picked for n in p]
         feats = torch.stack([n.feature.to(ego) for n in flat])
-        if refine_steps is not None and self.refiner is not None:
-            feats = self.refiner(feats, refine_steps).feature
+        if neighbour_steps is not None and self.refiner is not None:
+            feats = self.refiner(feats, neighbour_steps).feature
         sent = None
         if any(n.sent_mask is not None for n in flat):
             ones = torch.ones((h, w), dtype=torch.bool)
@@ -357,8 +358,9 @@ class CooperativeDetector(nn.Module):
         """The one inference path from encoded maps: ego maps ``(B, *message_shape)`` (or one
         ``(C, H, W)``) and each ego's received neighbours -> refine (the ego maps, and the
         chosen neighbours' when ``refine_neighbours``) -> warp -> fuse -> bev -> head ->
-        detect. ``refine_steps``: DDIM steps (None: the refiner's configured K, 0: off).
-        Neighbours beyond ``comm_range`` / past the nearest ``max_neighbours`` are ignored.
+        detect. ``refine_steps``: DDIM steps (None: the refiner's configured K, 0: off); the
+        neighbours' refinement is timed with ``fuse``, where they are chosen. Neighbours beyond
+        ``comm_range`` / past the nearest ``max_neighbours`` are ignored.
         """
         if self.config.fusion == "late":
             raise ValueError("detector: late fusion merges boxes; use predict or merge_late")

@@ -107,13 +107,10 @@ def teacher_maps(
     stage: str,
 ) -> torch.Tensor:
     """The teacher's maps ``(B, C, H, W)`` of each sample's clean view (merged clean clouds),
-    at ``stage`` (``encoder``: the pillar pseudo-image; ``backbone``: the 2D backbone's)."""
-    clean = []
-    for s in samples:
-        if s.clean is None:
-            raise ValueError(f"distill: sample {s.source}:{s.frame_index} has no clean view")
-        clean.append(teacher.merged_cloud(s.clean))
-    voxels = teacher.features.voxelize(clean)
+    at ``stage`` (``encoder``: the pillar pseudo-image; ``backbone``: the 2D backbone's). A
+    sample without one (training with no ``corrupt`` section) is clean itself."""
+    clouds = [teacher.merged_cloud(s if s.clean is None else s.clean) for s in samples]
+    voxels = teacher.features.voxelize(clouds)
     maps = teacher.features.encoder(voxels)
     return maps if stage == "encoder" else teacher.features.backbone(maps)
 

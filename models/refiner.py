@@ -30,15 +30,17 @@ schedule) or ``prediction_type="sample"`` avoids that amplification.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from torch import nn
 
 from models.denoiser import Denoiser, LinearAutoencoder, NoiseAdapter
 from models.types import config_from_dict
+
+if TYPE_CHECKING:  # diffusers is imported when a refiner is built, not by every cosim command
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 MAX_STEPS = 10
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -139,6 +141,8 @@ def schedule_length(steps: int, start_fraction: float) -> int:
 
 def make_scheduler(config: RefinerConfig) -> DDIMScheduler:
     """diffusers' DDIM schedule configured from ``config`` (trailing spacing, no clipping)."""
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+
     return DDIMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,

@@ -88,12 +88,12 @@ def test_student_loss_falls_and_records_its_teacher(
 def test_student_runs_without_its_teacher_and_k0_is_the_bare_model(
     tiny_data: Path, teacher: Path, tmp_path: Path
 ) -> None:
-    train(student_config(tiny_data, tmp_path / "s", teacher, epochs=1, steps_per_epoch=1))
-    moved = tmp_path / "gone.pt"
-    teacher_copy = tmp_path / "teacher.pt"
-    teacher_copy.write_bytes(teacher.read_bytes())
-    teacher_copy.rename(moved)
-    moved.unlink()  # inference never needs the teacher
+    own_teacher = tmp_path / "teacher.pt"
+    own_teacher.write_bytes(teacher.read_bytes())
+    train(student_config(tiny_data, tmp_path / "s", own_teacher, epochs=1, steps_per_epoch=1))
+    recorded = read_checkpoint(tmp_path / "s" / "last.pt")["extra"]["teacher"]["path"]
+    assert recorded == str(own_teacher)
+    own_teacher.unlink()  # the teacher the checkpoint names is gone: inference never needs it
     model, config, _ = load_checkpoint(tmp_path / "s" / "last.pt")
     samples = [eval_dataset(model, tiny_data)[i] for i in range(2)]
     refined = model.predict(samples, score_threshold=0.0, refine_steps=2)
@@ -108,6 +108,19 @@ def test_student_runs_without_its_teacher_and_k0_is_the_bare_model(
     assert any(not np.array_equal(a.scores, b.scores) for a, b in zip(refined, off, strict=True))
     with pytest.raises(ValueError, match="steps"):
         model.predict(samples, refine_steps=11)
+
+
+def test_distill_without_corruption_teaches_the_clean_sample(
+    tiny_data: Path, teacher: Path, tmp_path: Path
+) -> None:
+    """No ``corrupt`` section: the student's own (clean) points are the teacher's view."""
+    config = TrainConfig.from_dict(base_config(
+        tiny_data, tmp_path / "plain", STUDENT, distill={"teacher": str(teacher)}))
+    result = train(config)
+    with (tmp_path / "plain" / "steps.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(float(r["feature"]) > 0 and int(r["max_severity"]) == 0 for r in rows)
+    assert len(result.epochs) == 1
 
 
 def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -> None:
