@@ -13,6 +13,11 @@ Wire layout (format version 1), one msgpack array of five items::
 * ``checksum`` is BLAKE2b-128 over the length-prefixed header and payload: it detects
   truncation, bit flips and tampering (it is an integrity check, not authentication).
 
+The same frame carries the other payload kinds (:mod:`channel.payload_codec`: early fusion's
+points, late fusion's boxes), each under its own magic (:data:`MAGIC_KINDS`) and header keys;
+:func:`frame_message`, :func:`unframe`, :func:`parse_origin` and :func:`decompress_exact` are
+the shared steps.
+
 The decoder checks the version before anything else, computes the exact decompressed size
 from the header, refuses sizes above a cap (no decompression bombs: the frame's declared
 content size must equal it and decompression is bounded by it), and raises
@@ -47,6 +52,9 @@ from channel.sparsify import (
 
 FORMAT_VERSION = 1
 MAGIC = b"V2XF"
+# One magic per payload kind (channel.payload_codec adds points and boxes): a receiver names
+# the kind it expects, so a message of another kind is refused before its header is read.
+MAGIC_KINDS = {MAGIC: "feature", b"V2XP": "points", b"V2XB": "boxes"}
 CHECKSUM_BYTES = 16
 DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 2**20
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
@@ -224,13 +232,7 @@ def encode_feature(
     if not np.isfinite(feature).all():
         bad = int(np.size(feature) - np.count_nonzero(np.isfinite(feature)))
         raise CodecError(f"feature contains {bad} NaN/inf value(s); refusing to encode")
-    pose = np.asarray(pose, dtype=np.float64)
-    if pose.shape != (4, 4) or not np.isfinite(pose).all():
-        raise CodecError(f"pose must be a finite 4x4 matrix, got shape {pose.shape}")
-    if not math.isfinite(t_send):
-        raise CodecError(f"t_send must be finite, got {t_send}")
-    if not -(2**63) <= int(sender_id) < 2**63:
-        raise CodecError(f"sender_id must fit in int64, got {sender_id}")
+    origin = origin_fields(sender_id, t_send, pose)
     channels, height, width = feature.shape
     if grid.shape != (height, width):
         raise CodecError(f"grid {grid} is {grid.shape} cells but the feature is {(height, width)}")
@@ -251,9 +253,7 @@ def encode_feature(
     except ValueError as err:
         raise CodecError(str(err)) from err
     header = msgpack.packb({
-        "sender": int(sender_id),
-        "t": float(t_send),
-        "pose": pose.astype("<f8").tobytes(),
+        **origin,
         "grid": grid.as_list(),
         "shape": [channels, height, width],
         "dtype": config.dtype,
@@ -261,14 +261,21 @@ def encode_feature(
         "n": int(values.shape[1]),
     })
     raw_payload = parts[0] if len(parts) == 1 else b"".join(parts)
-    payload = zstandard.ZstdCompressor(level=config.zstd_level).compress(raw_payload)
-    return msgpack.packb(
-        [MAGIC, FORMAT_VERSION, header, payload, _digest(header, payload)]
-    )
+    return frame_message(MAGIC, header, raw_payload, config.zstd_level)
 
 
-def _unframe(data: Any, max_message_bytes: int) -> tuple[bytes, bytes]:
-    """Check magic, version and checksum; return (header bytes, compressed payload)."""
+def frame_message(magic: bytes, header: bytes, raw_payload: bytes, zstd_level: int) -> bytes:
+    """The wire frame every message kind shares: ``[magic, version, header, zstd(payload),
+    checksum]`` (the module docstring); ``magic`` names the kind."""
+    payload = zstandard.ZstdCompressor(level=zstd_level).compress(raw_payload)
+    return msgpack.packb([magic, FORMAT_VERSION, header, payload, _digest(header, payload)])
+
+
+def unframe(
+    data: Any, max_message_bytes: int, magic: bytes = MAGIC
+) -> tuple[bytes, bytes]:
+    """Check magic (the expected kind), version and checksum; return (header bytes,
+    compressed payload). Raises only :class:`CodecError` for what it refuses."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise CodecError(f"message must be bytes, got {type(data).__name__}")
     if len(data) > max_message_bytes:
@@ -279,8 +286,9 @@ def _unframe(data: Any, max_message_bytes: int) -> tuple[bytes, bytes]:
         raise CodecError("malformed message: trailing bytes after the frame") from err
     except Exception as err:  # msgpack raises several types for bad input; all mean the same
         raise CodecError(f"truncated or malformed message framing ({type(err).__name__})") from err
-    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != MAGIC:
-        raise CodecError("not a v2x feature message (bad magic or layout)")
+    if not isinstance(outer, list) or len(outer) != 5 or outer[0] != magic:
+        raise CodecError(f"not a v2x {MAGIC_KINDS.get(magic, 'unknown')} message "
+                         "(bad magic or layout)")
     _, version, header, payload, checksum = outer
     if type(version) is not int or version != FORMAT_VERSION:
         raise CodecError(f"unknown format version {describe(version)}; "
@@ -292,20 +300,27 @@ def _unframe(data: Any, max_message_bytes: int) -> tuple[bytes, bytes]:
     return header, payload
 
 
-def _parse_header(header_bytes: bytes) -> Header:
+def header_map(header_bytes: bytes, keys: frozenset[str]) -> dict[str, Any]:
+    """The msgpack header map, which must hold exactly ``keys``."""
     try:
         h = msgpack.unpackb(header_bytes, raw=False, strict_map_key=True)
     except Exception as err:
         raise CodecError(f"malformed header ({type(err).__name__})") from err
-    if not isinstance(h, dict) or set(h) != _HEADER_KEYS:
+    if not isinstance(h, dict) or set(h) != keys:
         if isinstance(h, dict):
-            extra = sorted(describe(k) for k in list(set(h) - _HEADER_KEYS)[:3])
-            missing = sorted(_HEADER_KEYS - set(h))
+            extra = sorted(describe(k) for k in list(set(h) - keys)[:3])
+            missing = sorted(keys - set(h))
             got = f"missing {missing}, unexpected {extra}{'...' if len(h) > 8 else ''}"
         else:
             got = f"a {type(h).__name__}, not a map"
         raise CodecError(f"malformed header: {got}")
-    sender, t_send, pose, grid, shape = h["sender"], h["t"], h["pose"], h["grid"], h["shape"]
+    return h
+
+
+def parse_origin(h: dict[str, Any]) -> tuple[int, float, NDArray[np.float64]]:
+    """Who sent a message, when, and from which reported pose: the header fields every kind
+    carries (``sender`` int, ``t`` finite float, ``pose`` 128 bytes of 4x4 float64)."""
+    sender, t_send, pose = h["sender"], h["t"], h["pose"]
     if not isinstance(sender, int) or isinstance(sender, bool):
         raise CodecError(f"header: sender must be an int, got {describe(sender)}")
     if not isinstance(t_send, float) or not math.isfinite(t_send):
@@ -315,6 +330,25 @@ def _parse_header(header_bytes: bytes) -> Header:
     pose_m = np.frombuffer(pose, dtype="<f8").reshape(4, 4).astype(np.float64)
     if not np.isfinite(pose_m).all():
         raise CodecError("header: pose contains NaN/inf")
+    return sender, t_send, pose_m
+
+
+def origin_fields(sender_id: int, t_send: float, pose: NDArray[np.float64]) -> dict[str, Any]:
+    """The header fields :func:`parse_origin` reads, checked on the sending side."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise CodecError(f"pose must be a finite 4x4 matrix, got shape {pose.shape}")
+    if not math.isfinite(t_send):
+        raise CodecError(f"t_send must be finite, got {t_send}")
+    if not -(2**63) <= int(sender_id) < 2**63:
+        raise CodecError(f"sender_id must fit in int64, got {sender_id}")
+    return {"sender": int(sender_id), "t": float(t_send), "pose": pose.astype("<f8").tobytes()}
+
+
+def _parse_header(header_bytes: bytes) -> Header:
+    h = header_map(header_bytes, _HEADER_KEYS)
+    sender, t_send, pose_m = parse_origin(h)
+    grid, shape = h["grid"], h["shape"]
     if (not isinstance(shape, list) or len(shape) != 3
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
         raise CodecError(f"header: shape must be three positive ints, got {describe(shape)}")
@@ -344,7 +378,7 @@ def peek_header(data: bytes, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYT
     """Verify framing and checksum and return the header, without decompressing the payload;
     raises only :class:`CodecError`."""
     try:
-        header_bytes, _ = _unframe(data, max_message_bytes)
+        header_bytes, _ = unframe(data, max_message_bytes)
         return _parse_header(header_bytes)
     except CodecError:
         raise
@@ -377,6 +411,27 @@ def decode_feature(
         raise CodecError(f"message could not be decoded ({type(err).__name__})") from None
 
 
+def decompress_exact(payload: bytes, expected: int) -> bytes:
+    """The zstandard frame's content, which must declare and hold exactly ``expected`` bytes
+    (the size the header implies): nothing larger is ever decompressed."""
+    try:
+        declared = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as err:
+        raise CodecError(f"payload is not a zstandard frame ({err})") from err
+    if declared != expected:
+        raise CodecError(f"oversized or inconsistent payload: frame declares {declared} bytes, "
+                         f"header implies {expected}")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            payload, max_output_size=expected, allow_extra_data=False
+        )
+    except zstandard.ZstdError as err:
+        raise CodecError(f"payload does not decompress ({err})") from err
+    if len(raw) != expected:
+        raise CodecError(f"payload decompressed to {len(raw)} bytes, expected {expected}")
+    return raw
+
+
 def _decode(
     data: bytes,
     max_decompressed_bytes: int,
@@ -384,7 +439,7 @@ def _decode(
     expected_shape: tuple[int, int, int] | None,
     expected_grid: GridHeader | None,
 ) -> DecodedFeature:
-    header_bytes, payload = _unframe(data, max_message_bytes)
+    header_bytes, payload = unframe(data, max_message_bytes)
     header = _parse_header(header_bytes)
     channels, height, width = header.shape
     if expected_shape is not None and header.shape != tuple(expected_shape):
@@ -402,21 +457,7 @@ def _decode(
     params = param_nbytes(header.dtype, channels)
     value_bytes = channels * header.n_cells * value_itemsize(header.dtype)
     expected = mask_bytes + params + value_bytes
-    try:
-        declared = zstandard.frame_content_size(payload)
-    except zstandard.ZstdError as err:
-        raise CodecError(f"payload is not a zstandard frame ({err})") from err
-    if declared != expected:
-        raise CodecError(f"oversized or inconsistent payload: frame declares {declared} bytes, "
-                         f"header implies {expected}")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(
-            payload, max_output_size=expected, allow_extra_data=False
-        )
-    except zstandard.ZstdError as err:
-        raise CodecError(f"payload does not decompress ({err})") from err
-    if len(raw) != expected:
-        raise CodecError(f"payload decompressed to {len(raw)} bytes, expected {expected}")
+    raw = decompress_exact(payload, expected)
     if header.sparse:
         mask = unpack_mask(raw[:mask_bytes], (height, width))
         if int(np.count_nonzero(mask)) != header.n_cells:

@@ -15,7 +15,7 @@ t_send         float64   simulated send time (s)
 t_arrival      float64   arrival time (s); null when out_of_range or lost
 t_delivered    float64   time of the ``arrived`` call that handed it over or dropped it as
                          too_old; null while in flight or when never arriving
-raw_bytes      int64     dense float32 size of the feature map it carries
+raw_bytes      int64     float32 size of what it carries (dense map, cloud or boxes)
 wire_bytes     int64     bytes on the wire
 distance_m     float64   sender -> receiver distance at send time (m)
 pose_dx        float64   reported-pose error x (m)
