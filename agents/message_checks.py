@@ -8,6 +8,13 @@ a pure function returning ``None`` (fine) or a short reason; :func:`check_messag
 all and the ego records a failing message as ``rejected`` against the sender that delivered it,
 and skips it. Fail closed: when in doubt the neighbour is dropped, never the ego.
 
+Early and late fusion messages (:mod:`channel.payload_codec`) go through the same link and pose
+checks (:func:`check_payload`). A points message needs no value check: its coordinates are
+int16 centimetres (within +-327.67 m of the sender) and its intensity a uint8 step of [0, 1],
+so every decoded cloud already lies in the input domain :mod:`models.message_bound` assumes
+(coordinates beyond the grid are dropped by voxelization). Boxes are checked for sizes, scores,
+yaw and distance no honest detector produces (:func:`check_boxes`).
+
 Costs are kept to a few vector passes (a per-channel min and max of the map), well under the
 decode itself (``bench/bench_codec.py`` measures both).
 """
@@ -21,6 +28,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from channel import DecodedFeature, GridHeader, Header
+from channel.payload_codec import (
+    DEFAULT_MAX_BOXES,
+    DEFAULT_MAX_POINTS,
+    DecodedBoxes,
+    DecodedCloud,
+    PayloadHeader,
+)
 from models.detector import CooperativeDetector
 from models.message_bound import FALLBACK_ABS_BOUND, message_value_bounds
 
@@ -33,6 +47,9 @@ TIME_TOL_S = 1e-6
 # (high - low) / 510 per channel, both well inside 1 % of the channel's range.
 VALUE_SLACK = 0.01
 REJECTED = "rejected"
+# The longest vehicles (articulated trucks, buses) are under 20 m; no detected object is larger.
+MAX_BOX_SIZE_M = 30.0
+MAX_ABS_YAW = 4.0 * math.pi  # head outputs are anchor yaw + a bounded residual
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,8 @@ class MessageExpectation:
     """What an acceptable message looks like for one ego model.
 
     ``low``/``high`` are per-channel value bounds (``None``: only ``|v| <= abs_bound``).
+    ``max_points`` / ``max_boxes`` cap an early / late fusion message (the boxes cap is the
+    model's ``max_detections``: an honest sender keeps no more).
     """
 
     shape: tuple[int, int, int]
@@ -48,20 +67,23 @@ class MessageExpectation:
     high: NDArray[np.float32] | None = None
     abs_bound: float = FALLBACK_ABS_BOUND
     max_range_m: float = PLAUSIBLE_RANGE_M
+    max_points: int = DEFAULT_MAX_POINTS
+    max_boxes: int = DEFAULT_MAX_BOXES
 
     @classmethod
     def for_model(cls, model: CooperativeDetector, grid: GridHeader) -> MessageExpectation:
         """The model's message shape and grid, with its bounds widened by :data:`VALUE_SLACK`."""
         bounds = message_value_bounds(model)
+        max_boxes = model.config.head.max_detections
         if bounds is None:
-            return cls(tuple(model.message_shape), grid)
+            return cls(tuple(model.message_shape), grid, max_boxes=max_boxes)
         low, high = bounds
         slack = VALUE_SLACK * (high - low) + 1e-6
         return cls(tuple(model.message_shape), grid, (low - slack).astype(np.float32),
-                   (high + slack).astype(np.float32))
+                   (high + slack).astype(np.float32), max_boxes=max_boxes)
 
 
-def check_link(header: Header, sender: int, t_send: float) -> str | None:
+def check_link(header: Header | PayloadHeader, sender: int, t_send: float) -> str | None:
     """The header's sender and send time must be the delivering link's."""
     if header.sender_id != sender:
         return f"header says sender {header.sender_id}, the link delivered it from {sender}"
@@ -151,3 +173,47 @@ def _extremes(
     if decoded.value_min is None or decoded.value_max is None:
         return None
     return np.minimum(decoded.value_min, 0.0), np.maximum(decoded.value_max, 0.0)
+
+
+def check_boxes(
+    boxes: NDArray[np.float32], scores: NDArray[np.float32], max_boxes: int, max_range_m: float
+) -> str | None:
+    """Boxes ``(n, 7)`` (sender frame) and scores a detector can produce: at most
+    ``max_boxes``, finite, sizes in (0, :data:`MAX_BOX_SIZE_M`], centres within
+    ``max_range_m`` of the sender, ``|yaw| <=`` :data:`MAX_ABS_YAW`, scores in [0, 1]."""
+    n = boxes.shape[0]
+    if n > max_boxes:
+        return f"{n} boxes, more than the {max_boxes} the model keeps"
+    if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
+        return "boxes or scores hold NaN/inf"
+    sizes = boxes[:, 3:6]
+    if not ((sizes > 0) & (sizes <= MAX_BOX_SIZE_M)).all():
+        i = int(np.argmax(~((sizes > 0) & (sizes <= MAX_BOX_SIZE_M)).all(axis=1)))
+        return (f"box {i} size {np.round(sizes[i], 3).tolist()} outside "
+                f"(0, {MAX_BOX_SIZE_M:g}] m")
+    far = np.hypot(boxes[:, 0], boxes[:, 1]) > max_range_m
+    if far.any():
+        return f"box {int(np.argmax(far))} lies beyond {max_range_m:g} m of its sender"
+    if (np.abs(boxes[:, 6]) > MAX_ABS_YAW).any():
+        return f"a box yaw beyond +-{MAX_ABS_YAW:.4g} rad"
+    if ((scores < 0) | (scores > 1)).any():
+        i = int(np.argmax((scores < 0) | (scores > 1)))
+        return f"box {i} score {float(scores[i]):.4g} outside [0, 1]"
+    return None
+
+
+def check_payload(
+    decoded: DecodedCloud | DecodedBoxes,
+    sender: int,
+    t_send: float,
+    ego_pose: NDArray[np.float64],
+    expect: MessageExpectation,
+) -> str | None:
+    """:func:`check_message` for an early (points) or late (boxes) fusion message: the link,
+    the pose, and for boxes :func:`check_boxes` (points are bounded by their encoding)."""
+    header = decoded.header
+    reason = (check_link(header, sender, t_send)
+              or check_pose(header.pose, ego_pose, expect.max_range_m))
+    if reason is not None or isinstance(decoded, DecodedCloud):
+        return reason
+    return check_boxes(decoded.boxes, decoded.scores, expect.max_boxes, expect.max_range_m)

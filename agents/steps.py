@@ -1,13 +1,14 @@
 """What a connected vehicle and the ego role compute in one tick: plain code, no Ray.
 
 A :class:`Vehicle` holds one agent's model and state. Each tick it *senses* (its points from the
-Frame, optionally corrupted), *encodes* them to a BEV map with the detector's encoder and
-*compresses* the map with the channel codec under its *reported* pose (true pose + pose error).
-In the ego role it *decodes* the messages that have arrived, keeps the newest decodable one per
-sender across ticks (:class:`channel.inbox.ReceiveBuffer`, while younger than the channel's
-maximum age), warps each with the pose the sender reported when it sent it and the ego's own
-true pose (pose error is on what neighbours report, as in ``cosim robustness``), *fuses* and
-runs the *head*.
+Frame, optionally corrupted), computes its *payload* -- a BEV map from the detector's encoder
+(intermediate fusion), the cloud itself (early) or its own detections (late), see
+:mod:`agents.payloads` -- and *compresses* it under its *reported* pose (true pose + pose error).
+In the ego role it *decodes* and checks the messages that have arrived, keeps the newest
+decodable one per sender across ticks (:class:`channel.inbox.ReceiveBuffer`, while younger than
+the channel's maximum age), places each with the pose the sender reported when it sent it and
+the ego's own true pose (pose error is on what neighbours report, as in ``cosim robustness``),
+*fuses* and *detects*.
 
 Ray actors (:mod:`agents.vehicle`) and the in-process executor call exactly this code, so the
 two give the same detections for the same seed. Messages are bytes from the codec; a message
@@ -16,33 +17,23 @@ that cannot be decoded is recorded and skipped, never raised.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from agents.message_checks import REJECTED, MessageExpectation, check_message
-from channel import (
-    CodecConfig,
-    CodecError,
-    GridHeader,
-    GridMismatchError,
-    PoseErrorConfig,
-    PoseErrorModel,
-    PoseNoise,
-    decode_feature,
-    encode_feature,
-)
+from agents.message_checks import REJECTED
+from agents.payloads import Neighbour, make_payload, neighbour_to_ego, receive
+from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, PoseNoise
 from channel.inbox import ReceiveBuffer
 from models.checkpoint import load_checkpoint
-from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
-from models.grid import GridSpec
+from models.detector import CooperativeDetector
 from scenarios.corruption_models import CorruptionContext
 from scenarios.corruptions import corrupt
 from scenarios.frame import AgentObservation, Frame
@@ -137,12 +128,6 @@ class EgoResult:
     refine_steps: int = 0  # DDIM steps the refiner ran on the ego map (0: skipped or none)
 
 
-def grid_header(grid: GridSpec) -> GridHeader:
-    """The codec's view of a message map's grid (the model's ``message_grid``)."""
-    x0, y0, _, x1, y1, _ = grid.point_range
-    return GridHeader(x0, y0, x1, y1, grid.cell_size)
-
-
 def load_model_bytes(blob: bytes) -> CooperativeDetector:
     """A detector from checkpoint file bytes (as shipped through Ray's object store, so workers
     on other nodes need not see the driver's disk); loaded with ``weights_only``."""
@@ -164,38 +149,12 @@ def sense_points(
     return corrupt(obs.points, spec.corruption, spec.severity, np.random.default_rng(seq), context)
 
 
-def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> torch.Tensor:
-    """One cloud (sensor frame) -> its BEV feature ``(C, H, W)``, no gradient."""
-    with torch.no_grad():
-        return model.encode([points])[0]
-
-
-def neighbour_to_ego(
-    sender_reported: NDArray[np.float64], ego_pose: NDArray[np.float64]
-) -> NDArray[np.float64]:
-    """Sender LiDAR -> ego LiDAR from the sender's reported pose *at send time* and the ego's
-    current pose: a stale message is placed where its sender said it was."""
-    return np.linalg.inv(ego_pose) @ sender_reported
-
-
-def fuse_and_detect(
-    model: CooperativeDetector,
-    ego_feature: torch.Tensor,
-    neighbours: Sequence[NeighbourFeature],
-    refine_steps: int | None = None,
-    refine_neighbours: bool = False,
-) -> EgoDetections:
-    """The ego's own map ``(C, H, W)`` and its decoded neighbours -> refine, warp, fuse, head:
-    ``CooperativeDetector.detect_features`` for one ego, the path ``cosim eval`` takes too."""
-    return model.detect_features(
-        ego_feature, [neighbours], refine_steps=refine_steps, refine_neighbours=refine_neighbours
-    )[0]
-
-
 class Vehicle:
-    """One connected vehicle: sense -> encode -> compress; in the ego role decode -> fuse -> head.
+    """One connected vehicle: sense -> its payload (map, points or boxes) -> compress; in the
+    ego role decode -> check -> fuse -> detect, through the model's :mod:`agents.payloads`
+    strategy.
 
-    Keeps the current tick's own BEV map and true pose for the ego role, and the newest
+    Keeps the current tick's own payload and true pose for the ego role, and the newest
     decodable message of each neighbour across ticks (``inbox``).
     """
 
@@ -205,48 +164,45 @@ class Vehicle:
         if spec.refine_skip_above is not None:
             self.model.set_refine_skip(spec.refine_skip_above)
         self.spec = spec
-        self.header = grid_header(model.message_grid)
-        self.expect = MessageExpectation.for_model(model, self.header)
+        self.payload = make_payload(self.model, spec.codec, spec.pose_error, spec.refine_steps,
+                                    spec.refine_neighbours)
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
-        self._own: tuple[int, torch.Tensor, NDArray[np.float64]] | None = None
-        self.inbox: ReceiveBuffer[tuple[NeighbourFeature, NDArray[np.float64]]] = (
-            ReceiveBuffer(spec.max_age_s))
+        self._own: tuple[int, Any, NDArray[np.float64]] | None = None
+        self.inbox: ReceiveBuffer[tuple[Any, NDArray[np.float64]]] = ReceiveBuffer(spec.max_age_s)
         torch.set_num_threads(max(1, spec.torch_threads))
 
     def warm_up(self) -> None:
-        """Run every stage once on a small made-up cloud, so that torch's lazy start-up is
-        not charged to the first tick; changes no state."""
+        """Run every stage once on a small made-up cloud (its own message fused as a
+        neighbour's), so that torch's lazy start-up is not charged to the first tick; changes
+        no state."""
         rng = np.random.default_rng(0)
         x0, y0, z0, x1, y1, z1 = self.model.grid.point_range
         points = rng.uniform((x0, y0, z0, 0.0), (x1, y1, z1, 1.0), (256, 4)).astype(np.float32)
-        feature = encode_points(self.model, points)
-        encode_feature(feature.numpy(), np.eye(4), 0.0, self.agent_id, self.header,
-                       self.spec.codec)
-        fuse_and_detect(self.model, feature, [NeighbourFeature(feature, np.eye(4))],
-                        self.spec.refine_steps, self.spec.refine_neighbours)
+        own = self.payload.own(points)
+        message, _ = self.payload.encode(own, np.eye(4), 0.0, self.agent_id)
+        item = self.payload.item(self.payload.decode(message))
+        self.payload.detect(own, [Neighbour(item, np.eye(4))])
 
     def sense(self, frame: Frame, tick: int) -> tuple[SenseResult, bytes | None]:
-        """Sense, encode and (if sending) compress; returns the report and the message."""
+        """Sense, compute the payload and (if sending) compress; returns the report and the
+        message."""
         obs = frame.agent(self.agent_id)
         t0 = time.perf_counter()
         points = sense_points(obs, frame.index, self.spec)
         t1 = time.perf_counter()
-        feature = encode_points(self.model, points)
+        own = self.payload.own(points)
         t2 = time.perf_counter()
         reported, noise = self.pose_model.perturb(self.agent_id, obs.lidar_pose)
-        message = None
+        message, raw_bytes = None, 0
         if self.spec.send:
-            message = encode_feature(
-                feature.numpy(), reported, float(frame.timestamp), self.agent_id, self.header,
-                self.spec.codec,
-            )
+            message, raw_bytes = self.payload.encode(own, reported, float(frame.timestamp),
+                                                     self.agent_id)
         t3 = time.perf_counter()
-        self._own = (tick, feature, obs.lidar_pose)  # the ego's own frame: exact
-        c, h, w = feature.shape
+        self._own = (tick, own, obs.lidar_pose)  # the ego's own frame: exact
         result = SenseResult(
             agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,
             noise=noise, xy=(float(obs.lidar_pose[0, 3]), float(obs.lidar_pose[1, 3])),
-            wire_bytes=len(message) if message is not None else 0, raw_bytes=4 * c * h * w,
+            wire_bytes=len(message) if message is not None else 0, raw_bytes=raw_bytes,
             num_points=int(points.shape[0]),
             timings={"sense": t1 - t0, "encode": t2 - t1, "codec": t3 - t2},
         )
@@ -258,13 +214,15 @@ class Vehicle:
         """The ego role at ``tick``: decode what arrived, keep each sender's newest decodable
         message (across ticks, while younger than ``spec.max_age_s``), fuse, detect.
 
-        Never raises for a bad message. If this vehicle has not sensed this tick (it was
-        restarted in between), it senses again first.
+        Every held message is placed with the pose its sender reported at send time and the
+        ego's pose now (see :mod:`agents.payloads` on staleness). Never raises for a bad
+        message. If this vehicle has not sensed this tick (it was restarted in between), it
+        senses again first.
         """
         if self._own is None or self._own[0] != tick:
             self.sense(frame, tick)
         assert self._own is not None
-        _, own_feature, own_pose = self._own
+        _, own, own_pose = self._own
         t_now = float(frame.timestamp)
         t0 = time.perf_counter()
         newest: dict[int, Inbound] = {}
@@ -273,43 +231,34 @@ class Vehicle:
             if best is None or (inbound.t_send, inbound.seq) > (best.t_send, best.seq):
                 newest[inbound.sender] = inbound
         receptions: list[Reception] = []
-        usable: list[tuple[Inbound, NeighbourFeature]] = []
         for inbound, data in messages:
             age = t_now - inbound.t_send
             if newest[inbound.sender] is not inbound:
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             "superseded"))
                 continue
-            status, error, decoded = self._decode(data, own_pose, inbound)
-            if decoded is None:
+            got = receive(self.payload, data, inbound.sender, inbound.t_send, own_pose)
+            if got.status != "ok":
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
-                                            status, error))
-            elif not self.inbox.offer(inbound.sender, inbound.seq, inbound.t_send, decoded):
+                                            got.status, got.error))
+            elif not self.inbox.offer(inbound.sender, inbound.seq, inbound.t_send,
+                                      (got.item, got.sender_pose)):
                 receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
                                             "superseded"))
         arrived = {inbound.seq for inbound, _ in messages}
-        held: set[int] = set()
-        for h in self.inbox.current(t_now):
-            neighbour, sender_pose = h.item
-            if h.seq not in arrived:
-                held.add(h.seq)
-                neighbour = dataclasses.replace(
-                    neighbour, neighbour_to_ego=neighbour_to_ego(sender_pose, own_pose))
-            # The cues AGF reads: how old the map is, whether it was warped with a pose from
-            # an earlier tick, and the pose-error level every vehicle of the run reports.
-            neighbour = dataclasses.replace(
-                neighbour, age_s=max(0.0, t_now - h.t_send), stale=h.t_send < t_now,
-                pose_sigma=self.spec.pose_error.std_xy_m)
-            usable.append((Inbound(h.seq, h.sender, h.t_send), neighbour))
+        held = self.inbox.current(t_now)
+        neighbours = [
+            Neighbour(h.item[0], neighbour_to_ego(h.item[1], own_pose),
+                      age_s=max(0.0, t_now - h.t_send), stale=h.t_send < t_now)
+            for h in held
+        ]
         t1 = time.perf_counter()
-        result = fuse_and_detect(self.model, own_feature, [n for _, n in usable],
-                                 self.spec.refine_steps, self.spec.refine_neighbours)
+        result = self.payload.detect(own, neighbours)
         picked = set(result.chosen.tolist())
-        for i, (inbound, _) in enumerate(usable):
-            receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send,
-                                        t_now - inbound.t_send,
+        for i, h in enumerate(held):
+            receptions.append(Reception(h.seq, h.sender, h.t_send, t_now - h.t_send,
                                         "fused" if i in picked else "not_selected",
-                                        held=inbound.seq in held))
+                                        held=h.seq not in arrived))
         receptions.sort(key=lambda r: r.seq)
         dets = result.detections
         return EgoResult(
@@ -317,32 +266,3 @@ class Vehicle:
             np.asarray(dets.scores, np.float32).reshape(-1), tuple(receptions), result.coverage,
             {"decode": t1 - t0, **result.timings}, result.gamma, result.steps_run,
         )
-
-    def _decode(
-        self, data: bytes | None, own_pose: NDArray[np.float64], inbound: Inbound
-    ) -> tuple[str, str, tuple[NeighbourFeature, NDArray[np.float64]] | None]:
-        """Bytes -> (a NeighbourFeature in the ego's frame, the sender's reported pose), or
-        (status, reason, None).
-
-        The shape and grid are checked from the header before decompression; a decoded message
-        must then pass :func:`agents.message_checks.check_message` (sender and send time of
-        the link, rigid pose in range, values the model can produce) or it is ``rejected``.
-        """
-        if data is None:
-            return "codec_error", "no message bytes", None
-        try:
-            decoded = decode_feature(data, expected_shape=self.expect.shape,
-                                     expected_grid=self.expect.grid)
-        except GridMismatchError as err:
-            return "wrong_grid", str(err), None
-        except CodecError as err:
-            return "codec_error", str(err), None
-        reason = check_message(decoded, inbound.sender, inbound.t_send, own_pose, self.expect)
-        if reason is not None:
-            return REJECTED, reason, None
-        header = decoded.header
-        mask = decoded.mask if header.sparse else None
-        values = decoded.feature
-        feature = torch.from_numpy(values if values.flags.writeable else values.copy())
-        transform = neighbour_to_ego(header.pose, own_pose)
-        return "ok", "", (NeighbourFeature(feature, transform, mask), header.pose)

@@ -423,13 +423,24 @@ class CooperativeDetector(nn.Module):
         clouds += [
             s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
         ]
-        per_agent = self.detect(self.head(self.bev(self.encode(clouds))), score_threshold, nms_iou)
+        per_agent = self.detect_alone(clouds, score_threshold, nms_iou)
         results, start = [], len(samples)
         for b, (s, idx) in enumerate(zip(samples, chosen, strict=True)):
             theirs = [(per_agent[start + j], s.neighbour_to_ego[i]) for j, i in enumerate(idx)]
             start += len(idx)
             results.append(self.detect_late(per_agent[b], theirs, nms_iou))
         return results
+
+    def detect_alone(
+        self,
+        clouds: Sequence[PointsLike],
+        score_threshold: float | None = None,
+        nms_iou: float | None = None,
+    ) -> list[Detections]:
+        """Each cloud detected on its own, in its own sensor frame (encode -> bev -> head ->
+        detect, no fusion): what every vehicle runs before late fusion merges the boxes."""
+        with self._inference():
+            return self.detect(self.head(self.bev(self.encode(clouds))), score_threshold, nms_iou)
 
     def detect_late(
         self,

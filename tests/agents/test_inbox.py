@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-import agents.steps
-from agents.steps import Inbound, Vehicle, VehicleSpec, neighbour_to_ego
+import agents.payloads
+from agents.payloads import neighbour_to_ego
+from agents.steps import Inbound, Vehicle, VehicleSpec
 from channel import CodecConfig, PoseErrorConfig, decode_feature
 from models.detector import NeighbourFeature
 from scenarios.frame import Frame
@@ -86,13 +87,13 @@ def test_the_egos_own_pose_is_exact_and_only_neighbours_report_errors(
     true_pose = frames[0].agent(ego.agent_id).lidar_pose
     assert not np.allclose(ego_report.reported_pose, true_pose)
     seen: list[np.ndarray] = []
-    fuse = agents.steps.fuse_and_detect
+    fuse = agents.payloads.fuse_and_detect
 
     def spy(model: object, own: object, neighbours: list, *refine: object) -> object:
         seen.extend(n.neighbour_to_ego for n in neighbours)
         return fuse(model, own, neighbours, *refine)
 
-    monkeypatch.setattr(agents.steps, "fuse_and_detect", spy)
+    monkeypatch.setattr(agents.payloads, "fuse_and_detect", spy)
     ego.fuse(frames[0], 0, [(Inbound(0, sender_id, 0.0), message)])
     (transform,) = seen
     np.testing.assert_allclose(transform, np.linalg.inv(true_pose) @ report.reported_pose)

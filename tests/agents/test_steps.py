@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from agents.steps import (
-    Inbound,
-    Vehicle,
-    VehicleSpec,
-    encode_points,
-    fuse_and_detect,
-    neighbour_to_ego,
-    sense_points,
-)
+from agents.payloads import encode_points, fuse_and_detect, neighbour_to_ego
+from agents.steps import Inbound, Vehicle, VehicleSpec, sense_points
 from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, decode_feature, peek_header
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector, NeighbourFeature

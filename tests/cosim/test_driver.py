@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import agents.steps
+import agents.payloads
 from cosim.driver import SimulationResult, run_simulation
 from cosim.outputs import write_run
 from cosim.run_config import RunConfig
@@ -86,14 +86,14 @@ def test_undecodable_messages_are_skipped(
     base: RunConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every message truncated on the way: the egos log codec errors and detect alone."""
-    encode = agents.steps.encode_feature
+    encode = agents.payloads.encode_feature
 
     def truncated(*args: object, **kwargs: object) -> bytes:
         return encode(*args, **kwargs)[:-7]
 
     alone = run_simulation(base.replace(cooperate=False))
     assert alone.summary["messages"]["sent"] == 0
-    monkeypatch.setattr(agents.steps, "encode_feature", truncated)
+    monkeypatch.setattr(agents.payloads, "encode_feature", truncated)
     result = run_simulation(base)
     m = result.summary["messages"]
     statuses = set(result.receptions.column("status").to_pylist())
