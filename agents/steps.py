@@ -180,8 +180,8 @@ class Vehicle:
         points = rng.uniform((x0, y0, z0, 0.0), (x1, y1, z1, 1.0), (256, 4)).astype(np.float32)
         own = self.payload.own(points)
         message, _ = self.payload.encode(own, np.eye(4), 0.0, self.agent_id)
-        item = self.payload.item(self.payload.decode(message))
-        self.payload.detect(own, [Neighbour(item, np.eye(4))])
+        got = receive(self.payload, message, self.agent_id, 0.0, np.eye(4))
+        self.payload.detect(own, [Neighbour(got.item, np.eye(4))] if got.status == "ok" else [])
 
     def sense(self, frame: Frame, tick: int) -> tuple[SenseResult, bytes | None]:
         """Sense, compute the payload and (if sending) compress; returns the report and the

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from agents.payloads import payload_kind
 from agents.steps import REFUSED_STATUSES, EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import BroadcastChannel
 from cosim.driver_metrics import (
@@ -85,15 +86,10 @@ class SimulationResult:
 
 
 def detector_config_of(checkpoint: str) -> DetectorConfig:
-    """The detector config stored in a checkpoint; rejects fusions the simulation cannot run."""
+    """The detector config stored in a checkpoint (any fusion: maps, points or boxes travel)."""
     # Built once here, so that bad weights are reported against this file before any actor
     # (which loads the bytes from a temporary file) starts.
     _, config, _ = load_checkpoint(check_checkpoint(checkpoint))
-    if config.fusion in ("early", "late"):
-        raise ValueError(
-            f"{checkpoint}: fusion {config.fusion!r} exchanges points or boxes, which the "
-            "co-simulation does not send yet; use a none or intermediate-fusion checkpoint"
-        )
     return config
 
 
@@ -123,6 +119,7 @@ FRAME_SCHEMA = pa.schema([
     ("tp@0.5", pa.int64()), ("tp@0.7", pa.int64()), ("received", pa.int64()),
     ("fused", pa.int64()), ("stale_fused", pa.int64()), ("codec_errors", pa.int64()),
     ("refine_gamma", pa.float64()), ("refine_steps", pa.int64()),
+    ("fused_wire_bytes", pa.int64()),  # wire bytes of the messages fused this frame
 ])
 TIMING_SCHEMA = pa.schema([
     ("tick", pa.int64()), ("agent", pa.int64()), ("stage", pa.string()), ("seconds", pa.float64()),
@@ -153,7 +150,7 @@ class Simulation:
             codec=config.codec(), pose_error=channel.pose_error, seed=config.seed,
             corruption=config.corruption, severity=config.severity if config.corruption else 0,
             lidar=_lidar_of(self.source),
-            send=config.cooperate and self.detector.is_feature_fusion,
+            send=config.cooperate and self.detector.fusion != "none",
             torch_threads=config.torch_threads, max_age_s=channel.max_age_s,
             refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
             refine_skip_above=config.refine_skip_above,
@@ -164,6 +161,7 @@ class Simulation:
         )
         self.acc = DetectionAccumulator()
         self.pending: dict[int, Any] = {}  # transmission -> message handle, while needed
+        self.wire_of: dict[int, int] = {}  # reception seq -> wire bytes (frames table)
         self.rows: dict[str, list[dict[str, Any]]] = {
             k: [] for k in ("receptions", "detections", "frames", "timings")
         }
@@ -231,10 +229,10 @@ class Simulation:
             if not self.executor.alive(ego):
                 continue
             arrived = self.channel.arrived(ego, t + self.deadline)
-            inboxes[ego] = [
-                (Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx])
-                for r in (d.record for d in arrived)
-            ]
+            records = [d.record for d in arrived]
+            self.wire_of.update((r.seq, r.wire_bytes) for r in records)
+            inboxes[ego] = [(Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx])
+                            for r in records]
         for seq in self.channel.released():  # replaced, handed over or dropped everywhere
             self.pending.pop(seq, None)
         self.t_end = t + self.dt
@@ -288,6 +286,7 @@ class Simulation:
             "codec_errors": sum(1 for r in receptions if r.status in REFUSED_STATUSES),
             "refine_gamma": math.nan if result is None else result.gamma,
             "refine_steps": 0 if result is None else result.refine_steps,
+            "fused_wire_bytes": sum(self.wire_of.get(r.seq, 0) for r in fused),
         })
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
@@ -385,6 +384,7 @@ class Simulation:
             "vehicles": first.agent_ids, "ego": first.ego_id, "all_egos": self.config.all_egos,
             "executor": self.executor.name, "checkpoint": self.config.checkpoint,
             "model": self.detector.name, "fusion": self.detector.fusion,
+            "payload": payload_kind(self.detector.fusion),
             "cooperate": self.spec.send, "channel": self.config.channel_name,
             "codec": {"dtype": self.config.dtype, "sparsity": self.config.sparsity},
             **ap_summary(self.acc),

@@ -59,7 +59,8 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
     ``sent`` counts receptions decided by the channel: ``sent = delivered + lost +
     out_of_range + collision + too_old + in_flight_at_end``. ``fused`` counts fusions, a
     message held over from an earlier tick (``held_fused``) once per tick it is fused.
-    ``latency_s`` is the age of each message on arrival; ``fused_age_s`` its age when fused.
+    ``latency_s`` is the age of each message on arrival; ``fused_age_s`` its age when fused;
+    ``wire_bytes`` the percentiles of the bytes on the wire per reception (any payload kind).
     """
     rows = log.to_pydict()
     dropped = rows["dropped"]
@@ -90,6 +91,7 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
         "codec_errors": sum(status.count(s) for s in ("codec_error", "wrong_grid", "rejected")),
         "superseded": status.count("superseded"),
         "mean_wire_bytes": float(np.mean(wire)) if wire else math.nan,
+        "wire_bytes": percentiles(wire),
         "mean_raw_bytes": float(np.mean(raw)) if raw else math.nan,
         "compression_ratio": float(np.sum(raw) / np.sum(wire)) if wire and sum(wire) else math.nan,
         "latency_s": percentiles(latencies),

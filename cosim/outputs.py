@@ -125,7 +125,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key in ("ap@0.3", "ap@0.5", "ap@0.7"):
         table.add_row(key.upper(), _fmt(summary[key]))
     m = summary["messages"]
-    table.add_row("wire bytes / message (mean)", _fmt(m["mean_wire_bytes"], ",.0f"))
+    table.add_row(f"wire bytes / message, {summary.get('payload', 'map')} (mean / median)",
+                  f"{_fmt(m['mean_wire_bytes'], ',.0f')} / {_fmt(m['wire_bytes']['p50'], ',.0f')}")
     table.add_row("compression vs float32", _fmt(m["compression_ratio"], ".1f") + "x")
     medium = summary.get("medium")
     if medium is not None:
