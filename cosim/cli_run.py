@@ -78,16 +78,17 @@ def run(
     scenario: Annotated[str | None, typer.Argument(
         help="built-in scenario, scenario YAML or OPV2V folder [default: intersection]")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
-        help="detector checkpoint; its config decides the fusion "
+        help="detector checkpoint; its config decides the fusion and so the message: a BEV "
+             "map (none, intermediate), points (early) or boxes (late) "
              "[default: models/checkpoints/attention.pt]")] = None,
     agents: Annotated[int | None, typer.Option(help="connected vehicles (synthetic)")] = None,
     frames: Annotated[int | None, typer.Option(help="ticks to simulate [default: 20]")] = None,
     channel: Annotated[str | None, typer.Option(
         help="preset (ideal, dsrc, cv2x, congested, bursty) or YAML [default: dsrc]")] = None,
     dtype: Annotated[str | None, typer.Option(
-        help="codec value type: float32, float16, int8 [default: int8]")] = None,
+        help="map codec value type: float32, float16, int8 [default: int8]")] = None,
     sparsity: Annotated[str | None, typer.Option(
-        help="none, topk:FRACTION or threshold:T [default: topk:0.1]")] = None,
+        help="map sparsity: none, topk:FRACTION or threshold:T [default: topk:0.1]")] = None,
     corruption: Annotated[str | None, typer.Option(help="sensor corruption name")] = None,
     severity: Annotated[int | None, typer.Option(help="severity 1-3 [default: 2]")] = None,
     pose_error: Annotated[float | None, typer.Option(

@@ -35,7 +35,10 @@ def _split(text: str) -> tuple[str, ...]:
 def sweep(
     scenario: Annotated[str, typer.Argument(help="scenario name, YAML or OPV2V folder")] = (
         DEFAULT_SCENARIO),
-    checkpoint: Annotated[Path, typer.Option(help="detector checkpoint")] = DEFAULT_CHECKPOINT,
+    checkpoint: Annotated[Path, typer.Option(
+        help="detector checkpoint, any fusion (early sends points, late boxes: their format is "
+             "fixed, so --dtypes/--sparsities apply to map-sending checkpoints only)")] = (
+        DEFAULT_CHECKPOINT),
     agents: Annotated[int | None, typer.Option(help="connected vehicles (synthetic)")] = None,
     frames: Annotated[int, typer.Option(help="ticks per run")] = 10,
     dtypes: Annotated[str, typer.Option(help="comma-separated codec dtypes")] = "float16,int8",
@@ -102,12 +105,15 @@ def sweep(
 
 
 def _table(rows: list[dict]) -> Table:
+    from cosim.sweep import codec_label
+
     table = Table(title="sweep runs")
-    for name in ("kind", "channel", "dtype", "sparsity", "seed", "wire B", "AP@0.5", "AP@0.7",
+    for name in ("kind", "channel", "message", "seed", "wire B", "AP@0.5", "AP@0.7",
                  "fused/sent"):
         table.add_column(name)
     for r in rows:
-        table.add_row(r["kind"], r["channel"], r["dtype"], r["sparsity"], str(r["seed"]),
+        table.add_row(r["kind"], r["channel"], codec_label(r["payload"], r["dtype"], r["sparsity"]),
+                      str(r["seed"]),
                       f"{r['mean_wire_bytes']:,.0f}" if r["sent"] else "-",
                       f"{r['ap@0.5']:.3f}", f"{r['ap@0.7']:.3f}", f"{r['fused']}/{r['sent']}")
     return table

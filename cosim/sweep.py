@@ -3,7 +3,9 @@
 Each grid point is one whole simulation run (in-process executor) inside one Ray task of one
 CPU, so at most as many runs go at once as the cluster has CPUs (``max_parallel`` caps it
 further). Two references per seed: *no fusion* (nothing sent, the ego alone) and *lossless
-fusion* (float32, dense, ideal channel). The table has one row per run; the plot shows AP@0.5
+fusion* (float32, dense, ideal channel). An early or late fusion checkpoint sends points or
+boxes, whose wire format is fixed: its grid is channels x seeds, and its lossless reference the
+same messages over the ideal channel. The table has one row per run; the plot shows AP@0.5
 and AP@0.7 against log2(mean wire bytes per message), averaged over seeds.
 """
 
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
+from agents.payloads import payload_kind
 from cosim.ray_setup import init_local
 from cosim.ray_tasks import run_bounded
 from cosim.render import save  # noqa: E402
@@ -51,8 +54,21 @@ class SweepConfig:
     max_parallel: int = 2
 
 
+def codec_grid(config: SweepConfig, payload: str) -> list[tuple[str, str]]:
+    """The ``(dtype, sparsity)`` settings a run of ``payload`` kind varies: every dtype x
+    sparsity for maps; one for points and boxes, whose wire format is fixed
+    (:mod:`channel.payload_codec`)."""
+    if payload == "map":
+        return [(dtype, sparse) for dtype in config.dtypes for sparse in config.sparsities]
+    return [(RunConfig.dtype, "none")]
+
+
 def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
-    """``(kind, RunConfig)`` for every run of the sweep, references last."""
+    """``(kind, RunConfig)`` for every run of the sweep, references last. An early or late
+    fusion checkpoint sends points or boxes: one fusion run per channel and seed."""
+    from cosim.driver import detector_config_of
+
+    payload = payload_kind(detector_config_of(config.checkpoint).fusion)
     base = RunConfig(
         scenario=config.scenario, checkpoint=config.checkpoint, agents=config.agents,
         frames=config.frames, pose_error=config.pose_error, corruption=config.corruption,
@@ -61,8 +77,8 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
     runs = [
         ("fusion", base.replace(channel=channel, dtype=dtype, sparsity=_parse_sparsity(sparse),
                                 seed=seed))
-        for channel in config.channels for dtype in config.dtypes
-        for sparse in config.sparsities for seed in config.seeds
+        for channel in config.channels for dtype, sparse in codec_grid(config, payload)
+        for seed in config.seeds
     ]
     if config.references:
         for seed in config.seeds:
@@ -79,11 +95,14 @@ def run_row(kind: str, config: RunConfig) -> dict[str, Any]:
     summary = run_simulation(config).summary
     m = summary["messages"]
     wire = m["mean_wire_bytes"]
+    maps = summary["payload"] == "map"
     return {
-        "kind": kind, "channel": config.channel_name, "dtype": config.dtype,
-        "sparsity": sparsity_label(config.sparsity), "seed": config.seed,
+        "kind": kind, "channel": config.channel_name, "payload": summary["payload"],
+        "dtype": config.dtype if maps else "-",
+        "sparsity": sparsity_label(config.sparsity) if maps else "-", "seed": config.seed,
         "ap@0.3": summary["ap@0.3"], "ap@0.5": summary["ap@0.5"], "ap@0.7": summary["ap@0.7"],
         "mean_wire_bytes": wire, "log2_wire_bytes": math.log2(wire) if wire > 0 else math.nan,
+        "median_wire_bytes": m["wire_bytes"]["p50"],
         "sent": m["sent"], "delivered": m["delivered"], "fused": m["fused"],
         "stale_fused": m["stale_fused"], "lost": m["lost"], "too_old": m["too_old"],
         "latency_p50_s": m["latency_s"]["p50"], "latency_p99_s": m["latency_s"]["p99"],
@@ -124,6 +143,11 @@ def run_sweep(
     return pa.Table.from_pylist([row for row in rows if row is not None])
 
 
+def codec_label(payload: str, dtype: str, sparsity: str) -> str:
+    """How a run's message is coded: ``int8 topk:0.1`` for maps, else ``points`` / ``boxes``."""
+    return f"{dtype} {sparsity}" if payload == "map" else payload
+
+
 def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) -> dict[tuple, float]:
     groups: dict[tuple, list[float]] = {}
     for row in rows:
@@ -138,10 +162,10 @@ def plot_sweep(table: pa.Table, out: Path, title: str = "") -> Path:
     fused = [r for r in rows if r["kind"] == "fusion"]
     figure, panels = plt.subplots(1, 2, figsize=(13, 5), dpi=100, sharex=True)
     for axes, metric in zip(panels, ("ap@0.5", "ap@0.7"), strict=True):
-        keys = ("channel", "dtype", "sparsity")
+        keys = ("channel", "payload", "dtype", "sparsity")
         ap, wire = _mean_by(fused, keys, metric), _mean_by(fused, keys, "log2_wire_bytes")
         for channel in sorted({k[0] for k in ap}):
-            points = sorted((wire[k], ap[k], f"{k[1]} {k[2]}") for k in ap if k[0] == channel)
+            points = sorted((wire[k], ap[k], codec_label(*k[1:])) for k in ap if k[0] == channel)
             axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=channel)
             for x, y, label in points:
                 axes.annotate(label, (x, y), fontsize=7, textcoords="offset points",
