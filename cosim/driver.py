@@ -386,7 +386,9 @@ class Simulation:
             "model": self.detector.name, "fusion": self.detector.fusion,
             "payload": payload_kind(self.detector.fusion),
             "cooperate": self.spec.send, "channel": self.config.channel_name,
-            "codec": {"dtype": self.config.dtype, "sparsity": self.config.sparsity},
+            # Points and boxes have one fixed format (channel.payload_codec): no map codec.
+            "codec": ({"dtype": self.config.dtype, "sparsity": self.config.sparsity}
+                      if payload_kind(self.detector.fusion) == "map" else None),
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
             "medium": medium_summary(transmissions, busy, max(done, 1)),

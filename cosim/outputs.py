@@ -103,7 +103,7 @@ def render_tick(item: RenderItem, grid: GridSpec, out: Path) -> Path:
     axes.set_xlabel("x (m, ego LiDAR frame)")
     axes.set_ylabel("y (m)")
     axes.set_title(f"tick {item.frame.index}  t = {item.frame.timestamp:.1f} s  ego {item.ego_id}"
-                   f"  fused {fused} neighbour map(s)")
+                   f"  fused {fused} neighbour message(s)")
     handles, _ = axes.get_legend_handles_labels()
     if handles:
         axes.legend(loc="upper right", fontsize=8)

@@ -10,6 +10,10 @@ ReLU layers gives, per channel, the largest value any point cloud can produce. A
 above it cannot come from an honest sender; the ego rejects such a message rather than clamping
 it (a clamped ``x 100`` map would still be fused as a saturated, poisoned one).
 
+Early fusion's messages (points, :mod:`channel.payload_codec`) need no bound of their own:
+decoded intensity is a uint8 step of ``[0, 1]`` and voxelization drops coordinates outside the
+grid, so a received cloud stays inside the input domain assumed here.
+
 The bound is computed from the weights, so it needs nothing new in the checkpoint and holds for
 every checkpoint of that architecture. For other message stages (a backbone output, the sparse
 voxel encoder) :func:`message_value_bounds` returns ``None`` and the ego checks finiteness

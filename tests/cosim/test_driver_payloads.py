@@ -26,6 +26,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SimulationResult
 def test_points_and_boxes_travel_with_their_wire_size(runs: dict[str, SimulationResult]) -> None:
     early, late = runs["early"], runs["late"]
     assert (early.summary["payload"], late.summary["payload"]) == ("points", "boxes")
+    assert early.summary["codec"] is None and late.summary["codec"] is None  # no map codec
     for result in (early, late):
         tx = result.transmissions.to_pylist()
         assert len(tx) == 3 * 3  # three vehicles broadcast every tick
