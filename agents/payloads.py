@@ -158,12 +158,21 @@ class Payload(Protocol):
 
 @dataclass(frozen=True)
 class _Base:
+    """What every payload kind holds: the model, the map codec settings (points and boxes
+    use only its zstd level), what the ego accepts, the run's pose-error level, refiner
+    settings."""
+
     model: CooperativeDetector
     codec: CodecConfig
     expect: MessageExpectation
     pose_error: PoseErrorConfig
     refine_steps: int | None = None
     refine_neighbours: bool = False
+
+    def check(self, decoded: Any, sender: int, t_send: float,
+              ego_pose: NDArray[np.float64]) -> str | None:
+        """Points and boxes: :func:`agents.message_checks.check_payload` (maps override)."""
+        return check_payload(decoded, sender, t_send, ego_pose, self.expect)
 
     def transforms(self, neighbours: Sequence[Neighbour]) -> NDArray[np.float64]:
         if not neighbours:
@@ -223,10 +232,6 @@ class PointsPayload(_Base):
     def decode(self, data: bytes) -> Any:
         return decode_cloud(data, max_points=self.expect.max_points)
 
-    def check(self, decoded: Any, sender: int, t_send: float,
-              ego_pose: NDArray[np.float64]) -> str | None:
-        return check_payload(decoded, sender, t_send, ego_pose, self.expect)
-
     def item(self, decoded: Any) -> NDArray[np.float32]:
         return decoded.points
 
@@ -261,10 +266,6 @@ class BoxesPayload(_Base):
 
     def decode(self, data: bytes) -> Any:
         return decode_boxes(data, max_boxes=self.expect.max_boxes)
-
-    def check(self, decoded: Any, sender: int, t_send: float,
-              ego_pose: NDArray[np.float64]) -> str | None:
-        return check_payload(decoded, sender, t_send, ego_pose, self.expect)
 
     def item(self, decoded: Any) -> Detections:
         return Detections(decoded.boxes, decoded.scores)
