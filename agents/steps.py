@@ -52,6 +52,7 @@ class VehicleSpec:
     ``send`` is False when nothing is exchanged (an ego-only model, or the no-fusion
     reference); ``corruption`` None means clean points; ``max_age_s`` is how long the ego
     keeps fusing a neighbour's newest message (the channel's maximum age; None: no limit).
+    ``codec`` codes maps; points and boxes messages use only its ``zstd_level``.
     """
 
     codec: CodecConfig = field(default_factory=CodecConfig)

@@ -52,9 +52,11 @@ from channel.sparsify import (
 
 FORMAT_VERSION = 1
 MAGIC = b"V2XF"
-# One magic per payload kind (channel.payload_codec adds points and boxes): a receiver names
-# the kind it expects, so a message of another kind is refused before its header is read.
-MAGIC_KINDS = {MAGIC: "feature", b"V2XP": "points", b"V2XB": "boxes"}
+# One magic per payload kind (points and boxes: channel.payload_codec): a receiver names the
+# kind it expects, so a message of another kind is refused before its header is read.
+POINTS_MAGIC = b"V2XP"
+BOXES_MAGIC = b"V2XB"
+MAGIC_KINDS = {MAGIC: "feature", POINTS_MAGIC: "points", BOXES_MAGIC: "boxes"}
 CHECKSUM_BYTES = 16
 DEFAULT_MAX_DECOMPRESSED_BYTES = 256 * 2**20
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20

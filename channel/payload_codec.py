@@ -36,7 +36,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from channel.codec import (
+    BOXES_MAGIC,
     DEFAULT_MAX_MESSAGE_BYTES,
+    POINTS_MAGIC,
     CodecError,
     decompress_exact,
     describe,
@@ -47,8 +49,6 @@ from channel.codec import (
     unframe,
 )
 
-POINTS_MAGIC = b"V2XP"
-BOXES_MAGIC = b"V2XB"
 CM_PER_M = 100.0
 INT16_LIMIT = 32767  # the largest |centimetres| sent; -32768 is never produced
 INTENSITY_STEPS = 255

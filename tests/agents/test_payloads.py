@@ -18,9 +18,9 @@ from agents.payloads import (
     receive,
 )
 from agents.steps import Inbound, Vehicle, VehicleSpec
-from channel import CodecConfig, PoseErrorConfig, encode_feature
+from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, encode_feature
 from channel.codec import _digest
-from channel.payload_codec import encode_boxes, encode_cloud
+from channel.payload_codec import decode_boxes, decode_cloud, encode_boxes, encode_cloud
 from models.head import Detections
 from scenarios.frame import Frame
 from scenarios.geometry import boxes_to_frame
@@ -189,3 +189,20 @@ def test_bad_points_and_boxes_messages_cost_only_that_message(
     assert reason in reception.error
     np.testing.assert_array_equal(result.boxes, alone.boxes)
     np.testing.assert_array_equal(result.scores, alone.scores)
+
+
+@pytest.mark.parametrize("fusion", ["early", "late"])
+def test_points_and_boxes_carry_the_reported_pose_with_its_error(
+    frames: list[Frame], fusion: str
+) -> None:
+    error = PoseErrorConfig.level(0.6)
+    frame = frames[0]
+    sender = Vehicle(_nearest(frame), tiny_model(fusion), VehicleSpec(pose_error=error, seed=7))
+    report, message = sender.sense(frame, 0)
+    expect, _ = PoseErrorModel(error, 7).perturb(sender.agent_id,
+                                                 frame.agent(sender.agent_id).lidar_pose)
+    decode = decode_cloud if fusion == "early" else decode_boxes
+    decoded = decode(message)
+    np.testing.assert_array_equal(decoded.header.pose, expect)
+    np.testing.assert_array_equal(report.reported_pose, expect)
+    assert report.wire_bytes == len(message) and report.raw_bytes == decoded.raw_nbytes

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cosim.sweep import SweepConfig, codec_label, sweep_runs
-from tests.agents.helpers import write_tiny_checkpoint
+from cosim.run_config import RunConfig
+from cosim.sweep import SweepConfig, codec_label, run_row, sweep_runs
+from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 
 @pytest.mark.parametrize(("fusion", "fusion_runs"), [("attention", 2 * 2 * 2 * 2),
@@ -26,3 +27,12 @@ def test_sweep_grid_by_payload(tmp_path: Path, fusion: str, fusion_runs: int) ->
 def test_codec_label() -> None:
     assert codec_label("map", "int8", "topk:0.1") == "int8 topk:0.1"
     assert codec_label("points", "-", "-") == "points"
+
+
+def test_a_sweep_row_of_a_late_fusion_run(tmp_path: Path) -> None:
+    config = RunConfig(scenario=str(write_small_scenario(tmp_path / "small.yaml")),
+                       checkpoint=str(write_tiny_checkpoint(tmp_path / "late.pt", "late")),
+                       frames=2, channel="dsrc", executor="inprocess", render_frames=0)
+    row = run_row("fusion", config)
+    assert (row["payload"], row["dtype"], row["sparsity"]) == ("boxes", "-", "-")
+    assert 200 < row["median_wire_bytes"] < 1_000 and row["sent"] == 2 * 2
