@@ -33,7 +33,7 @@ from cosim.run_config import (  # noqa: E402
     DEFAULT_CHECKPOINT,
     DEFAULT_SCENARIO,
     RunConfig,
-    check_checkpoint,  # noqa: E402
+    check_checkpoint,
     sparsity_label,
 )
 from cosim.run_config import parse_sparsity as _parse_sparsity  # noqa: E402
