@@ -1,8 +1,10 @@
-"""``cosim sweep``: the bandwidth-versus-accuracy study (codec x channel x seeds) on Ray.
+"""``cosim sweep``: the bandwidth-versus-accuracy study (fusion x vehicles x channel x codec x
+seeds) on Ray.
 
 Register on the main app with ``cli_sweep.register(app)``. Writes ``sweep.parquet`` (one row
-per run), ``sweep.png`` (AP@0.5 / AP@0.7 against log2 wire bytes, with the no-fusion and
-lossless-fusion references) and ``sweep.yaml`` (the grid) to ``--out``.
+per run), ``sweep_means.csv`` (mean over seeds per setting), ``sweep.png`` (AP@0.5 against
+log2 wire bytes per channel), ``sweep_vehicles.png`` (AP@0.5 against the number of vehicles)
+and ``sweep.yaml`` (the grid) to ``--out``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Annotated
 
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import typer
 import yaml
@@ -23,7 +26,7 @@ from cosim.cli_errors import print_error
 from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.progress import progress_bar
 from cosim.ray_setup import connect
-from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, check_checkpoint
+from cosim.run_config import DEFAULT_SCENARIO
 
 console = Console()
 
@@ -32,14 +35,30 @@ def _split(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _integers(text: str, option: str) -> tuple[int, ...]:
+    """Comma-separated integers, or a ValueError naming the option and the bad part."""
+    values = []
+    for part in _split(text):
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise ValueError(f"{option}: {part!r} is not an integer") from None
+    return tuple(values)
+
+
 def sweep(
     scenario: Annotated[str, typer.Argument(help="scenario name, YAML or OPV2V folder")] = (
         DEFAULT_SCENARIO),
-    checkpoint: Annotated[Path, typer.Option(
-        help="detector checkpoint, any fusion (early sends points, late boxes: their format is "
-             "fixed, so --dtypes/--sparsities apply to map-sending checkpoints only)")] = (
-        DEFAULT_CHECKPOINT),
-    agents: Annotated[int | None, typer.Option(help="connected vehicles (synthetic)")] = None,
+    fusions: Annotated[str, typer.Option(
+        help="comma-separated checkpoints: shipped names (early, late, max, attention, none) "
+             "or .pt paths; early sends points, late boxes (a fixed format: --dtypes and "
+             "--sparsities apply to map-sending checkpoints only)")] = "attention",
+    vehicles: Annotated[str | None, typer.Option(
+        help="comma-separated numbers of connected vehicles (synthetic) [default: the "
+             "scenario's]")] = None,
+    egos: Annotated[str, typer.Option(
+        help="comma-separated ego modes: one (one ego is scored), all (every vehicle fuses "
+             "and is scored)")] = "one",
     frames: Annotated[int, typer.Option(help="ticks per run")] = 10,
     dtypes: Annotated[str, typer.Option(help="comma-separated codec dtypes")] = "float16,int8",
     sparsities: Annotated[str, typer.Option(
@@ -60,15 +79,24 @@ def sweep(
     import ray
 
     from cosim.outputs import default_run_dir
-    from cosim.sweep import SweepConfig, plot_sweep, run_sweep, sweep_runs
+    from cosim.sweep import (
+        SweepConfig,
+        fusion_checkpoint,
+        mean_over_seeds,
+        plot_sweep,
+        plot_vehicles,
+        run_sweep,
+        sweep_runs,
+    )
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        check_checkpoint(checkpoint)
         config = SweepConfig(
-            scenario=scenario, checkpoint=str(checkpoint), agents=agents, frames=frames,
+            scenario=scenario, fusions=tuple(fusion_checkpoint(f) for f in _split(fusions)),
+            vehicles=(None,) if vehicles is None else tuple(_integers(vehicles, "--vehicles")),
+            ego_modes=_split(egos), frames=frames,
             dtypes=_split(dtypes), sparsities=_split(sparsities), channels=_split(channels),
-            seeds=tuple(int(s) for s in _split(seeds)), pose_error=pose_error,
+            seeds=_integers(seeds, "--seeds"), pose_error=pose_error,
             corruption=corruption, severity=severity, references=references,
             max_parallel=parallel,
         )
@@ -95,8 +123,11 @@ def sweep(
         {"interrupted": interrupted, "runs": table.num_rows, "runs_planned": total}, indent=2))
     if table.num_rows:
         pq.write_table(table, folder / "sweep.parquet")
-        plot_sweep(table, folder / "sweep.png", f"{scenario}: bandwidth vs accuracy")
-        console.print(_table(table.to_pylist()))
+        means = mean_over_seeds(table)
+        pa_csv.write_csv(means, folder / "sweep_means.csv")
+        plot_sweep(table, folder / "sweep.png", f"{scenario}: AP@0.5 vs bytes per message")
+        plot_vehicles(table, folder / "sweep_vehicles.png", f"{scenario}: AP@0.5 vs vehicles")
+        console.print(_table(means.to_pylist()))
     console.print(f"sweep folder: [bold]{folder}[/bold]")
     if interrupted:
         console.print(f"interrupted ({stop.name}): wrote the {table.num_rows} complete run(s) "
@@ -104,18 +135,15 @@ def sweep(
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
-def _table(rows: list[dict]) -> Table:
-    from cosim.sweep import codec_label
-
-    table = Table(title="sweep runs")
-    for name in ("kind", "channel", "message", "seed", "wire B", "AP@0.5", "AP@0.7",
-                 "fused/sent"):
+def _table(means: list[dict]) -> Table:
+    table = Table(title="sweep: mean over seeds")
+    for name in ("kind", "setting", "channel", "vehicles", "egos", "seeds", "wire B", "AP@0.5",
+                 "AP@0.7", "busy"):
         table.add_column(name)
-    for r in rows:
-        table.add_row(r["kind"], r["channel"], codec_label(r["payload"], r["dtype"], r["sparsity"]),
-                      str(r["seed"]),
-                      f"{r['mean_wire_bytes']:,.0f}" if r["sent"] else "-",
-                      f"{r['ap@0.5']:.3f}", f"{r['ap@0.7']:.3f}", f"{r['fused']}/{r['sent']}")
+    for r in means:
+        table.add_row(r["kind"], r["setting"], r["channel"], str(r["vehicles"]), r["egos"],
+                      str(r["seeds"]), f"{r['mean_wire_bytes']:,.0f}",
+                      f"{r['ap@0.5']:.3f}", f"{r['ap@0.7']:.3f}", f"{r['busy_ratio']:.2f}")
     return table
 
 

@@ -1,12 +1,14 @@
-"""The bandwidth-versus-accuracy study: codec settings x channel presets x seeds, on Ray.
+"""The bandwidth-versus-accuracy study: fusions x vehicles x channels x codecs x seeds, on Ray.
 
 Each grid point is one whole simulation run (in-process executor) inside one Ray task of one
 CPU, so at most as many runs go at once as the cluster has CPUs (``max_parallel`` caps it
-further). Two references per seed: *no fusion* (nothing sent, the ego alone) and *lossless
-fusion* (float32, dense, ideal channel). An early or late fusion checkpoint sends points or
-boxes, whose wire format is fixed: its grid is channels x seeds, and its lossless reference the
-same messages over the ideal channel. The table has one row per run; the plot shows AP@0.5
-and AP@0.7 against log2(mean wire bytes per message), averaged over seeds.
+further). A fusion is a checkpoint; what it sends decides its codec axis: feature maps run
+every dtype x sparsity, points (early fusion) and boxes (late fusion) have one wire format
+each. References per vehicle count, ego mode and seed: *no fusion* (nothing sent, the ego
+alone) and, per fusion, *lossless* (its messages over the ideal channel; maps in float32,
+dense). The
+table has one row per run; the plots show AP against log2(mean wire bytes per message) and
+against the number of vehicles, per channel, averaged over seeds.
 """
 
 from __future__ import annotations
@@ -29,10 +31,29 @@ from agents.payloads import payload_kind
 from cosim.ray_setup import init_local
 from cosim.ray_tasks import run_bounded
 from cosim.render import save  # noqa: E402
-from cosim.run_config import DEFAULT_CHECKPOINT, DEFAULT_SCENARIO, RunConfig, sparsity_label  # noqa: E402
+from cosim.run_config import (  # noqa: E402
+    DEFAULT_CHECKPOINT,
+    DEFAULT_SCENARIO,
+    RunConfig,
+    check_checkpoint,
+    sparsity_label,
+)
 from cosim.run_config import parse_sparsity as _parse_sparsity  # noqa: E402
 
 KINDS = ("fusion", "no_fusion", "lossless")
+EGO_MODES = ("one", "all")
+SHIPPED = DEFAULT_CHECKPOINT.parent
+
+
+def fusion_checkpoint(name: str) -> str:
+    """A shipped strategy name (``max`` -> models/checkpoints/max.pt) or a checkpoint path."""
+    path = Path(name) if name.endswith(".pt") or "/" in name else SHIPPED / f"{name}.pt"
+    return str(check_checkpoint(path))
+
+
+def fusion_label(checkpoint: str) -> str:
+    """The label a fusion gets in the table: the checkpoint's file stem."""
+    return Path(checkpoint).stem
 
 
 @dataclass(frozen=True)
@@ -40,8 +61,9 @@ class SweepConfig:
     """The grid and what every run shares."""
 
     scenario: str = DEFAULT_SCENARIO
-    checkpoint: str = str(DEFAULT_CHECKPOINT)
-    agents: int | None = None
+    fusions: tuple[str, ...] = (str(DEFAULT_CHECKPOINT),)  # checkpoint paths
+    vehicles: tuple[int | None, ...] = (None,)  # connected vehicles; None: the scenario's
+    ego_modes: tuple[str, ...] = ("one",)  # one ego, or every vehicle fuses and is scored
     frames: int = 10
     dtypes: tuple[str, ...] = ("float16", "int8")
     sparsities: tuple[str, ...] = ("none", "topk:0.1")
@@ -52,6 +74,16 @@ class SweepConfig:
     severity: int = 2
     references: bool = True
     max_parallel: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.fusions:
+            raise ValueError("sweep: --fusions needs at least one checkpoint")
+        unknown = sorted(set(self.ego_modes) - set(EGO_MODES))
+        if unknown or not self.ego_modes:
+            raise ValueError(f"sweep: --egos takes {', '.join(EGO_MODES)}; got {unknown or '[]'}")
+        for count in self.vehicles:
+            if count is not None and count < 1:
+                raise ValueError(f"sweep: --vehicles must be >= 1, got {count}")
 
 
 def codec_grid(config: SweepConfig, payload: str) -> list[tuple[str, str]]:
@@ -64,27 +96,40 @@ def codec_grid(config: SweepConfig, payload: str) -> list[tuple[str, str]]:
 
 
 def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
-    """``(kind, RunConfig)`` for every run of the sweep, references last. An early or late
-    fusion checkpoint sends points or boxes: one fusion run per channel and seed."""
+    """``(kind, RunConfig)`` for every run of the sweep, references last: each fusion x channel
+    x its codec settings x vehicles x ego mode x seed; per vehicles x ego mode x seed one
+    no-fusion run (the first fusion's weights, nothing sent) and per fusion one lossless run
+    (ideal channel; maps in float32, dense)."""
     from cosim.driver import detector_config_of
 
-    payload = payload_kind(detector_config_of(config.checkpoint).fusion)
     base = RunConfig(
-        scenario=config.scenario, checkpoint=config.checkpoint, agents=config.agents,
-        frames=config.frames, pose_error=config.pose_error, corruption=config.corruption,
-        severity=config.severity, executor="inprocess", render_frames=0,
+        scenario=config.scenario, frames=config.frames, pose_error=config.pose_error,
+        corruption=config.corruption, severity=config.severity, executor="inprocess",
+        render_frames=0,
     )
-    runs = [
-        ("fusion", base.replace(channel=channel, dtype=dtype, sparsity=_parse_sparsity(sparse),
-                                seed=seed))
-        for channel in config.channels for dtype, sparse in codec_grid(config, payload)
-        for seed in config.seeds
+    settings = [
+        base.replace(agents=vehicles, all_egos=mode == "all", seed=seed)
+        for vehicles in config.vehicles for mode in config.ego_modes for seed in config.seeds
     ]
+    runs = []
+    for checkpoint in config.fusions:
+        payload = payload_kind(detector_config_of(checkpoint).fusion)
+        for channel in config.channels:
+            for dtype, sparse in codec_grid(config, payload):
+                runs.extend(
+                    ("fusion", setting.replace(checkpoint=checkpoint, channel=channel,
+                                               dtype=dtype, sparsity=_parse_sparsity(sparse)))
+                    for setting in settings
+                )
     if config.references:
-        for seed in config.seeds:
-            runs.append(("no_fusion", base.replace(channel="ideal", cooperate=False, seed=seed)))
-            runs.append(("lossless", base.replace(channel="ideal", dtype="float32", sparsity=None,
-                                                   seed=seed)))
+        for setting in settings:
+            runs.append(("no_fusion", setting.replace(
+                checkpoint=config.fusions[0], channel="ideal", cooperate=False)))
+            runs.extend(
+                ("lossless", setting.replace(checkpoint=checkpoint, channel="ideal",
+                                             dtype="float32", sparsity=None))
+                for checkpoint in config.fusions
+            )
     return runs
 
 
@@ -97,7 +142,9 @@ def run_row(kind: str, config: RunConfig) -> dict[str, Any]:
     wire = m["mean_wire_bytes"]
     maps = summary["payload"] == "map"
     return {
-        "kind": kind, "channel": config.channel_name, "payload": summary["payload"],
+        "kind": kind, "fusion": fusion_label(config.checkpoint),
+        "vehicles": len(summary["vehicles"]), "egos": "all" if config.all_egos else "one",
+        "channel": config.channel_name, "payload": summary["payload"],
         "dtype": config.dtype if maps else "-",
         "sparsity": sparsity_label(config.sparsity) if maps else "-", "seed": config.seed,
         "ap@0.3": summary["ap@0.3"], "ap@0.5": summary["ap@0.5"], "ap@0.7": summary["ap@0.7"],
@@ -156,31 +203,96 @@ def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) ->
             for k, v in groups.items()}
 
 
-def plot_sweep(table: pa.Table, out: Path, title: str = "") -> Path:
-    """AP@0.5 and AP@0.7 against log2(wire bytes per message), one line per channel."""
+def setting_label(row: dict[str, Any]) -> str:
+    """What a run sent: ``max int8 topk:0.1``, ``early points``, ``late boxes``."""
+    return f"{row['fusion']} {codec_label(row['payload'], row['dtype'], row['sparsity'])}"
+
+
+def _panels(channels: Sequence[str], title: str) -> tuple[Any, list[Any]]:
+    figure, panels = plt.subplots(1, len(channels), figsize=(6.5 * len(channels), 5), dpi=100,
+                                  sharey=True, squeeze=False)
+    figure.suptitle(title)
+    return figure, list(panels[0])
+
+
+def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.5") -> Path:
+    """``metric`` against log2(wire bytes per message), one panel per channel, one line per
+    vehicle count and ego mode through the message settings; no-fusion references dotted."""
     rows = table.to_pylist()
-    fused = [r for r in rows if r["kind"] == "fusion"]
-    figure, panels = plt.subplots(1, 2, figsize=(13, 5), dpi=100, sharex=True)
-    for axes, metric in zip(panels, ("ap@0.5", "ap@0.7"), strict=True):
-        keys = ("channel", "payload", "dtype", "sparsity")
-        ap, wire = _mean_by(fused, keys, metric), _mean_by(fused, keys, "log2_wire_bytes")
-        for channel in sorted({k[0] for k in ap}):
-            points = sorted((wire[k], ap[k], codec_label(*k[1:])) for k in ap if k[0] == channel)
-            axes.plot([p[0] for p in points], [p[1] for p in points], "o-", label=channel)
+    fused = [dict(r, setting=setting_label(r)) for r in rows if r["kind"] == "fusion"]
+    channels = sorted({r["channel"] for r in fused})
+    figure, panels = _panels(channels or ["-"], title or f"{metric.upper()} vs bytes per message")
+    keys = ("channel", "vehicles", "egos", "setting")
+    ap, wire = _mean_by(fused, keys, metric), _mean_by(fused, keys, "log2_wire_bytes")
+    reference = _mean_by([r for r in rows if r["kind"] == "no_fusion"], ("vehicles", "egos"),
+                         metric)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    groups = sorted({k[1:3] for k in ap})
+    for axes, channel in zip(panels, channels, strict=False):
+        for index, (vehicles, egos) in enumerate(groups):
+            colour, style = colours[index % len(colours)], "-" if egos == "one" else "--"
+            group = (channel, vehicles, egos)
+            points = sorted((wire[k], ap[k], k[3]) for k in ap if k[:3] == group)
+            axes.plot([p[0] for p in points], [p[1] for p in points], "o" + style, color=colour,
+                      label=f"{vehicles} vehicles, {egos} ego{'s' if egos == 'all' else ''}")
             for x, y, label in points:
-                axes.annotate(label, (x, y), fontsize=7, textcoords="offset points",
-                              xytext=(3, 3))
-        for kind, style in (("no_fusion", "--"), ("lossless", ":")):
-            ref = [r[metric] for r in rows if r["kind"] == kind and not math.isnan(r[metric])]
-            if ref:
-                axes.axhline(float(np.mean(ref)), color="0.3", linestyle=style,
-                             label=kind.replace("_", " ") + " (ref.)")
+                axes.annotate(label, (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+            if (vehicles, egos) in reference:
+                axes.axhline(reference[vehicles, egos], color=colour, linestyle=":", linewidth=1)
+        axes.set_title(f"{channel} (dotted: no fusion)")
         axes.set_xlabel("log2(mean wire bytes per message)")
         axes.set_ylabel(metric.upper())
-        axes.set_title(metric.upper())
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    figure.suptitle(title or "bandwidth vs accuracy")
+        axes.legend(fontsize=7)
     figure.tight_layout()
     return save(figure, out)
 
+
+def plot_vehicles(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.5") -> Path:
+    """``metric`` against the number of vehicles, one panel per channel, one line per message
+    setting and ego mode; no fusion in black."""
+    rows = table.to_pylist()
+    fused = [dict(r, setting=setting_label(r)) for r in rows if r["kind"] == "fusion"]
+    channels = sorted({r["channel"] for r in fused})
+    figure, panels = _panels(channels or ["-"], title or f"{metric.upper()} vs vehicles")
+    ap = _mean_by(fused, ("channel", "setting", "egos", "vehicles"), metric)
+    reference = _mean_by([r for r in rows if r["kind"] == "no_fusion"], ("egos", "vehicles"),
+                         metric)
+    for axes, channel in zip(panels, channels, strict=False):
+        for setting, egos in sorted({k[1:3] for k in ap if k[0] == channel}):
+            points = sorted((k[3], v) for k, v in ap.items() if k[:3] == (channel, setting, egos))
+            axes.plot([p[0] for p in points], [p[1] for p in points],
+                      "o-" if egos == "one" else "o--", label=f"{setting} ({egos})")
+        for egos in sorted({k[0] for k in reference}):
+            points = sorted((k[1], v) for k, v in reference.items() if k[0] == egos)
+            axes.plot([p[0] for p in points], [p[1] for p in points], "k" + (
+                ":" if egos == "one" else "-."), label=f"no fusion ({egos})")
+        axes.set_title(channel)
+        axes.set_xlabel("connected vehicles")
+        axes.set_ylabel(metric.upper())
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return save(figure, out)
+
+
+MEAN_COLUMNS = ("ap@0.3", "ap@0.5", "ap@0.7", "mean_wire_bytes", "median_wire_bytes",
+                "busy_ratio", "latency_p50_s", "fused_age_p50_s")
+
+
+def mean_over_seeds(table: pa.Table) -> pa.Table:
+    """One row per kind x setting x channel x vehicles x ego mode: the mean of each metric over
+    the seeds that ran (``seeds`` says how many), in the order they first appear."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in table.to_pylist():
+        key = (row["kind"], setting_label(row), row["channel"], row["vehicles"], row["egos"])
+        groups.setdefault(key, []).append(row)
+    means = []
+    for (kind, setting, channel, vehicles, egos), rows in groups.items():
+        mean = {"kind": kind, "setting": setting, "channel": channel, "vehicles": vehicles,
+                "egos": egos, "seeds": len(rows)}
+        for column in MEAN_COLUMNS:
+            values = [r[column] for r in rows if not math.isnan(r[column])]
+            mean[column] = float(np.mean(values)) if values else math.nan
+        means.append(mean)
+    return pa.Table.from_pylist(means)

@@ -103,21 +103,25 @@ def test_sweep_writes_table_and_plot(
     scenario, checkpoint = inputs
     out = tmp_path / "sweep"
     result = runner.invoke(app, [
-        "sweep", scenario, "--checkpoint", checkpoint, "--frames", "2",
+        "sweep", scenario, "--fusions", checkpoint, "--frames", "2",
         "--dtypes", "float16,int8", "--sparsities", "none", "--channels", "ideal",
         "--seeds", "0", "--out", str(out),
     ])
     assert result.exit_code == 0, result.output
     table = pq.read_table(out / "sweep.parquet").to_pylist()
-    assert [(r["kind"], r["dtype"]) for r in table] == [
-        ("fusion", "float16"), ("fusion", "int8"), ("no_fusion", "int8"),
-        ("lossless", "float32"),
+    assert [(r["kind"], r["dtype"], r["payload"]) for r in table] == [
+        ("fusion", "float16", "map"), ("fusion", "int8", "map"),
+        ("no_fusion", "int8", "map"), ("lossless", "float32", "map"),
     ]
+    assert {(r["fusion"], r["vehicles"], r["egos"]) for r in table} == {("tiny", 3, "one")}
     wire = {r["dtype"]: r["mean_wire_bytes"] for r in table if r["sent"]}
     assert wire["int8"] < wire["float16"] < wire["float32"]
     assert table[2]["sent"] == 0 and all(r["fused"] == 2 for r in table if r["sent"])
-    assert (out / "sweep.png").read_bytes()[:8] == PNG
+    for picture in ("sweep.png", "sweep_vehicles.png"):
+        assert (out / picture).read_bytes()[:8] == PNG
     assert (out / "sweep.yaml").is_file()
+    means = (out / "sweep_means.csv").read_text().splitlines()
+    assert len(means) == 5 and means[0].startswith('"kind","setting","channel","vehicles"')
     summary = json.loads((out / "sweep_summary.json").read_text())
     assert summary == {"interrupted": False, "runs": 4, "runs_planned": 4}
 
