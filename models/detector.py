@@ -458,10 +458,10 @@ class CooperativeDetector(nn.Module):
         chosen = [
             (neighbour_detections[i][0], transforms[i]) for i in self.select_neighbours(transforms)
         ]
-        cfg = self.config.head
+        cfg = self.anchor_head.config  # what cosim eval --vote-iou overrides
         return merge_late(
             own, chosen, self.grid, self.config.ego_clearance,
-            cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections,
+            cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections, cfg.vote_iou,
         )
 
 

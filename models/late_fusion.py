@@ -1,4 +1,5 @@
-"""Late fusion: every agent's detections moved into the ego frame and merged by rotated NMS."""
+"""Late fusion: every agent's detections moved into the ego frame and merged by rotated NMS,
+then (``vote_iou`` > 0) box voting over every agent's overlapping boxes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
+from models.box_voting import vote_boxes
 from models.grid import GridSpec
 from models.head import Detections
 from models.nms import rotated_nms
@@ -20,11 +22,14 @@ def merge_late(
     ego_clearance: float,
     nms_iou: float,
     max_detections: int,
+    vote_iou: float = 0.0,
 ) -> Detections:
     """Each neighbour's boxes (its LiDAR frame, with its 4x4 neighbour->ego transform) projected
     to the ego frame and pooled with the ego's; boxes whose centre leaves the grid (x, y) or
     lies within ``ego_clearance`` of the ego LiDAR (the ego itself) are dropped; then rotated
-    NMS by score, at most ``max_detections``."""
+    NMS by score, at most ``max_detections``. With ``vote_iou`` > 0 each kept box becomes the
+    score-weighted mean of the pooled boxes overlapping it that much (:mod:`models.box_voting`):
+    two agents' independent errors on one car average out."""
     boxes = [np.asarray(own.boxes, np.float32).reshape(-1, 7)]
     scores = [np.asarray(own.scores, np.float32).reshape(-1)]
     for dets, transform in neighbour_detections:
@@ -41,4 +46,7 @@ def merge_late(
     )
     all_boxes, all_scores = all_boxes[inside], all_scores[inside]
     keep = rotated_nms(all_boxes, all_scores, nms_iou, post_max_size=max_detections)
-    return Detections(all_boxes[keep], all_scores[keep])
+    kept = all_boxes[keep]
+    if vote_iou > 0.0 and len(kept):
+        kept = vote_boxes(kept, all_boxes, all_scores, vote_iou)
+    return Detections(kept, all_scores[keep])

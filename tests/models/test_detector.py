@@ -272,6 +272,25 @@ def test_late_merge_projects_boxes_and_suppresses_duplicates() -> None:
     np.testing.assert_allclose(merged.boxes[1], expect, atol=1e-5)
 
 
+def test_late_merge_votes_across_agents() -> None:
+    """The ego (score 0.9) and a neighbour (0.6) see one car 0.5 m apart: NMS keeps the ego's
+    box; voting at IoU 0.3 moves it to the score-weighted mean, x = (0.9 * 10 + 0.6 * 10.5) / 1.5
+    = 10.2, and keeps its score; a lone box is unchanged."""
+    model = build_detector("cpu_late_sizes")
+    car = [4.5, 1.8, 1.5, 0.0]
+    own = Detections(np.array([[10.0, 0.0, -1, *car], [-20.0, 5.0, -1, *car]], np.float32),
+                     np.array([0.9, 0.5], np.float32))
+    theirs = Detections(np.array([[10.5, 0.0, -1, *car]], np.float32),
+                        np.array([0.6], np.float32))
+    assert model.anchor_head.config.vote_iou == pytest.approx(0.3)
+    merged = model.detect_late(own, [(theirs, np.eye(4))])
+    np.testing.assert_allclose(merged.scores, [0.9, 0.5])
+    np.testing.assert_allclose(merged.boxes[:, 0], [10.2, -20.0], atol=1e-5)
+    model.anchor_head.config = dataclasses.replace(model.anchor_head.config, vote_iou=0.0)
+    np.testing.assert_allclose(model.detect_late(own, [(theirs, np.eye(4))]).boxes[:, 0],
+                               [10.0, -20.0])
+
+
 def test_the_ego_seen_by_its_neighbours_is_not_a_detection(sample: CooperativeSample) -> None:
     """A neighbour 20 m ahead, facing back, reports the ego's own car at (20, 0) in its frame:
     that is (0, 0) in the ego frame and is dropped; a car 3 m beside the ego is kept."""
