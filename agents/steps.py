@@ -42,6 +42,7 @@ from channel import (
 from channel.inbox import ReceiveBuffer
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
+from models.device import resolve_device, to_numpy
 from models.grid import GridSpec
 from scenarios.corruption_models import CorruptionContext
 from scenarios.corruptions import corrupt
@@ -75,6 +76,7 @@ class VehicleSpec:
     refine_neighbours: bool = False  # also refine each received map before warping it
     refine_skip_above: float | None = None  # adaptive steps override (None: the checkpoint's)
     max_age_s: float | None = None  # the channel's: held maps older than this are dropped
+    device: str = "cpu"  # where the vehicle's model runs (auto, cpu, cuda; models.device)
 
 
 @dataclass(frozen=True)
@@ -143,13 +145,14 @@ def grid_header(grid: GridSpec) -> GridHeader:
     return GridHeader(x0, y0, x1, y1, grid.cell_size)
 
 
-def load_model_bytes(blob: bytes) -> CooperativeDetector:
+def load_model_bytes(blob: bytes, device: str = "cpu") -> CooperativeDetector:
     """A detector from checkpoint file bytes (as shipped through Ray's object store, so workers
-    on other nodes need not see the driver's disk); loaded with ``weights_only``."""
+    on other nodes need not see the driver's disk); loaded with ``weights_only`` onto
+    ``device`` (``auto``: this process's GPU when it sees one)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.pt"
         path.write_bytes(blob)
-        model, _, _ = load_checkpoint(path)
+        model, _, _ = load_checkpoint(path, map_location=resolve_device(device))
     return model.eval()
 
 
@@ -220,7 +223,7 @@ class Vehicle:
         x0, y0, z0, x1, y1, z1 = self.model.grid.point_range
         points = rng.uniform((x0, y0, z0, 0.0), (x1, y1, z1, 1.0), (256, 4)).astype(np.float32)
         feature = encode_points(self.model, points)
-        encode_feature(feature.numpy(), np.eye(4), 0.0, self.agent_id, self.header,
+        encode_feature(to_numpy(feature), np.eye(4), 0.0, self.agent_id, self.header,
                        self.spec.codec)
         fuse_and_detect(self.model, feature, [NeighbourFeature(feature, np.eye(4))],
                         self.spec.refine_steps, self.spec.refine_neighbours)
@@ -237,7 +240,7 @@ class Vehicle:
         message = None
         if self.spec.send:
             message = encode_feature(
-                feature.numpy(), reported, float(frame.timestamp), self.agent_id, self.header,
+                to_numpy(feature), reported, float(frame.timestamp), self.agent_id, self.header,
                 self.spec.codec,
             )
         t3 = time.perf_counter()
