@@ -98,6 +98,7 @@ def train_command(
         if given:
             raise _fail(f"{' and '.join(given)} need --workers 2 or more (Ray Train); "
                         "--workers 1 trains in this process")
+    stopped_by = ""
     try:
         if workers > 1:
             from cosim.train_ray import train_distributed
@@ -111,6 +112,7 @@ def train_command(
             with graceful_stop() as stop:
                 result = train(cfg, resume=resume, console=console, command=command,
                                should_stop=stop, device=device)
+            stopped_by = stop.name or "SIGINT"
     except (DatasetFormatError, FileNotFoundError, ValueError, ConnectionError) as error:
         raise _fail(str(error)) from error
     console.print(
@@ -118,7 +120,7 @@ def train_command(
         f"(epoch {result.best_epoch})"
     )
     if result.interrupted:
-        console.print(f"interrupted ({stop.name}) after {len(result.epochs)} complete "
+        console.print(f"interrupted ({stopped_by}) after {len(result.epochs)} complete "
                       f"epoch(s); `cosim train --resume` goes on from last.pt", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+import yaml
+from typer.testing import CliRunner
 
+from cosim.cli import app
 from cosim.ray_setup import init_local
 from cosim.train import Replica, train
 from cosim.train_config import TrainConfig
@@ -104,3 +107,34 @@ def test_a_worker_that_fails_once_resumes_from_the_last_checkpoint(
     assert (run / "best.pt").is_file() and [r["epoch"] for r in result.epochs] == ["1", "2", "3"]
     reported = sorted((run / "ray").glob("*/checkpoint_*"))
     assert reported, "Ray Train persisted no checkpoint under the storage path"
+
+
+def test_cluster_flags_need_more_than_one_worker(tmp_path: Path, tiny_data: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tiny_data, tmp_path / "run")))
+    result = CliRunner().invoke(app, ["train", str(path), "--address", "auto"])
+    assert result.exit_code == 2
+    assert "--address need --workers 2 or more" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["train", str(path), "--workers", "2",
+                                      "--gpus-per-worker", "1.5"])
+    assert result.exit_code == 2 and "--gpus-per-worker 1.5" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_diffkd_teacher_student_training_runs_on_two_workers(
+    tiny_data: Path, tmp_path: Path, local_ray: None
+) -> None:
+    from tests.cosim.test_diffkd_train import TEACHER, base_config, student_config
+
+    teacher = tmp_path / "teacher"
+    train(TrainConfig.from_dict(base_config(tiny_data, teacher, TEACHER, steps_per_epoch=1)),
+          device="cpu")
+    config = student_config(tiny_data, tmp_path / "student", teacher / "last.pt", epochs=1,
+                            steps_per_epoch=2, batch_size=2)
+    train_distributed(config, 2, device="cpu", max_failures=0)
+    last = read_checkpoint(tmp_path / "student" / "last.pt")
+    assert last["extra"]["teacher"]["path"] == str((teacher / "last.pt").absolute())
+    with (tmp_path / "student" / "steps.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(float(r["diffusion"]) > 0 for r in rows)
+    assert all(float(r["feature"]) > 0 and float(r["max_severity"]) >= 1 for r in rows)
