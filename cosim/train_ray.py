@@ -110,12 +110,14 @@ def _worker_loop(settings: dict[str, Any]) -> None:
 
 
 def _epochs(run: Path) -> list[dict[str, Any]]:
-    """The rows of ``epochs.csv`` when this machine sees the run folder, else none."""
+    """The rows of ``epochs.csv`` (numbers, as :func:`cosim.train.train` returns them) when
+    this machine sees the run folder, else none."""
     path = run / "epochs.csv"
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+        return [{k: int(v) if k in ("epoch", "samples") else float(v) for k, v in row.items()}
+                for row in csv.DictReader(handle)]
 
 
 def train_distributed(

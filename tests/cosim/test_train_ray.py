@@ -104,7 +104,7 @@ def test_a_worker_that_fails_once_resumes_from_the_last_checkpoint(
     assert steps == [1, 2, 3, 4, 5, 6]
     last = read_checkpoint(run / "last.pt")
     assert last["epoch"] == 3 and last["optimizer_state"]["step"] == 6
-    assert (run / "best.pt").is_file() and [r["epoch"] for r in result.epochs] == ["1", "2", "3"]
+    assert (run / "best.pt").is_file() and [r["epoch"] for r in result.epochs] == [1, 2, 3]
     reported = sorted((run / "ray").glob("*/checkpoint_*"))
     assert reported, "Ray Train persisted no checkpoint under the storage path"
 
