@@ -164,3 +164,41 @@ def test_cuda_on_a_cpu_machine_is_a_clear_error(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "--device 'cuda'" in " ".join(result.output.split())
+
+
+def test_vehicle_actors_reserve_a_gpu_fraction_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RayExecutor.start on a cluster with GPUs: each actor asks for --gpus-per-vehicle and
+    loads its model on cuda; on a CPU cluster it asks for none (Ray itself is faked here)."""
+    import agents.vehicle
+    import cosim.executors as executors
+    from agents.steps import VehicleSpec
+
+    asked: list[dict[str, object]] = []
+
+    class FakeActor:
+        class warm_up:  # noqa: N801 - mimics actor.method.remote
+            @staticmethod
+            def remote() -> str:
+                return "node"
+
+    class FakeOptions:
+        def __init__(self, **kwargs: object) -> None:
+            asked.append(kwargs)
+
+        def remote(self, agent_id: int, blob: object, spec: VehicleSpec) -> FakeActor:
+            asked[-1]["device"] = spec.device
+            return FakeActor()
+
+    monkeypatch.setattr(agents.vehicle.VehicleActor, "options", FakeOptions)
+    monkeypatch.setattr(executors.ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(executors.ray, "put", lambda blob: blob)
+    monkeypatch.setattr(executors.ray, "get", lambda refs, timeout=None: refs)
+    for gpus, expected in ((2.0, (0.5, "cuda")), (0.0, (0, "cpu"))):
+        monkeypatch.setattr(executors.ray, "cluster_resources", lambda g=gpus: {"GPU": g})
+        executor = executors.RayExecutor(gpus_per_vehicle=0.5)
+        executor.start([1, 2], b"model", VehicleSpec(device="auto"))
+        assert [(a["num_gpus"], a["device"]) for a in asked] == [expected, expected]
+        asked.clear()
+    monkeypatch.setattr(executors.ray, "cluster_resources", lambda: {})
+    with pytest.raises(ValueError, match="--device 'cuda': the Ray cluster has no GPU"):
+        executors.RayExecutor().start([1], b"model", VehicleSpec(device="cuda"))
