@@ -52,6 +52,7 @@ from channel import (
 from channel.payload_codec import decode_boxes, decode_cloud, encode_boxes, encode_cloud
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
+from models.device import to_numpy
 from models.grid import GridSpec
 from models.head import Detections
 
@@ -191,7 +192,7 @@ class MapPayload(_Base):
     def encode(
         self, own: torch.Tensor, pose: NDArray[np.float64], t_send: float, sender: int
     ) -> tuple[bytes, int]:
-        message = encode_feature(own.numpy(), pose, t_send, sender, self.expect.grid, self.codec)
+        message = encode_feature(to_numpy(own), pose, t_send, sender, self.expect.grid, self.codec)
         return message, 4 * own.numel()
 
     def decode(self, data: bytes) -> Any:

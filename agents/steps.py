@@ -34,6 +34,7 @@ from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, PoseNoise
 from channel.inbox import ReceiveBuffer
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector
+from models.device import resolve_device
 from scenarios.corruption_models import CorruptionContext
 from scenarios.corruptions import corrupt
 from scenarios.frame import AgentObservation, Frame
@@ -67,6 +68,7 @@ class VehicleSpec:
     refine_neighbours: bool = False  # also refine each received map before warping it
     refine_skip_above: float | None = None  # adaptive steps override (None: the checkpoint's)
     max_age_s: float | None = None  # the channel's: held maps older than this are dropped
+    device: str = "cpu"  # where the vehicle's model runs (auto, cpu, cuda; models.device)
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,14 @@ class EgoResult:
     refine_steps: int = 0  # DDIM steps the refiner ran on the ego map (0: skipped or none)
 
 
-def load_model_bytes(blob: bytes) -> CooperativeDetector:
+def load_model_bytes(blob: bytes, device: str = "cpu") -> CooperativeDetector:
     """A detector from checkpoint file bytes (as shipped through Ray's object store, so workers
-    on other nodes need not see the driver's disk); loaded with ``weights_only``."""
+    on other nodes need not see the driver's disk); loaded with ``weights_only`` onto
+    ``device`` (``auto``: this process's GPU when it sees one)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.pt"
         path.write_bytes(blob)
-        model, _, _ = load_checkpoint(path)
+        model, _, _ = load_checkpoint(path, map_location=resolve_device(device))
     return model.eval()
 
 

@@ -20,7 +20,7 @@ class VehicleActor:
     """A vehicle (and, when asked, the ego role) in its own worker process."""
 
     def __init__(self, agent_id: int, model_blob: bytes, spec: VehicleSpec) -> None:
-        self.vehicle = Vehicle(agent_id, load_model_bytes(model_blob), spec)
+        self.vehicle = Vehicle(agent_id, load_model_bytes(model_blob, spec.device), spec)
 
     def warm_up(self) -> str:
         """Run every stage once (see ``Vehicle.warm_up``); returns the node id."""

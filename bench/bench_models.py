@@ -3,11 +3,13 @@ and a full cooperative forward with 4 agents, on two threads.
 
 Prints one JSON object. The cloud is LiDAR-like (not uniform noise): rings of a 64-beam sensor
 1.9 m above flat ground, plus car-sized boxes and two building walls, ~30k points inside the
-grid's range. Run: ``python bench/bench_models.py [--repeats N] [--train]``. Stage times are the
-best of N runs (``total_median_ms`` is the median of the whole single-agent detect path);
-``train_step_ms`` is a forward + backward + SGD step of the feature half alone, with a stand-in
-loss. ``nms_ms`` decodes and NMSes at score threshold 0, i.e. the head's ``pre_nms_top_k``
-(1000) best anchors of an untrained head: a worst case for a trained model's few candidates.
+grid's range. Run: ``python bench/bench_models.py [--repeats N] [--train] [--device cuda]``
+(models on that device, voxelization on the CPU, CUDA synchronised around each timing).
+Stage times are the best of N runs (``total_median_ms`` is the median of the whole
+single-agent detect path); ``train_step_ms`` is a forward + backward + SGD step of the
+feature half alone, with a stand-in loss. ``nms_ms`` decodes and NMSes at score threshold 0,
+i.e. the head's ``pre_nms_top_k`` (1000) best anchors of an untrained head: a worst case for
+a trained model's few candidates.
 ``coop4_<fuse_at>_*`` run :class:`~models.detector.CooperativeDetector` with attention fusion
 on an ego plus 3 neighbours (4 clouds encoded in one batch, 3 warped, fused, head, decode +
 NMS), fused at the pillar map (``encoder``: one backbone pass) or after the backbone.
@@ -34,6 +36,7 @@ import torch
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
 from models.detector_config import FUSE_POINTS, DetectorConfig, load_detector_config
+from models.device import resolve_device
 from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
 from models.head import HeadConfig
@@ -85,6 +88,12 @@ def lidar_like_cloud(grid: GridSpec, n_points: int = 30000, seed: int = 0) -> np
     return np.c_[xyz, intensity].astype(np.float32)[rng.permutation(xyz.shape[0])]
 
 
+def _synchronize() -> None:
+    """Wait for queued CUDA kernels, so a timing covers the work and not only its launch."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn: Any, repeats: int) -> tuple[Any, float, float]:
     """Result of the last call, and the best and median wall times in milliseconds.
 
@@ -92,8 +101,10 @@ def _timed(fn: Any, repeats: int) -> tuple[Any, float, float]:
     """
     times, out = [], None
     for _ in range(repeats):
+        _synchronize()
         t = time.perf_counter()
         out = fn()
+        _synchronize()
         times.append(time.perf_counter() - t)
     return out, 1000.0 * min(times), 1000.0 * float(np.median(times))
 
@@ -107,7 +118,8 @@ def cooperative_sample(grid: GridSpec, agents: int = 4) -> CooperativeSample:
 
 
 def bench_one(
-    preset: str, encoder: str, repeats: int, train: bool, head: HeadConfig | None = None
+    preset: str, encoder: str, repeats: int, train: bool, head: HeadConfig | None = None,
+    device: torch.device = torch.device("cpu"),  # noqa: B008 - immutable
 ) -> dict[str, Any]:
     grid, config = FEATURE_PRESETS[preset]
     head = head or HeadConfig()
@@ -116,7 +128,7 @@ def bench_one(
         DetectorConfig(
             f"{preset}_{encoder}", grid, config.with_encoder(encoder), head, fusion="attention"
         )
-    ).eval()
+    ).to(device).eval()
     net = detector.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
@@ -143,7 +155,7 @@ def bench_one(
             coop = CooperativeDetector(
                 DetectorConfig(f"{preset}_{encoder}", grid, config.with_encoder(encoder), head,
                                fusion="attention", fuse_at=fuse_at)
-            ).eval()
+            ).to(device).eval()
             coop([sample])  # warm-up
             _, row[f"coop4_{fuse_at}_forward_ms"], _ = _timed(
                 lambda model=coop: model([sample]), repeats
@@ -152,7 +164,7 @@ def bench_one(
                 lambda model=coop: model.predict([sample], score_threshold=0.0), repeats
             )
         # The refiner acts on the encoder's pseudo-image (the map fused at the encoder).
-        refiner = FeatureRefiner(bev.shape[1], RefinerConfig()).eval()
+        refiner = FeatureRefiner(bev.shape[1], RefinerConfig()).to(device).eval()
         refiner(bev, steps=2)  # warm-up
         for k in (1, 2, 5, 10):
             _, row[f"refine_k{k}_ms"], _ = _timed(lambda k=k: refiner(bev, steps=k), repeats)
@@ -164,7 +176,7 @@ def bench_one(
             agf = CooperativeDetector(
                 DetectorConfig(f"{preset}_{encoder}_{name}", grid, config.with_encoder(encoder),
                                fusion="agf", fuse_at="encoder", refiner=refine)
-            ).eval()
+            ).to(device).eval()
             agf.predict([sample], score_threshold=0.0)  # warm-up
             _, row[f"coop4_{name}_predict_ms"], _ = _timed(
                 lambda model=agf: model.predict([sample], score_threshold=0.0), repeats
@@ -198,11 +210,13 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=sorted(FEATURE_PRESETS))
     parser.add_argument("--encoders", nargs="+", default=["pointpillars", "sparse_voxel"])
     parser.add_argument("--head", default=None, help="detector preset whose head to use")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (voxelize: CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     head = None if args.head is None else load_detector_config(args.head).head
     rows = [
-        bench_one(p, e, args.repeats, args.train, head)
+        bench_one(p, e, args.repeats, args.train, head, device)
         for p in args.presets
         for e in args.encoders
     ]
@@ -210,6 +224,7 @@ def main() -> None:
         json.dumps(
             {
                 "threads": args.threads,
+                "device": str(device),
                 "head": args.head or "single car anchor",
                 "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(),

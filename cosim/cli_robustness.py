@@ -51,6 +51,9 @@ def robustness_command(
     refine_skip_above: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
     ] = None,
+    device: Annotated[str, typer.Option(
+        help="Models on auto (a GPU when the machine or Ray cluster has one), cpu or cuda.")
+    ] = "auto",
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
     from cosim.robustness import build_conditions
@@ -66,6 +69,7 @@ def robustness_command(
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         chosen = build_conditions(tuple(p.strip() for p in conditions.split(",") if p.strip()))
         from cosim.robustness import CORRUPT_TARGETS
+        from models.device import DEVICE_CHOICES, resolve_device
         from models.refiner import MAX_STEPS
 
         if corrupt not in CORRUPT_TARGETS:
@@ -75,7 +79,12 @@ def robustness_command(
             raise ValueError(f"--refine-steps must be in 0..{MAX_STEPS}, got {refine_steps}")
         config = BenchmarkConfig(data=str(data), frames=frames, seed=seed, threads=threads,
                                  corrupt=corrupt, refine_steps=refine_steps,
-                                 refine_skip_above=refine_skip_above)
+                                 refine_skip_above=refine_skip_above, device=device)
+        if device not in DEVICE_CHOICES:
+            raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, "
+                             f"got {device!r}")
+        if mode == "inprocess":
+            resolve_device(device)  # fails here, naming the flag, on a machine without CUDA
         check_conditions(config, chosen)
         if mode not in ("ray", "inprocess"):
             raise ValueError(f"--executor must be ray or inprocess, got {executor!r}")
@@ -91,9 +100,14 @@ def robustness_command(
     with graceful_stop() as stop:
         with progress_bar(console, transient=True) as progress:
             task = progress.add_task("robustness conditions", total=len(chosen))
-            table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1), address,
-                                  lambda done, _: progress.update(task, completed=done),
-                                  should_stop=stop)
+            try:
+                table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1),
+                                      address,
+                                      lambda done, _: progress.update(task, completed=done),
+                                      should_stop=stop)
+            except ValueError as err:  # e.g. --device cuda on a cluster without GPUs
+                print_error(console, err)
+                raise typer.Exit(2) from err
     interrupted = table.num_rows < len(chosen)
     (folder / "robustness_summary.json").write_text(json.dumps(
         {"interrupted": interrupted, "conditions": table.num_rows,

@@ -117,6 +117,12 @@ def run(
     refine_skip_above: Annotated[float | None, typer.Option(
         help="adaptive steps: skip refining maps the noise adapter rates >= this (0-1; "
              "1 = never skip) [default: the checkpoint's]")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="vehicles' models on auto (a GPU when the cluster or machine has one), cpu or "
+             "cuda [default: auto]")] = None,
+    gpus_per_vehicle: Annotated[float | None, typer.Option(
+        help="GPU fraction each vehicle actor asks Ray for when the device is cuda "
+             "[default: 0.25]")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML to start from")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory [default: runs/<time>]")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
@@ -134,6 +140,7 @@ def run(
             executor=executor, all_egos=all_egos, cooperate=cooperate,
             max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
             refine_neighbours=refine_neighbours, refine_skip_above=refine_skip_above,
+            device=device, gpus_per_vehicle=gpus_per_vehicle,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:

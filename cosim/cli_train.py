@@ -24,6 +24,7 @@ from cosim.train import train
 from cosim.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
 from models.dataset import DatasetFormatError
+from models.device import resolve_device
 
 console = Console()
 
@@ -48,11 +49,29 @@ def train_command(
     val_data: Annotated[
         Path | None, typer.Option("--val-data", help="Validation dataset folder (data.val).")
     ] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1,
+        help="Data-parallel Ray Train workers (DDP); batch_size is per worker. 1: this process, "
+             "no Ray.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(
+        "--gpus-per-worker", help="GPUs each Ray Train worker reserves on CUDA.")] = 1.0,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster for --workers N: auto, host:6379 (default: a local "
+                          "instance).")] = None,
+    storage: Annotated[Path | None, typer.Option(
+        "--storage", help="Where Ray Train keeps reported checkpoints: a folder every node "
+                          "sees (default: <out>/ray).")] = None,
+    max_failures: Annotated[int, typer.Option(
+        "--max-failures", min=-1,
+        help="Restarts from the latest checkpoint after a worker fails (-1: no limit).")] = 3,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Train a detector; checkpoints last.pt / best.pt and step logs go to the run folder.
 
     With --resume, --epochs may extend a finished run: the schedule is stretched to the new
-    total from the current step (the learning rate rises again if it had decayed).
+    total from the current step (the learning rate rises again if it had decayed). With
+    --workers N the same loop runs on N Ray Train workers (cosim/train_ray.py).
     """
     try:
         cfg = TrainConfig.from_yaml(config)
@@ -73,18 +92,35 @@ def train_command(
     command = "cosim train " + shlex.join(
         sys.argv[2:] if sys.argv[1:2] == ["train"] else [str(config)]
     )
+    if workers == 1:
+        given = [flag for flag, value in (("--address", address), ("--storage", storage))
+                 if value is not None]
+        if given:
+            raise _fail(f"{' and '.join(given)} need --workers 2 or more (Ray Train); "
+                        "--workers 1 trains in this process")
+    stopped_by = ""
     try:
-        with graceful_stop() as stop:
-            result = train(cfg, resume=resume, console=console, command=command,
-                           should_stop=stop)
-    except (DatasetFormatError, FileNotFoundError) as error:
+        if workers > 1:
+            from cosim.train_ray import train_distributed
+
+            result = train_distributed(
+                cfg, workers, device=device, gpus_per_worker=gpus_per_worker,
+                address=address, storage=storage, resume=resume, max_failures=max_failures,
+                command=command, console=console,
+            )
+        else:
+            with graceful_stop() as stop:
+                result = train(cfg, resume=resume, console=console, command=command,
+                               should_stop=stop, device=device)
+            stopped_by = stop.name or "SIGINT"
+    except (DatasetFormatError, FileNotFoundError, ValueError, ConnectionError) as error:
         raise _fail(str(error)) from error
     console.print(
         f"done: {result.run_dir}; best val AP@0.5 {result.best_ap50:.4f} "
         f"(epoch {result.best_epoch})"
     )
     if result.interrupted:
-        console.print(f"interrupted ({stop.name}) after {len(result.epochs)} complete "
+        console.print(f"interrupted ({stopped_by}) after {len(result.epochs)} complete "
                       f"epoch(s); `cosim train --resume` goes on from last.pt", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -106,6 +142,9 @@ def eval_command(
     vote_iou: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Box voting after NMS at this IoU, 0 off (default: the config's)."
     )] = None,
+    device: Annotated[str, typer.Option(
+        help="Run the model on auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -115,7 +154,7 @@ def eval_command(
     if not checkpoint.is_file():
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
-        model, config, payload = load_checkpoint(checkpoint)
+        model, config, payload = load_checkpoint(checkpoint, map_location=resolve_device(device))
         if refine_skip_above is not None:
             model.set_refine_skip(refine_skip_above)
         if vote_iou is not None:

@@ -153,11 +153,12 @@ class Simulation:
             send=config.cooperate and self.detector.fusion != "none",
             torch_threads=config.torch_threads, max_age_s=channel.max_age_s,
             refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
-            refine_skip_above=config.refine_skip_above,
+            refine_skip_above=config.refine_skip_above, device=config.device,
         )
         self.executor = executor or make_executor(
             config.executor, config.address, config.actor_cpus, config.max_restarts,
             metrics=config.metrics, connect_timeout_s=config.connect_timeout_s,
+            gpus_per_vehicle=config.gpus_per_vehicle,
         )
         self.acc = DetectionAccumulator()
         self.pending: dict[int, Any] = {}  # transmission -> message handle, while needed

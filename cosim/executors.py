@@ -13,6 +13,7 @@ times; after that the vehicle is left out of the rest of the run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
 
 from agents.steps import EgoResult, Inbound, SenseResult, Vehicle, VehicleSpec, load_model_bytes
 from cosim.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
+from models.device import check_gpu_fraction, cluster_device
 from scenarios.frame import Frame
 
 
@@ -66,7 +68,8 @@ class InProcessExecutor:
 
     def start(self, agent_ids: Sequence[int], model_blob: bytes, spec: VehicleSpec) -> None:
         for agent_id in agent_ids:
-            self.vehicles[int(agent_id)] = Vehicle(agent_id, load_model_bytes(model_blob), spec)
+            model = load_model_bytes(model_blob, spec.device)
+            self.vehicles[int(agent_id)] = Vehicle(agent_id, model, spec)
             self.vehicles[int(agent_id)].warm_up()
 
     def put_frame(self, frame: Frame) -> Frame:
@@ -107,8 +110,10 @@ class RayExecutor:
         num_cpus: int | None = None,
         metrics: bool = False,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        gpus_per_vehicle: float = 0.25,
     ) -> None:
         self.address, self.actor_cpus = address, actor_cpus
+        self.gpus_per_vehicle = check_gpu_fraction(gpus_per_vehicle, "--gpus-per-vehicle")
         self.metrics, self.connect_timeout_s = metrics, connect_timeout_s
         self.max_restarts, self.timeout_s = max_restarts, timeout_s
         self.num_cpus = num_cpus
@@ -126,10 +131,13 @@ class RayExecutor:
             start_ray(self.address, num_cpus=self.num_cpus, metrics=self.metrics,
                       connect_timeout_s=self.connect_timeout_s)
             self._started_ray = True
+        device = cluster_device(spec.device, ray.cluster_resources().get("GPU", 0.0))
+        spec = dataclasses.replace(spec, device=device)
         blob = self._model_ref = ray.put(model_blob)  # kept alive for actor restarts
         for agent_id in agent_ids:
             self.actors[int(agent_id)] = VehicleActor.options(
                 num_cpus=self.actor_cpus,
+                num_gpus=self.gpus_per_vehicle if device == "cuda" else 0,
                 max_restarts=self.max_restarts,
                 scheduling_strategy="SPREAD",
                 name=None,
@@ -193,10 +201,11 @@ class RayExecutor:
 def make_executor(
     kind: str, address: str | None = None, actor_cpus: float = 0.25, max_restarts: int = 1,
     *, metrics: bool = False, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    gpus_per_vehicle: float = 0.25,
 ) -> InProcessExecutor | RayExecutor:
     if kind == "inprocess":
         return InProcessExecutor()
     if kind == "ray":
         return RayExecutor(address, actor_cpus, max_restarts, metrics=metrics,
-                           connect_timeout_s=connect_timeout_s)
+                           connect_timeout_s=connect_timeout_s, gpus_per_vehicle=gpus_per_vehicle)
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'inprocess'")

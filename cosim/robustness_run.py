@@ -25,6 +25,7 @@ from cosim.robustness import Condition, evaluate_condition, frame_spacing, laten
 from cosim.robustness_report import COLUMNS, with_rce
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore
+from models.device import cluster_device, resolve_device
 
 EXECUTORS = ("ray", "inprocess")
 
@@ -33,7 +34,7 @@ EXECUTORS = ("ray", "inprocess")
 class BenchmarkConfig:
     """What every condition shares: data, frames per source, seed, batch, torch threads, who
     carries a sensor corruption (``corrupt``: all, ego, neighbours) and the refiner's DDIM
-    steps (None: the checkpoint's)."""
+    steps (None: the checkpoint's); ``device`` the models run on (auto, cpu, cuda)."""
 
     data: str
     frames: int | None = None
@@ -43,6 +44,7 @@ class BenchmarkConfig:
     corrupt: str = "all"
     refine_steps: int | None = None
     refine_skip_above: float | None = None
+    device: str = "auto"
 
 
 def check_conditions(config: BenchmarkConfig, conditions: Sequence[Condition]) -> None:
@@ -72,7 +74,8 @@ def _condition_task(blob: bytes, config: dict[str, Any], condition: dict[str, An
                     ) -> dict[str, Any]:
     from agents.steps import load_model_bytes
 
-    return _evaluate(load_model_bytes(blob), BenchmarkConfig(**config),
+    settings = BenchmarkConfig(**config)
+    return _evaluate(load_model_bytes(blob, settings.device), settings,
                      Condition.from_dict(condition))
 
 
@@ -81,7 +84,7 @@ def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
                   progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Every condition in order, in this process, with one model (until ``should_stop``)."""
-    model, _, _ = load_checkpoint(checkpoint)
+    model, _, _ = load_checkpoint(checkpoint, map_location=resolve_device(config.device))
     rows = []
     for done, condition in enumerate(conditions, 1):
         if should_stop is not None and should_stop():
@@ -100,7 +103,8 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
     finished ones when ``should_stop`` ends it early).
 
     Connects to ``address`` when given; else uses the current connection, or starts a local
-    instance with ``parallel`` CPUs and shuts it down after.
+    instance with ``parallel`` CPUs and shuts it down after. On a CUDA device (``cuda``, or
+    ``auto`` on a cluster with GPUs) the ``parallel`` tasks share the cluster's GPUs equally.
     """
     started = not ray.is_initialized()
     if started and address is not None:
@@ -108,10 +112,15 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
     elif started:
         init_local(max(1, parallel))
     try:
+        gpus = ray.cluster_resources().get("GPU", 0.0)
+        device = cluster_device(config.device, gpus)
+        task = _condition_task.options(
+            num_gpus=min(1.0, gpus / max(1, parallel)) if device == "cuda" else 0)
         blob = ray.put(Path(checkpoint).read_bytes())
         settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}
+        settings["device"] = device
         rows = run_bounded(
-            lambda condition: _condition_task.remote(blob, settings, condition.to_dict()),
+            lambda condition: task.remote(blob, settings, condition.to_dict()),
             conditions, parallel, progress, should_stop,
         )
         return [row for row in rows if row is not None]

@@ -17,6 +17,7 @@ import yaml
 
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
+from models.device import DEVICE_CHOICES, check_gpu_fraction
 from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.safe_yaml import load_yaml_file, short_repr
@@ -27,9 +28,9 @@ EXECUTORS = ("ray", "inprocess")
 _INT_FIELDS = ("agents", "frames", "zstd_level", "severity", "seed", "max_restarts",
                "torch_threads", "render_frames", "min_points", "refine_steps")
 _FLOAT_FIELDS = ("pose_error", "fusion_deadline_s", "actor_cpus", "connect_timeout_s",
-                 "refine_skip_above")
+                 "refine_skip_above", "gpus_per_vehicle")
 _BOOL_FIELDS = ("all_egos", "cooperate", "metrics", "refine_neighbours")
-_STR_FIELDS = ("scenario", "checkpoint", "dtype", "executor", "address", "corruption")
+_STR_FIELDS = ("scenario", "checkpoint", "dtype", "executor", "address", "corruption", "device")
 _OPTIONAL = ("agents", "frames", "pose_error", "fusion_deadline_s", "address", "corruption",
              "refine_steps", "refine_skip_above")
 
@@ -114,9 +115,16 @@ class RunConfig:
     refine_steps: int | None = None  # PKD refiner DDIM steps (None: the checkpoint's, 0: off)
     refine_neighbours: bool = False  # also refine every received map before fusing it
     refine_skip_above: float | None = None  # adaptive steps: skip maps with gamma >= this
+    device: str = "auto"  # vehicles' models: auto (a GPU when there is one), cpu or cuda
+    gpus_per_vehicle: float = 0.25  # the GPU fraction each vehicle actor asks Ray for on cuda
 
     def __post_init__(self) -> None:
         _check_types(self)
+        if self.device not in DEVICE_CHOICES:
+            raise ValueError(f"run config: device (--device) must be one of "
+                             f"{list(DEVICE_CHOICES)}, got {self.device!r}")
+        check_gpu_fraction(self.gpus_per_vehicle,
+                           "run config: gpus_per_vehicle (--gpus-per-vehicle)")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.corruption is not None and self.corruption not in CORRUPTION_NAMES:

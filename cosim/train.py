@@ -6,6 +6,10 @@ loss, samples/s, validation APs), ``last.pt`` (every epoch: weights, config, met
 and scheduler state, the epoch) and ``best.pt`` (the epoch of highest validation AP@0.5).
 ``train(config, resume=True)`` continues from ``last.pt``: the epoch count, the schedule, the
 shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if never stopped.
+
+:func:`run_training` is the loop itself, for one process (:func:`train`) or for each worker of a
+Ray Train run (:mod:`cosim.train_ray`): a :class:`Replica` says which worker it is, and only
+worker 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
 from rich.console import Console
+from torch.nn.parallel import DistributedDataParallel
 
 from cosim.evaluate import evaluate_report
 from cosim.progress import progress_bar
@@ -31,6 +37,7 @@ from cosim.train_config import ScheduleConfig, TrainConfig
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.dataset import CooperativeDataset, read_manifest
 from models.detector import CooperativeDetector
+from models.device import resolve_device
 from models.distill import (
     DistillWeights,
     check_teacher,
@@ -38,6 +45,8 @@ from models.distill import (
     file_sha256,
     teacher_maps,
 )
+from models.global_norm import use_global_batch_norm
+from models.head import Normaliser
 from models.pairs import PairMaker
 
 STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos",
@@ -82,9 +91,50 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     return cls(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
 
 
-def steps_per_epoch(config: TrainConfig, num_samples: int) -> int:
-    """Optimiser steps in one epoch (full batches and the last partial one, capped)."""
-    steps = math.ceil(num_samples / config.batch_size)
+@dataclass(frozen=True)
+class Replica:
+    """This process's place among data-parallel training workers: rank ``rank`` of ``world``
+    (0 of 1 in a plain ``cosim train``) and the device its model runs on."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def chief(self) -> bool:
+        """Worker 0 writes the run folder and evaluates."""
+        return self.rank == 0
+
+    def shard(self, order: np.ndarray) -> np.ndarray:
+        """This worker's share of an epoch's shuffled sample order, as torch's
+        DistributedSampler cuts it: padded by wrapping to a multiple of the workers, then every
+        ``world``-th sample from ``rank``. So step k of W workers x batch B covers exactly the
+        samples of step k of one worker x batch W*B."""
+        if self.world == 1:
+            return order
+        padded = np.resize(order, math.ceil(len(order) / self.world) * self.world)
+        return padded[self.rank :: self.world]
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """The mean of ``values`` over the workers (an all-reduce; ``values`` for one)."""
+        if self.world == 1:
+            return values
+        total = values.detach().clone()
+        dist.all_reduce(total)
+        return total / self.world
+
+    def normaliser(self, positives: torch.Tensor) -> torch.Tensor:
+        """The head loss's divisor: the global batch's positives (at least 1) over the workers,
+        so DDP's mean of the workers' gradients is the gradient of one big batch."""
+        if self.world == 1:
+            return positives.clamp(min=1)
+        return (self.mean(positives) * self.world).clamp(min=1) / self.world
+
+
+def steps_per_epoch(config: TrainConfig, num_samples: int, world: int = 1) -> int:
+    """Optimiser steps in one epoch (full batches and the last partial one, capped);
+    ``batch_size`` is per worker, each of ``world`` workers takes its share of the samples."""
+    steps = math.ceil(math.ceil(num_samples / world) / config.batch_size)
     return steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
 
 
@@ -160,7 +210,7 @@ def load_teacher(config: TrainConfig, model: CooperativeDetector) -> Cooperative
         if model.refiner is not None and config.distill is not None:
             raise ValueError(f"{config.source}: distill.teacher is needed to train a refiner")
         return None
-    teacher, _, _ = load_checkpoint(config.distill.teacher)
+    teacher, _, _ = load_checkpoint(config.distill.teacher, map_location=model.device)
     check_teacher(teacher, model)
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
@@ -174,27 +224,62 @@ def train(
     console: Console | None = None,
     command: str = "",
     should_stop: Callable[[], bool] | None = None,
+    device: str = "auto",
 ) -> TrainResult:
-    """Train per ``config``; with ``resume`` continue from ``<out>/last.pt``.
+    """Train per ``config`` in this process; with ``resume`` continue from ``<out>/last.pt``.
 
     ``stop_after``: end after that epoch (the schedule still spans ``config.epochs``), as an
     interrupted run would. ``command`` is stored in the checkpoints' ``extra``.
     ``should_stop`` (see :mod:`cosim.interrupts`) is polled after each epoch's checkpoint: the
     run then ends there with ``interrupted`` in the result and ``summary.json``; a
     ``KeyboardInterrupt`` abandons the epoch under way (``last.pt`` keeps the previous one).
+    ``device``: ``auto``, ``cpu`` or ``cuda[:N]`` (:func:`models.device.resolve_device`).
     """
-    console = console or Console()
+    replica = Replica(device=resolve_device(device))
+    resume_from = Path(config.out) / "last.pt" if resume else None
+    return run_training(config, replica, resume_from, stop_after, console, command, should_stop)
+
+
+EpochReport = Callable[[dict[str, Any], Path | None], None]
+
+
+def run_training(
+    config: TrainConfig,
+    replica: Replica,
+    resume_from: Path | None = None,
+    stop_after: int | None = None,
+    console: Console | None = None,
+    command: str = "",
+    should_stop: Callable[[], bool] | None = None,
+    report: EpochReport | None = None,
+    before_step: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """The training loop of one worker (see :func:`train` for the arguments they share).
+
+    ``resume_from``: a ``last.pt`` to continue from. With ``replica.world > 1`` the model is
+    wrapped in DistributedDataParallel with BatchNorm over the global batch
+    (:mod:`models.global_norm`) and each step reads this worker's share of the shuffled
+    samples (:meth:`Replica.shard`); only worker 0 writes the run folder and evaluates.
+    ``report(metrics, last_pt)`` is called by every worker after each epoch (``last_pt`` is
+    the epoch's checkpoint on worker 0, None elsewhere); ``before_step(epoch, step)`` before
+    each optimiser step.
+    """
+    console = console or Console(quiet=not replica.chief)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     run = Path(config.out)
-    run.mkdir(parents=True, exist_ok=True)
+    if replica.chief:
+        run.mkdir(parents=True, exist_ok=True)
     model = CooperativeDetector(config.model)
-    if config.init_from and not resume:
+    if config.init_from and resume_from is None:
         warm_start(model, config.init_from, config.init_skip)
+    if replica.world > 1:  # before the optimizer is built: it holds the new norms' parameters
+        use_global_batch_norm(model)
+    model.to(replica.device)
     teacher = load_teacher(config, model)
     model.train()
     dataset = make_dataset(config, model)
-    per_epoch = steps_per_epoch(config, len(dataset))
+    per_epoch = steps_per_epoch(config, len(dataset), replica.world)
     total_steps = per_epoch * config.epochs
     optimizer = build_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -202,8 +287,8 @@ def train(
     )
     result = TrainResult(run)
     first_epoch, step, elapsed = 1, 0, 0.0
-    if resume:
-        payload = read_checkpoint(run / "last.pt")
+    if resume_from is not None:
+        payload = read_checkpoint(resume_from)
         model.load_state_dict(payload["state_dict"])
         state = payload["optimizer_state"]
         optimizer.load_state_dict(state["optimizer"])
@@ -211,13 +296,17 @@ def train(
         first_epoch, step = payload["epoch"] + 1, int(state["step"])
         result.best_ap50, result.best_epoch = state["best_ap50"], state["best_epoch"]
         elapsed = float(state["elapsed_s"])
-        _truncate_log(run / "steps.csv", "global_step", step)
-        _truncate_log(run / "epochs.csv", "epoch", payload["epoch"])
+        if replica.chief:
+            _truncate_log(run / "steps.csv", "global_step", step)
+            _truncate_log(run / "epochs.csv", "epoch", payload["epoch"])
         console.print(f"resuming {run} at epoch {first_epoch} (step {step})")
-    else:
+    elif replica.chief:
         for name in ("steps.csv", "epochs.csv"):
             (run / name).unlink(missing_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
+    step_fn = TrainStep(model, config, teacher, replica)
+    if replica.world > 1:
+        step_fn = DistributedDataParallel(step_fn, find_unused_parameters=True,
+                                          broadcast_buffers=False)
     extra = {
         "train_config": config.raw,
         "train_config_file": config.source,
@@ -228,24 +317,26 @@ def train(
         extra["teacher"] = {"path": config.distill.teacher,
                             "sha256": file_sha256(config.distill.teacher),
                             "name": teacher.config.name}
+    if replica.chief:
+        (run / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     try:
         for epoch in range(first_epoch, last_epoch + 1):
             row, step = _train_epoch(
-                model, dataset, optimizer, scheduler, config, epoch, step, console, teacher
+                step_fn, dataset, optimizer, scheduler, config, epoch, step, console, replica,
+                before_step,
             )
             elapsed += row["seconds"]
-            if config.data.val is not None and (
+            if replica.chief and config.data.val is not None and (
                 epoch % config.eval_every == 0 or epoch == config.epochs
             ):
-                report = evaluate_report(
+                report_ = evaluate_report(
                     model, config.data.val, config.data.val_frames, console=console
                 )
                 model.train()
-                aps = {k: math.nan if v is None else v for k, v in report["ap"].items()}
+                aps = {k: math.nan if v is None else v for k, v in report_["ap"].items()}
                 row.update(ap30=aps["0.3"], ap50=aps["0.5"], ap70=aps["0.7"])
             result.epochs.append(row)
-            _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
             aps = f"{row['ap30']:.3f} / {row['ap50']:.3f} / {row['ap70']:.3f}"
             console.print(
                 f"epoch {epoch}/{config.epochs}: loss {row['loss']:.4f}, "
@@ -257,28 +348,39 @@ def train(
             improved = not math.isnan(ap50) and ap50 > result.best_ap50
             if improved or (config.data.val is None and epoch == last_epoch):
                 result.best_ap50, result.best_epoch = (ap50 if improved else -1.0), epoch
-                save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch, extra)
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "best_ap50": result.best_ap50,
-                "best_epoch": result.best_epoch,
-                "elapsed_s": elapsed,
-            }
-            save_checkpoint(run / "last.pt", model, config.model, metrics, state, epoch, extra)
+                if replica.chief:
+                    save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch,
+                                    extra)
+            last_pt = None
+            if replica.chief:
+                _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
+                state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "best_ap50": result.best_ap50,
+                    "best_epoch": result.best_epoch,
+                    "elapsed_s": elapsed,
+                }
+                last_pt = save_checkpoint(run / "last.pt", model, config.model, metrics, state,
+                                          epoch, extra)
+            if report is not None:
+                report({**metrics, "best_ap50": result.best_ap50,
+                        "best_epoch": result.best_epoch}, last_pt)
             if should_stop is not None and should_stop():
                 result.interrupted = True  # last.pt holds this epoch: --resume goes on
                 break
     except KeyboardInterrupt:  # a second signal: the epoch under way is abandoned
         result.interrupted = True
-    (run / "summary.json").write_text(
-        json.dumps(
-            {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch, "seconds": elapsed,
-             "epochs_done": len(result.epochs), "interrupted": result.interrupted},
-            indent=2,
+    if replica.chief:
+        (run / "summary.json").write_text(
+            json.dumps(
+                {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch,
+                 "seconds": elapsed, "epochs_done": len(result.epochs),
+                 "interrupted": result.interrupted, "workers": replica.world},
+                indent=2,
+            )
         )
-    )
     return result
 
 
@@ -296,10 +398,12 @@ def _step_loss(
     batch: list[Any],
     config: TrainConfig,
     teacher: CooperativeDetector | None,
+    normaliser_of: Normaliser | None = None,
 ) -> StepLoss:
-    """The head loss, or with a ``corrupt``/``distill`` section the Diff-KD loss."""
+    """The head loss, or with a ``corrupt``/``distill`` section the Diff-KD loss;
+    ``normaliser_of`` divides the detection terms (:meth:`Replica.normaliser`)."""
     if config.corrupt is None and config.distill is None:
-        loss = model.loss(batch, model(batch))
+        loss = model.loss(batch, model(batch), normaliser_of)
         parts = {"cls": loss.cls, "reg": loss.reg, "direction": loss.direction}
         return StepLoss(loss.total, {k: float(v.detach()) for k, v in parts.items()},
                         loss.num_positive)
@@ -307,13 +411,36 @@ def _step_loss(
     maps = None if teacher is None else teacher_maps(teacher, batch, model.fuse_at)
     loss = distill_loss(
         model, batch, maps, distill.weights if distill else DistillWeights(),
-        None if distill is None else distill.refine_steps,
+        None if distill is None else distill.refine_steps, normaliser_of,
     )
     return StepLoss(loss.total, loss.row(), loss.num_positive)
 
 
+class TrainStep(torch.nn.Module):
+    """One step's loss as a module's forward, so DistributedDataParallel sees the whole
+    Diff-KD step (student forward, teacher maps, distillation terms) as one forward. The
+    frozen teacher is held outside the module tree: DDP neither syncs nor wraps it."""
+
+    def __init__(
+        self,
+        model: CooperativeDetector,
+        config: TrainConfig,
+        teacher: CooperativeDetector | None,
+        replica: Replica,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.frozen = (teacher,)
+        self.replica = replica
+
+    def forward(self, batch: list[Any]) -> StepLoss:
+        return _step_loss(self.model, batch, self.config, self.frozen[0],
+                          self.replica.normaliser)
+
+
 def _train_epoch(
-    model: CooperativeDetector,
+    step_fn: torch.nn.Module,
     dataset: CooperativeDataset,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -321,31 +448,41 @@ def _train_epoch(
     epoch: int,
     step: int,
     console: Console,
-    teacher: CooperativeDetector | None = None,
+    replica: Replica,
+    before_step: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """One pass over a seeded shuffle of the samples; returns the epoch row and the step."""
-    torch.manual_seed(config.seed * 100_003 + epoch)
+    """One pass over a seeded shuffle of the samples (this worker's share of it); returns the
+    epoch row (losses averaged over the workers, samples counted over all) and the step."""
+    torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * replica.rank)
     dataset.set_epoch(epoch)
     order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-    n_steps = steps_per_epoch(config, len(dataset))
+    mine = replica.shard(order)
+    n_steps = steps_per_epoch(config, len(dataset), replica.world)
+    parameters = [p for p in step_fn.parameters() if p.requires_grad]
     rows, losses, samples_seen = [], [], 0
     start = time.perf_counter()
-    with progress_bar(console) as bar:
+    with progress_bar(console, disable=not replica.chief) as bar:
         task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=n_steps)
         for k in range(n_steps):
-            picks = order[k * config.batch_size : (k + 1) * config.batch_size]
+            if before_step is not None:
+                before_step(epoch, k + 1)
+            picks = mine[k * config.batch_size : (k + 1) * config.batch_size]
             batch = [dataset[int(i)] for i in picks]
-            loss = _step_loss(model, batch, config, teacher)
+            loss = step_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             scheduler.step()
             step += 1
-            samples_seen += len(batch)
-            value = float(loss.total.detach())
+            samples_seen += len(batch) * replica.world
+            names = list(loss.parts)
+            logged = replica.mean(torch.tensor(
+                [float(loss.total.detach()), float(loss.num_positive),
+                 *(loss.parts[n] for n in names)], dtype=torch.float64))
+            value = float(logged[0])
             losses.append(value)
             rows.append(
                 {
@@ -354,15 +491,16 @@ def _train_epoch(
                     "global_step": step,
                     "lr": lr,
                     "loss": value,
-                    **loss.parts,
-                    "pos": float(loss.num_positive),
+                    **{n: float(v) for n, v in zip(names, logged[2:], strict=True)},
+                    "pos": float(logged[1]) * replica.world,
                     "max_severity": 0
                     if config.corrupt is None
                     else config.corrupt.max_severity(epoch),
                 }
             )
             if len(rows) == LOG_EVERY or k == n_steps - 1:
-                _append_rows(Path(config.out) / "steps.csv", STEP_FIELDS, rows)
+                if replica.chief:
+                    _append_rows(Path(config.out) / "steps.csv", STEP_FIELDS, rows)
                 rows = []
             recent = float(np.mean(losses[-20:]))
             label = f"epoch {epoch}/{config.epochs} loss {recent:.3f}"

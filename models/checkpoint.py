@@ -40,6 +40,17 @@ def _plain(value: Any, where: str) -> Any:
     raise TypeError(f"checkpoint: {where} is a {type(value).__name__}, not a plain value")
 
 
+def _on_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside it copied to the CPU (a device-free file)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(v) for v in value)
+    return value
+
+
 def save_checkpoint(
     path: str | Path,
     model: CooperativeDetector,
@@ -49,7 +60,8 @@ def save_checkpoint(
     epoch: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint atomically (temp file + rename); returns the path written.
+    """Write the checkpoint atomically (temp file + rename); returns the path written. Every
+    tensor is stored on the CPU, so a checkpoint saved on a GPU loads anywhere.
 
     ``config`` must be the model's own config (a mismatch would load into the wrong model).
     """
@@ -63,7 +75,7 @@ def save_checkpoint(
         "config": config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": _plain(dict(metrics), "metrics"),
-        "optimizer_state": optimizer_state,
+        "optimizer_state": _on_cpu(optimizer_state),
         "epoch": int(epoch),
         "extra": _plain(dict(extra or {}), "extra"),
     }

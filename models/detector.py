@@ -50,10 +50,11 @@ from torch import nn
 
 from models.batch import CooperativeSample
 from models.detector_config import DetectorConfig, load_detector_config
+from models.device import to_numpy
 from models.early_fusion import merge_points_to_ego
 from models.encoders.feature_net import FeatureNet
 from models.fusion import NUM_CUES, build_fusion
-from models.head import AnchorHead, Detections, HeadLoss, HeadOutput
+from models.head import AnchorHead, Detections, HeadLoss, HeadOutput, Normaliser
 from models.late_fusion import merge_late
 from models.received import (
     EgoDetections,
@@ -276,10 +277,16 @@ class CooperativeDetector(nn.Module):
         """Training forward for a batch of samples (see the module docstring per fusion)."""
         return self.head(self.bev(self.forward_pass(samples).fused.features))
 
-    def loss(self, samples: Sequence[CooperativeSample], output: HeadOutput) -> HeadLoss:
-        """Head loss against each sample's ``gt_boxes`` (ego LiDAR frame)."""
+    def loss(
+        self,
+        samples: Sequence[CooperativeSample],
+        output: HeadOutput,
+        normaliser_of: Normaliser | None = None,
+    ) -> HeadLoss:
+        """Head loss against each sample's ``gt_boxes`` (ego LiDAR frame); ``normaliser_of``
+        as in :meth:`AnchorHead.loss`."""
         targets = self.anchor_head.assign([s.gt_boxes for s in samples])
-        return self.anchor_head.loss(output, targets)
+        return self.anchor_head.loss(output, targets, normaliser_of)
 
     def forward_pass(
         self, samples: Sequence[CooperativeSample], refine_steps: int | None = None
@@ -385,7 +392,7 @@ class CooperativeDetector(nn.Module):
             EgoDetections(
                 detections[j],
                 fused.chosen[j],
-                fused.coverage[j].numpy(),
+                to_numpy(fused.coverage[j]),
                 float("nan") if refined is None else float(refined.gamma[j]),
                 0 if refined is None else int(refined.steps_run[j]),
                 timings,

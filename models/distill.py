@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
+from models.head import Normaliser
 from models.pairs import cleanliness
 
 
@@ -121,12 +122,14 @@ def distill_loss(
     teacher: torch.Tensor | None,
     weights: DistillWeights,
     refine_steps: int | None = None,
+    normaliser_of: Normaliser | None = None,
 ) -> DistillLoss:
     """One training step's loss (module docstring); ``teacher`` are :func:`teacher_maps` of
-    ``samples`` (None: detection only, which a model without a refiner uses)."""
+    ``samples`` (None: detection only, which a model without a refiner uses);
+    ``normaliser_of`` divides the detection terms (:meth:`AnchorHead.loss`)."""
     passed = student.forward_pass(samples, refine_steps)
     output = student.head(student.bev(passed.fused.features))
-    head_loss = student.loss(samples, output)
+    head_loss = student.loss(samples, output, normaliser_of)
     zero = head_loss.total.new_zeros(())
     terms: dict[str, Any] = {"diffusion": zero, "feature": zero, "autoencoder": zero,
                              "adapter": zero}

@@ -13,7 +13,7 @@ anchor scores the one class "vehicle"; see :mod:`models.anchors`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -150,6 +150,10 @@ class HeadOutput:
         return self.dir_logits.view(b, a2 // 2, 2, h, w).permute(0, 1, 3, 4, 2).reshape(b, -1, 2)
 
 
+# The count of positives -> what every loss term is divided by (see AnchorHead.loss).
+Normaliser = Callable[[torch.Tensor], torch.Tensor]
+
+
 @dataclass
 class HeadTargets:
     """Batched targets: ``labels (B, K)`` (1/0/-1), ``box_targets (B, K, 7)``,
@@ -236,13 +240,21 @@ class AnchorHead(nn.Module):
             dir_labels.append(direction_labels(t.gt_yaw, self.config.dir_offset))
         return HeadTargets(torch.stack(labels), torch.stack(box_targets), torch.stack(dir_labels))
 
-    def loss(self, output: HeadOutput, targets: HeadTargets) -> HeadLoss:
+    def loss(
+        self,
+        output: HeadOutput,
+        targets: HeadTargets,
+        normaliser_of: Normaliser | None = None,
+    ) -> HeadLoss:
         """Focal loss over non-ignored anchors, smooth-L1 (sine yaw) and direction CE over
-        positives; every term is normalised by the batch's number of positives (at least 1)."""
+        positives; every term is divided by ``normaliser_of(number of positives)``, by default
+        the batch's positives (at least 1). Data-parallel training passes the global batch's
+        count over the workers, so the averaged gradients equal one big batch's."""
         cfg = self.config
         labels = targets.labels
         pos = labels == 1
-        normaliser = pos.sum().clamp(min=1).to(output.cls_logits.dtype)
+        count = pos.sum().to(output.cls_logits.dtype)
+        normaliser = count.clamp(min=1) if normaliser_of is None else normaliser_of(count)
         logits = output.flat_cls()
         cared = labels >= 0
         focal = sigmoid_focal_loss(logits, pos.to(logits.dtype), cfg.focal_alpha, cfg.focal_gamma)

@@ -27,6 +27,7 @@ import torch
 from numpy.typing import NDArray
 
 from models.detector import CooperativeDetector
+from models.device import to_numpy
 from models.encoders.pointpillars import PFNLayer, PointPillarsEncoder
 
 INTENSITY_RANGE = (0.0, 1.0)
@@ -46,11 +47,16 @@ def _linear_interval(
 def _pfn_interval(
     layer: PFNLayer, lo: torch.Tensor, hi: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interval of one PFN layer's per-point ``ReLU(BN(W x))`` (eval-mode BatchNorm)."""
-    z_lo, z_hi = _linear_interval(layer.linear.weight.detach().double(), lo, hi)
+    """Interval of one PFN layer's per-point ``ReLU(BN(W x))`` (eval-mode BatchNorm), on the
+    CPU whatever the model's device (the bounds are numpy)."""
+
+    def cpu64(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to(device="cpu", dtype=torch.float64)
+
+    z_lo, z_hi = _linear_interval(cpu64(layer.linear.weight), lo, hi)
     norm = layer.norm
-    scale = norm.weight.detach().double() / torch.sqrt(norm.running_var.double() + norm.eps)
-    shift = norm.bias.detach().double() - norm.running_mean.double() * scale
+    scale = cpu64(norm.weight) / torch.sqrt(cpu64(norm.running_var) + norm.eps)
+    shift = cpu64(norm.bias) - cpu64(norm.running_mean) * scale
     a, b = scale * z_lo + shift, scale * z_hi + shift
     return torch.minimum(a, b).clamp(min=0), torch.maximum(a, b).clamp(min=0)
 
@@ -71,7 +77,7 @@ def pillar_bounds(encoder: PointPillarsEncoder) -> tuple[NDArray[np.float64], ND
         else:  # per-point output concatenated with the pillar max: both in the same interval
             lo, hi = torch.cat([out_lo, out_lo]), torch.cat([out_hi, out_hi])
     # An empty cell is zero, so zero is always a possible value.
-    return np.minimum(lo.numpy(), 0.0), np.maximum(hi.numpy(), 0.0)
+    return np.minimum(to_numpy(lo), 0.0), np.maximum(to_numpy(hi), 0.0)
 
 
 def message_value_bounds(

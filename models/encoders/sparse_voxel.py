@@ -13,11 +13,10 @@ feeds the same 2D backbone.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import spconv.pytorch as spconv
-import spconv.pytorch.ops as _spconv_ops
 import torch
 from torch import nn
 
@@ -26,11 +25,24 @@ from models.types import Voxels, config_from_dict
 
 POINT_FEATURES = 4  # x, y, z, intensity
 
-if not torch.cuda.is_available():
-    # spconv 2.3.8's CPU backward (ops.indice_conv_backward) asks torch.cuda for a stream it never
-    # uses on CPU, which raises on CPU-only torch (same bug class as traveller59/spconv#366).
-    # The stream is only passed to CUDA kernels, so a dummy 0 is safe without CUDA.
-    _spconv_ops.get_current_stream = lambda: 0
+@functools.cache
+def _spconv() -> Any:
+    """``spconv.pytorch``, imported when a sparse-voxel encoder is built: spconv comes from the
+    ``cpu`` extra (``spconv``) or the ``gpu`` extra (``spconv-cu120``), which both install the
+    same module, so only one of them may be installed."""
+    try:
+        import spconv.pytorch as spconv
+        import spconv.pytorch.ops as spconv_ops
+    except ImportError as err:
+        raise ImportError(
+            "the sparse-voxel encoder needs spconv: pip install -e '.[cpu]' "
+            "(or '.[gpu]' on a CUDA machine)") from err
+    if not torch.cuda.is_available():
+        # spconv 2.3.8's CPU backward (ops.indice_conv_backward) asks torch.cuda for a stream it
+        # never uses on CPU, which raises on CPU-only torch (same bug class as
+        # traveller59/spconv#366). The stream only goes to CUDA kernels: 0 is safe without CUDA.
+        spconv_ops.get_current_stream = lambda: 0
+    return spconv
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class SparseVoxelEncoder(nn.Module):
         config: SparseVoxelConfig = SparseVoxelConfig(),  # noqa: B008
     ) -> None:
         super().__init__()
+        spconv = _spconv()
         self.grid = grid
         self.config = config
         x0, y0, z0, x1, y1, z1 = grid.point_range
@@ -130,7 +143,7 @@ class SparseVoxelEncoder(nn.Module):
         return total / voxels.num_points.clamp(min=1).to(total.dtype)[:, None]
 
     def forward(self, voxels: Voxels) -> torch.Tensor:
-        x = spconv.SparseConvTensor(
+        x = _spconv().SparseConvTensor(
             self.mean_vfe(voxels),
             voxels.coords.int(),
             list(self._voxel_grid.voxel_shape),
