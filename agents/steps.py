@@ -165,7 +165,8 @@ def sense_points(
 
 
 def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> torch.Tensor:
-    """One cloud (sensor frame) -> its BEV feature ``(C, H, W)``, no gradient."""
+    """One cloud (sensor frame) -> its message map ``model.message_shape``, no gradient (its
+    own map is ``model.own_map`` of it)."""
     with torch.no_grad():
         return model.encode([points])[0]
 
@@ -222,7 +223,8 @@ class Vehicle:
         feature = encode_points(self.model, points)
         encode_feature(feature.numpy(), np.eye(4), 0.0, self.agent_id, self.header,
                        self.spec.codec)
-        fuse_and_detect(self.model, feature, [NeighbourFeature(feature, np.eye(4))],
+        fuse_and_detect(self.model, self.model.own_map(feature),
+                        [NeighbourFeature(feature, np.eye(4))],
                         self.spec.refine_steps, self.spec.refine_neighbours)
 
     def sense(self, frame: Frame, tick: int) -> tuple[SenseResult, bytes | None]:
@@ -241,7 +243,8 @@ class Vehicle:
                 self.spec.codec,
             )
         t3 = time.perf_counter()
-        self._own = (tick, feature, obs.lidar_pose)  # the ego's own frame: exact
+        # The ego's own frame: exact; its own map is the detection grid's part of the message.
+        self._own = (tick, self.model.own_map(feature), obs.lidar_pose)
         c, h, w = feature.shape
         result = SenseResult(
             agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,

@@ -24,6 +24,7 @@ from cosim.train import train
 from cosim.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
 from models.dataset import DatasetFormatError
+from models.detector_config import parse_message_range
 
 console = Console()
 
@@ -106,6 +107,9 @@ def eval_command(
     vote_iou: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Box voting after NMS at this IoU, 0 off (default: the config's)."
     )] = None,
+    message_range: Annotated[str | None, typer.Option(
+        help="Window each neighbour encodes and sends, x_min,y_min,x_max,y_max in m "
+             "(e.g. --message-range=-80,-80,80,80; default: the checkpoint's).")] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -115,7 +119,9 @@ def eval_command(
     if not checkpoint.is_file():
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
-        model, config, payload = load_checkpoint(checkpoint)
+        overrides = (None if message_range is None
+                     else {"message_range": parse_message_range(message_range)})
+        model, config, payload = load_checkpoint(checkpoint, overrides=overrides)
         if refine_skip_above is not None:
             model.set_refine_skip(refine_skip_above)
         if vote_iou is not None:
