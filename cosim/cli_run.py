@@ -116,6 +116,9 @@ def run(
     refine_skip_above: Annotated[float | None, typer.Option(
         help="adaptive steps: skip refining maps the noise adapter rates >= this (0-1; "
              "1 = never skip) [default: the checkpoint's]")] = None,
+    message_range: Annotated[str | None, typer.Option(
+        help="window each vehicle encodes and sends, x_min,y_min,x_max,y_max in m "
+             "(e.g. --message-range=-80,-80,80,80) [default: the checkpoint's]")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML to start from")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory [default: runs/<time>]")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
@@ -133,6 +136,7 @@ def run(
             executor=executor, all_egos=all_egos, cooperate=cooperate,
             max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
             refine_neighbours=refine_neighbours, refine_skip_above=refine_skip_above,
+            message_range=message_range,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:
