@@ -17,7 +17,7 @@ detect for maps that are already encoded: it is the one inference path, used by
 :meth:`predict` (``cosim eval``, ``cosim robustness``) and by the ego actor of ``cosim run``.
 
 ``config.fuse_at`` splits the FeatureNet between ``encode`` and ``bev``: with ``backbone`` the
-message map is the backbone's output on ``grid.bev_shape`` and ``bev`` is the identity; with
+message map is the backbone's output (feature stride) and ``bev`` is the identity; with
 ``encoder`` it is the encoder's pseudo-image at voxel resolution (``message_grid``, stride 1)
 and ``bev`` runs the 2D backbone on the fused map. The message map covers ``message_range`` (the
 sender's window, ``(H', W')``; by default the grid itself): every vehicle encodes that window
@@ -326,8 +326,8 @@ class CooperativeDetector(nn.Module):
     ) -> tuple[torch.Tensor, list[list[NeighbourFeature]]]:
         """Every cloud of the batch encoded in one pass -> the ego maps ``(B, *map_shape)``
         (:meth:`own_map`) and, per ego, its chosen neighbours' maps (``message_shape``) with
-        their transforms and pose cues. Early
-        fusion encodes the merged cloud as the ego's; none/late/early send no neighbour."""
+        their transforms and pose cues. Early fusion encodes the merged cloud as the ego's;
+        none/late/early send no neighbour."""
         if not samples:
             raise ValueError("detector: need at least one sample")
         early = self.config.fusion == "early"
