@@ -104,7 +104,8 @@ def neighbour_to_ego(
 
 
 def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> torch.Tensor:
-    """One cloud (sensor frame) -> its BEV feature ``(C, H, W)``, no gradient."""
+    """One cloud (sensor frame) -> its message map ``model.message_shape``, no gradient (its
+    own map is ``model.own_map`` of it)."""
     with torch.no_grad():
         return model.encode([points])[0]
 
@@ -182,7 +183,8 @@ class _Base:
 
 
 class MapPayload(_Base):
-    """Intermediate fusion (and none): the encoded BEV map, feature codec."""
+    """Intermediate fusion (and none): the encoded BEV map of the sender's message window,
+    feature codec; the vehicle's own map is the detection grid's part of it."""
 
     kind = "map"
 
@@ -214,7 +216,8 @@ class MapPayload(_Base):
         maps = [NeighbourFeature(n.data[0], n.neighbour_to_ego, n.data[1], age_s=n.age_s,
                                  stale=n.stale, pose_sigma=self.pose_error.std_xy_m)
                 for n in neighbours]
-        return fuse_and_detect(self.model, own, maps, self.refine_steps, self.refine_neighbours)
+        return fuse_and_detect(self.model, self.model.own_map(own), maps, self.refine_steps,
+                               self.refine_neighbours)
 
 
 class PointsPayload(_Base):
@@ -277,7 +280,7 @@ class BoxesPayload(_Base):
         transforms = self.transforms(neighbours)
         merged = self.model.detect_late(
             own, [(n.data, t) for n, t in zip(neighbours, transforms, strict=True)])
-        coverage = np.zeros(self.model.message_grid.bev_shape, np.uint8)
+        coverage = np.zeros(self.model.map_grid.bev_shape, np.uint8)
         return EgoDetections(merged, self.model.select_neighbours(transforms), coverage,
                              timings={"fuse": time.perf_counter() - t0})
 

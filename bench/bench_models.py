@@ -19,7 +19,12 @@ encoder's (the budget is 0.25), ``refine_k2_over_encode_stage`` over voxelize + 
 ``coop4_agf[_pkd]_predict_ms`` are the 4-agent AGF inference
 without and with the refiner (K = 2) in front.
 ``--head PRESET`` takes the head (anchors, box voting) from a detector preset, e.g.
-``cpu_none_sizes`` (anchors per vehicle size); the default is the single car anchor.
+``cpu_none_sizes`` (anchors per vehicle size); the default is the single car anchor. When that
+preset sends a wider window (``message_range``, e.g. ``cpu_max_sizes``), the rows of its grid
+also time the encode stage on the window (``window_voxelize_ms``, ``window_encoder_ms``, a cloud
+of the same size spread over the window), ``window_total_ms`` (``total_ms`` with that encode
+stage instead of the grid's: what a vehicle that sends and detects runs per frame) and
+``coop4_encoder_window_predict_ms``.
 """
 
 from __future__ import annotations
@@ -118,7 +123,12 @@ def cooperative_sample(grid: GridSpec, agents: int = 4) -> CooperativeSample:
 
 
 def bench_one(
-    preset: str, encoder: str, repeats: int, train: bool, head: HeadConfig | None = None,
+    preset: str,
+    encoder: str,
+    repeats: int,
+    train: bool,
+    head: HeadConfig | None = None,
+    message_range: tuple[float, float, float, float] | None = None,
     device: torch.device = torch.device("cpu"),  # noqa: B008 - immutable
 ) -> dict[str, Any]:
     grid, config = FEATURE_PRESETS[preset]
@@ -188,6 +198,13 @@ def bench_one(
     row["bev_in"] = list(bev.shape[1:])
     row["bev_out"] = list(out.shape[1:])
     row["params"] = sum(p.numel() for p in detector.parameters())
+    if message_range is not None:
+        row.update(_bench_window(grid, config.with_encoder(encoder), head, message_range,
+                                 sample, repeats, device))
+        row["window_total_ms"] = row["total_ms"] + (
+            row["window_voxelize_ms"] + row["window_encoder_ms"]
+            - row["voxelize_ms"] - row["encoder_ms"]
+        )
     if train:
         net.train()
         opt = torch.optim.SGD(net.parameters(), lr=1e-3)
@@ -202,6 +219,35 @@ def bench_one(
     return row
 
 
+@torch.no_grad()
+def _bench_window(
+    grid: GridSpec,
+    features: Any,
+    head: HeadConfig,
+    message_range: tuple[float, float, float, float],
+    sample: CooperativeSample,
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """The encode stage on the sender's window and the 4-agent predict fused at the encoder."""
+    coop = CooperativeDetector(
+        DetectorConfig("window", grid, features, head, fusion="attention", fuse_at="encoder",
+                       message_range=message_range)
+    ).to(device).eval()
+    net = coop.features
+    cloud = lidar_like_cloud(net.encoder.voxel_grid)
+    row: dict[str, Any] = {"message_range": list(message_range)}
+    voxels, row["window_voxelize_ms"], _ = _timed(lambda: net.voxelize([cloud]), repeats)
+    _, row["window_encoder_ms"], _ = _timed(lambda: net.encoder(voxels), repeats)
+    row["window_voxels"] = voxels.num_voxels
+    row["window_message_shape"] = list(coop.message_shape)
+    coop.predict([sample], score_threshold=0.0)  # warm-up
+    _, row["coop4_encoder_window_predict_ms"], _ = _timed(
+        lambda: coop.predict([sample], score_threshold=0.0), repeats
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -209,14 +255,19 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also time a forward+backward step")
     parser.add_argument("--presets", nargs="+", default=sorted(FEATURE_PRESETS))
     parser.add_argument("--encoders", nargs="+", default=["pointpillars", "sparse_voxel"])
-    parser.add_argument("--head", default=None, help="detector preset whose head to use")
+    parser.add_argument("--head", default=None,
+                        help="detector preset whose head (and message_range) to use")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (voxelize: CPU)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    head = None if args.head is None else load_detector_config(args.head).head
+    chosen = None if args.head is None else load_detector_config(args.head)
+    head = None if chosen is None else chosen.head
     rows = [
-        bench_one(p, e, args.repeats, args.train, head, device)
+        bench_one(p, e, args.repeats, args.train, head,
+                  chosen.message_range
+                  if chosen is not None and chosen.grid == FEATURE_PRESETS[p][0] else None,
+                  device)
         for p in args.presets
         for e in args.encoders
     ]

@@ -123,6 +123,9 @@ def run(
     gpus_per_vehicle: Annotated[float | None, typer.Option(
         help="GPU fraction each vehicle actor asks Ray for when the device is cuda "
              "[default: 0.25]")] = None,
+    message_range: Annotated[str | None, typer.Option(
+        help="window each vehicle encodes and sends, x_min,y_min,x_max,y_max in m "
+             "(e.g. --message-range=-80,-80,80,80) [default: the checkpoint's]")] = None,
     config: Annotated[Path | None, typer.Option(help="RunConfig YAML to start from")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory [default: runs/<time>]")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
@@ -140,7 +143,7 @@ def run(
             executor=executor, all_egos=all_egos, cooperate=cooperate,
             max_restarts=max_restarts, render_frames=render, refine_steps=refine_steps,
             refine_neighbours=refine_neighbours, refine_skip_above=refine_skip_above,
-            device=device, gpus_per_vehicle=gpus_per_vehicle,
+            device=device, gpus_per_vehicle=gpus_per_vehicle, message_range=message_range,
         )
         execute(resolved, out or default_run_dir(), quiet)
     except (FileNotFoundError, ValueError) as err:

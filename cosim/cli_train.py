@@ -25,6 +25,7 @@ from cosim.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
 from models.dataset import DatasetFormatError
 from models.device import resolve_device
+from models.detector_config import parse_message_range
 
 console = Console()
 
@@ -145,6 +146,9 @@ def eval_command(
     device: Annotated[str, typer.Option(
         help="Run the model on auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.")
     ] = "auto",
+    message_range: Annotated[str | None, typer.Option(
+        help="Window each neighbour encodes and sends, x_min,y_min,x_max,y_max in m "
+             "(e.g. --message-range=-80,-80,80,80; default: the checkpoint's).")] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -154,7 +158,10 @@ def eval_command(
     if not checkpoint.is_file():
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
-        model, config, payload = load_checkpoint(checkpoint, map_location=resolve_device(device))
+        overrides = (None if message_range is None
+                     else {"message_range": parse_message_range(message_range)})
+        model, config, payload = load_checkpoint(
+            checkpoint, map_location=resolve_device(device), overrides=overrides)
         if refine_skip_above is not None:
             model.set_refine_skip(refine_skip_above)
         if vote_iou is not None:

@@ -46,7 +46,7 @@ from cosim.driver_metrics import (
 )
 from cosim.executors import Executor, VehicleFailure, make_executor
 from cosim.run_config import RunConfig, check_checkpoint
-from models.checkpoint import load_checkpoint
+from models.checkpoint import checkpoint_bytes, load_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame
@@ -85,11 +85,14 @@ class SimulationResult:
     busy: pa.Table | None = None  # busy ratio per tick and vehicle (channel.BUSY_SCHEMA)
 
 
-def detector_config_of(checkpoint: str) -> DetectorConfig:
-    """The detector config stored in a checkpoint (any fusion: maps, points or boxes travel)."""
+def detector_config_of(
+    checkpoint: str, overrides: dict[str, Any] | None = None
+) -> DetectorConfig:
+    """The detector config stored in a checkpoint, with the run's ``overrides`` (any fusion:
+    maps, points or boxes travel)."""
     # Built once here, so that bad weights are reported against this file before any actor
     # (which loads the bytes from a temporary file) starts.
-    _, config, _ = load_checkpoint(check_checkpoint(checkpoint))
+    _, config, _ = load_checkpoint(check_checkpoint(checkpoint), overrides=overrides)
     return config
 
 
@@ -131,7 +134,7 @@ class Simulation:
 
     def __init__(self, config: RunConfig, executor: Executor | None = None) -> None:
         self.config = config
-        self.detector = detector_config_of(config.checkpoint)
+        self.detector = detector_config_of(config.checkpoint, config.detector_overrides())
         # A recorded folder has fixed content: the run's seed drives the channel and noise only.
         world_seed = None if is_recorded_source(config.scenario) else config.seed
         self.source = open_source(
@@ -305,9 +308,7 @@ class Simulation:
         (its rows and scores are rolled back). Either way the result holds the complete ticks
         and ``summary["interrupted"]`` is True.
         """
-        from pathlib import Path
-
-        blob = Path(self.config.checkpoint).read_bytes()
+        blob = checkpoint_bytes(self.config.checkpoint, self.config.detector_overrides())
         first, first_s = self._timed_frame(0)
         wanted = set(np.linspace(0, self.num_ticks - 1, self.config.render_frames).round()
                      .astype(int).tolist()) if self.config.render_frames > 0 else set()

@@ -18,6 +18,7 @@ import yaml
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
 from models.device import DEVICE_CHOICES, check_gpu_fraction
+from models.detector_config import parse_message_range
 from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.safe_yaml import load_yaml_file, short_repr
@@ -117,6 +118,9 @@ class RunConfig:
     refine_skip_above: float | None = None  # adaptive steps: skip maps with gamma >= this
     device: str = "auto"  # vehicles' models: auto (a GPU when there is one), cpu or cuda
     gpus_per_vehicle: float = 0.25  # the GPU fraction each vehicle actor asks Ray for on cuda
+    # The window each vehicle encodes and sends, [x_min, y_min, x_max, y_max] m (None: the
+    # checkpoint's message_range); the detector config checks it when the checkpoint loads.
+    message_range: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -125,6 +129,16 @@ class RunConfig:
                              f"{list(DEVICE_CHOICES)}, got {self.device!r}")
         check_gpu_fraction(self.gpus_per_vehicle,
                            "run config: gpus_per_vehicle (--gpus-per-vehicle)")
+        if self.message_range is not None:
+            value = self.message_range
+            if isinstance(value, str):
+                value = parse_message_range(value)
+            if (not isinstance(value, list | tuple) or len(value) != 4
+                    or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                               and math.isfinite(v) for v in value)):
+                raise ValueError(f"run config: message_range must be four finite numbers "
+                                 f"[x_min, y_min, x_max, y_max], got {short_repr(value)}")
+            object.__setattr__(self, "message_range", tuple(float(v) for v in value))
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.corruption is not None and self.corruption not in CORRUPTION_NAMES:
@@ -158,6 +172,10 @@ class RunConfig:
     def codec(self) -> CodecConfig:
         return CodecConfig(self.dtype, self.sparsity, self.zstd_level)
 
+    def detector_overrides(self) -> dict[str, Any] | None:
+        """What the run changes in the checkpoint's detector config (None: nothing)."""
+        return None if self.message_range is None else {"message_range": self.message_range}
+
     def channel_config(self) -> ChannelConfig:
         """The channel, with the pose-error override applied."""
         if isinstance(self.channel, str):
@@ -178,6 +196,8 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["sparsity"] = sparsity_label(self.sparsity)
+        if self.message_range is not None:
+            data["message_range"] = list(self.message_range)
         return data
 
     @classmethod

@@ -9,6 +9,7 @@ lists, dicts, tensors); numpy scalars and arrays in ``metrics``/``extra`` are co
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -105,14 +106,30 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
+def checkpoint_bytes(path: str | Path, overrides: dict[str, Any] | None = None) -> bytes:
+    """The checkpoint file's bytes, or, with ``overrides``, a checkpoint of the same weights
+    whose config has them (validated by loading it first): what ``cosim run`` ships to the
+    vehicles."""
+    if not overrides:
+        return Path(path).read_bytes()
+    _, _, payload = load_checkpoint(path, overrides=overrides)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
 def load_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[CooperativeDetector, DetectorConfig, dict[str, Any]]:
     """``(model, config, payload)``: the model rebuilt from the stored config, weights loaded
     strictly, on ``map_location``, in eval mode; ``payload`` holds metrics, epoch,
-    optimizer_state and extra."""
+    optimizer_state and extra. ``overrides`` replace top-level config keys first (e.g.
+    ``message_range``, which changes no weight); ``payload["config"]`` is the config used."""
     payload = read_checkpoint(path, map_location)
     try:
+        payload["config"] = {**payload["config"], **(overrides or {})}
         config = DetectorConfig.from_dict(payload["config"], f"{path}:config")
     except (KeyError, TypeError) as err:
         raise ValueError(f"{path}: checkpoint config is unreadable: {err}") from err

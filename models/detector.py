@@ -3,9 +3,10 @@
 Declared stages (each a method with typed inputs and outputs, so training, evaluation, the
 robustness benchmark, the benches and the simulation actors call exactly the same code)::
 
-    encode  clouds, each in its own LiDAR frame         -> message map (B, C, H, W)
+    encode  clouds, each in its own LiDAR frame         -> message map (B, C, H', W')
+    own_map message maps (B, C, H', W')                 -> the ego's own maps (B, C, H, W)
     refine  message maps (B, C, H, W)                   -> RefineOutput   models.refiner (PKD)
-    warp    nbr maps (K, C, H, W), nbr->ego (K, 4, 4)    -> Warped(features, mask)
+    warp    nbr maps (K, C, H', W'), nbr->ego (K, 4, 4)  -> Warped(features, mask)
     fuse    ego (B,C,H,W), nbrs (B,K,C,H,W), masks, cues -> (B, C, H, W)       FUSION_STRATEGIES
     bev     fused map (B, C, H, W)                       -> head input (the 2D backbone, or as is)
     head    head input                                   -> HeadOutput
@@ -16,12 +17,17 @@ detect for maps that are already encoded: it is the one inference path, used by
 :meth:`predict` (``cosim eval``, ``cosim robustness``) and by the ego actor of ``cosim run``.
 
 ``config.fuse_at`` splits the FeatureNet between ``encode`` and ``bev``: with ``backbone`` the
-message map is the backbone's output on ``grid.bev_shape`` and ``bev`` is the identity; with
+message map is the backbone's output (feature stride) and ``bev`` is the identity; with
 ``encoder`` it is the encoder's pseudo-image at voxel resolution (``message_grid``, stride 1)
-and ``bev`` runs the 2D backbone on the fused map. Fusing before the backbone lets its
-convolutions read a neighbour's evidence in the ego's orientation: after the backbone, a
-feature's channels describe boxes in the *sender's* heading, which a per-cell head cannot
-rotate (measured in models/checkpoints/README.md).
+and ``bev`` runs the 2D backbone on the fused map. The message map covers ``message_range`` (the
+sender's window, ``(H', W')``; by default the grid itself): every vehicle encodes that window
+once, sends it, and keeps the part on the detection grid (``own_map``, a crop) as its own map,
+so a neighbour's map reaches the part of the ego's grid its LiDAR sees and the ego's map is
+what encoding the grid alone gives (PointPillars: up to float32 rounding).
+
+Fusing before the backbone lets its convolutions read a neighbour's evidence in the ego's
+orientation: after the backbone, a feature's channels describe boxes in the *sender's* heading,
+which a per-cell head cannot rotate (measured in models/checkpoints/README.md).
 
 Fusion (``config.fusion``): ``none`` ego only; ``early`` neighbour points merged into the ego
 frame, one encode; intermediate (``max``, ``attention``, ``agf``) ego and neighbours encoded in
@@ -76,10 +82,12 @@ class CooperativeDetector(nn.Module):
         super().__init__()
         self.config = config
         self.grid = config.grid
-        self.features = FeatureNet(config.grid, config.features)
+        window = config.message_window
+        self.features = FeatureNet(window, config.features)
         self.fuse_at = config.fuse_at
         at_encoder = self.fuse_at == "encoder"
-        self.message_grid = replace(config.grid, feature_stride=1) if at_encoder else config.grid
+        self.message_grid = replace(window, feature_stride=1) if at_encoder else window
+        self.map_grid = replace(config.grid, feature_stride=1) if at_encoder else config.grid
         self.message_channels = (
             self.features.encoder.out_channels if at_encoder else self.features.out_channels
         )
@@ -97,6 +105,12 @@ class CooperativeDetector(nn.Module):
     def message_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of the map one vehicle encodes and sends (what ``encode`` returns)."""
         return (self.message_channels, *self.message_grid.bev_shape)
+
+    @property
+    def map_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the ego's own map and the fused map (``map_grid``, the detection
+        grid at the fuse point's stride)."""
+        return (self.message_channels, *self.map_grid.bev_shape)
 
     @property
     def device(self) -> torch.device:
@@ -127,9 +141,23 @@ class CooperativeDetector(nn.Module):
             return self.features.encoder(self.features.voxelize(clouds))
         return self.features(clouds)
 
+    def own_map(self, maps: torch.Tensor) -> torch.Tensor:
+        """Message maps ``(..., *message_grid.bev_shape)`` -> the part on the detection grid
+        ``(..., *map_grid.bev_shape)``: what a vehicle keeps of its own map (a view)."""
+        cell = self.map_grid.cell_size
+        col = round((self.map_grid.point_range[0] - self.message_grid.point_range[0]) / cell)
+        row = round((self.map_grid.point_range[1] - self.message_grid.point_range[1]) / cell)
+        if tuple(maps.shape[-2:]) != self.message_grid.bev_shape:
+            raise ValueError(
+                f"detector.own_map: maps must end in {self.message_grid.bev_shape}, "
+                f"got {tuple(maps.shape)}"
+            )
+        h, w = self.map_grid.bev_shape
+        return maps[..., row : row + h, col : col + w]
+
     def refine(self, maps: torch.Tensor, steps: int | None = None) -> RefineOutput | None:
-        """The PKD refiner on message maps ``(B, *message_shape)`` with ``steps`` DDIM steps
-        (None: the config's; 0: off); None when the model has no refiner."""
+        """The PKD refiner on maps ``(B, C, H, W)`` (the ego's, or received ones) with ``steps``
+        DDIM steps (None: the config's; 0: off); None when the model has no refiner."""
         if self.refiner is None:
             return None
         return self.refiner(maps, steps)
@@ -149,13 +177,14 @@ class CooperativeDetector(nn.Module):
         neighbour_to_ego: ArrayLike,
         sent_masks: torch.Tensor | NDArray[np.bool_] | None = None,
     ) -> Warped:
-        """Neighbour message maps ``(K, C, H, W)`` -> ego grid, with masks ``(K, 1, H, W)``.
+        """Neighbour message maps ``(K, *message_shape)`` -> the ego's ``map_grid``, with masks
+        ``(K, 1, H, W)``.
 
-        ``sent_masks`` ``(K, H, W)`` (neighbour grid, True = cell sent) is warped the same way
+        ``sent_masks`` ``(K, H', W')`` (neighbour grid, True = cell sent) is warped the same way
         and multiplied into the validity mask (a cell counts when its sample is >= 0.5 sent).
         """
-        grid = self.message_grid
-        warped = warp_bev(features, neighbour_to_ego, grid)
+        grid, target = self.message_grid, self.map_grid
+        warped = warp_bev(features, neighbour_to_ego, grid, target)
         if sent_masks is None:
             return warped
         sent = torch.as_tensor(sent_masks).to(device=features.device, dtype=features.dtype)
@@ -166,7 +195,7 @@ class CooperativeDetector(nn.Module):
                 f"detector.warp: sent masks must be (K, {grid.bev_shape[0]}, "
                 f"{grid.bev_shape[1]}), got {tuple(sent.shape)}"
             )
-        sent_in_ego = warp_bev(sent.unsqueeze(1), neighbour_to_ego, grid).features
+        sent_in_ego = warp_bev(sent.unsqueeze(1), neighbour_to_ego, grid, target).features
         return Warped(warped.features, warped.mask * (sent_in_ego >= 0.5).to(warped.mask))
 
     def fuse(
@@ -219,7 +248,8 @@ class CooperativeDetector(nn.Module):
         neighbours: Sequence[Sequence[NeighbourInput]],
         neighbour_steps: int | None = None,
     ) -> FusedMaps:
-        """Ego maps ``(B, C, H, W)`` and each ego's received neighbour maps -> fused maps.
+        """Ego maps ``(B, *map_shape)`` and each ego's received neighbour maps (each
+        ``message_shape``) -> fused maps.
 
         Per ego, the neighbours within ``comm_range`` / the nearest ``max_neighbours`` are
         chosen (none for a non-feature fusion), refined with ``neighbour_steps`` DDIM steps
@@ -251,7 +281,7 @@ class CooperativeDetector(nn.Module):
             feats = self.refiner(feats, neighbour_steps).feature
         sent = None
         if any(n.sent_mask is not None for n in flat):
-            ones = torch.ones((h, w), dtype=torch.bool)
+            ones = torch.ones(self.message_grid.bev_shape, dtype=torch.bool)
             sent = torch.stack(
                 [ones if n.sent_mask is None else torch.as_tensor(n.sent_mask).cpu() for n in flat]
             )
@@ -301,9 +331,10 @@ class CooperativeDetector(nn.Module):
     def encode_samples(
         self, samples: Sequence[CooperativeSample]
     ) -> tuple[torch.Tensor, list[list[NeighbourFeature]]]:
-        """Every cloud of the batch encoded in one pass -> the ego maps ``(B, *message_shape)``
-        and, per ego, its chosen neighbours' maps with their transforms and pose cues. Early
-        fusion encodes the merged cloud as the ego's; none/late/early send no neighbour."""
+        """Every cloud of the batch encoded in one pass -> the ego maps ``(B, *map_shape)``
+        (:meth:`own_map`) and, per ego, its chosen neighbours' maps (``message_shape``) with
+        their transforms and pose cues. Early fusion encodes the merged cloud as the ego's;
+        none/late/early send no neighbour."""
         if not samples:
             raise ValueError("detector: need at least one sample")
         early = self.config.fusion == "early"
@@ -331,7 +362,7 @@ class CooperativeDetector(nn.Module):
                 ]
             )
             start += len(idx)
-        return maps[: len(samples)], neighbours
+        return self.own_map(maps[: len(samples)]), neighbours
 
     def merged_cloud(self, sample: CooperativeSample) -> NDArray[np.float32]:
         """Early fusion input: ego points first, then the selected neighbours', ego frame."""
@@ -362,7 +393,7 @@ class CooperativeDetector(nn.Module):
         score_threshold: float | None = None,
         nms_iou: float | None = None,
     ) -> list[EgoDetections]:
-        """The one inference path from encoded maps: ego maps ``(B, *message_shape)`` (or one
+        """The one inference path from encoded maps: ego maps ``(B, *map_shape)`` (or one
         ``(C, H, W)``) and each ego's received neighbours -> refine (the ego maps, and the
         chosen neighbours' when ``refine_neighbours``) -> warp -> fuse -> bev -> head ->
         detect. ``refine_steps``: DDIM steps (None: the refiner's configured K, 0: off); the
@@ -447,7 +478,8 @@ class CooperativeDetector(nn.Module):
         """Each cloud detected on its own, in its own sensor frame (encode -> bev -> head ->
         detect, no fusion): what every vehicle runs before late fusion merges the boxes."""
         with self._inference():
-            return self.detect(self.head(self.bev(self.encode(clouds))), score_threshold, nms_iou)
+            maps = self.own_map(self.encode(clouds))
+            return self.detect(self.head(self.bev(maps)), score_threshold, nms_iou)
 
     def detect_late(
         self,

@@ -10,6 +10,8 @@ A config reads as the model's topology in a few lines of YAML (``models/configs/
     fusion_options: {}        # the strategy's hyperparameters (agf: key_channels, hidden, kernel)
     refiner: null             # PKD diffusion refiner (models.refiner.RefinerConfig), or null
     fuse_at: encoder          # encoder (BEV pseudo-image, before the 2D backbone) | backbone
+    message_range: null       # [x_min, y_min, x_max, y_max] m a sender encodes and sends
+                              # (its own frame; null: the grid's own x/y range)
     max_neighbours: 4
     comm_range: 70.0
     ego_clearance: 1.5        # m: detections centred this close to the ego LiDAR are the ego
@@ -109,7 +111,11 @@ class DetectorConfig:
     ``FUSE_POINTS``) is where the map a vehicle sends is taken and fused; every other stage is
     the same. ``ego_clearance`` (metres, 0 disables): a detection whose centre is that close
     (planar) to the ego LiDAR is the ego vehicle itself, seen by its neighbours, and is dropped;
-    no other car's centre can be there without overlapping the ego.
+    no other car's centre can be there without overlapping the ego. ``message_range``
+    ``[x_min, y_min, x_max, y_max]`` (metres, the sender's LiDAR frame) is the window a vehicle
+    encodes and sends, so a neighbour's map reaches the part of the ego's grid its LiDAR sees
+    (None: the grid's own x/y range, as before); it contains the grid, each edge a whole number
+    of backbone strides from the grid's, and only feature fusion sends maps.
     """
 
     name: str = "cpu_max"
@@ -123,6 +129,7 @@ class DetectorConfig:
     ego_clearance: float = 1.5
     fusion_options: dict[str, Any] = field(default_factory=dict)
     refiner: RefinerConfig | None = None
+    message_range: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         where = f"detector {self.name!r}"
@@ -167,6 +174,19 @@ class DetectorConfig:
                 f"{where}: grid of {self.grid.ny} x {self.grid.nx} voxels does not divide by the "
                 f"backbone's total stride {m}"
             )
+        if self.message_range is not None:
+            object.__setattr__(
+                self, "message_range", _check_message_range(self, f"{where}: message_range")
+            )
+
+    @property
+    def message_window(self) -> GridSpec:
+        """The grid a vehicle encodes its points on: ``grid`` over ``message_range``."""
+        if self.message_range is None:
+            return self.grid
+        x0, y0, x1, y1 = self.message_range
+        z0, z1 = self.grid.point_range[2], self.grid.point_range[5]
+        return dataclasses.replace(self.grid, point_range=(x0, y0, z0, x1, y1, z1))
 
     @property
     def is_feature_fusion(self) -> bool:
@@ -188,6 +208,7 @@ class DetectorConfig:
                 "ego_clearance": self.ego_clearance,
                 "fusion_options": dict(self.fusion_options),
                 "refiner": None if self.refiner is None else self.refiner.to_dict(),
+                "message_range": self.message_range,
             }
         )
 
@@ -234,6 +255,52 @@ class DetectorConfig:
     def to_yaml(self, path: str | Path) -> None:
         """Write the config as YAML (what :meth:`from_yaml` reads back)."""
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_message_range(text: str) -> tuple[float, float, float, float]:
+    """``"x_min,y_min,x_max,y_max"`` (metres) -> a ``message_range`` (checked by the config)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError as err:
+        raise ValueError(f"message_range {text!r}: expected x_min,y_min,x_max,y_max") from err
+    if len(values) != 4:
+        raise ValueError(f"message_range {text!r}: expected x_min,y_min,x_max,y_max")
+    return values  # type: ignore[return-value]
+
+
+def _check_message_range(
+    config: DetectorConfig, where: str
+) -> tuple[float, float, float, float]:
+    """``config.message_range`` as four floats, or ValueError naming what is wrong."""
+    value = config.message_range
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise ValueError(f"{where}: expected [x_min, y_min, x_max, y_max], got {value!r}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: expected four numbers, got {value!r}") from err
+    if not all(np.isfinite((x0, y0, x1, y1))):
+        raise ValueError(f"{where}: numbers must be finite, got {value!r}")
+    if not config.is_feature_fusion:
+        raise ValueError(
+            f"{where}: only feature fusion sends maps; fusion {config.fusion!r} needs null"
+        )
+    gx0, gy0, _, gx1, gy1, _ = config.grid.point_range
+    if x0 > gx0 or y0 > gy0 or x1 < gx1 or y1 < gy1:
+        raise ValueError(
+            f"{where}: {[x0, y0, x1, y1]} must contain the grid's x/y range "
+            f"{[gx0, gy0, gx1, gy1]}"
+        )
+    step = config.grid.voxel_size[0] * config.features.backbone.input_multiple
+    for edge, grid_edge in zip((x0, y0, x1, y1), (gx0, gy0, gx1, gy1), strict=True):
+        count = (grid_edge - edge) / step
+        if abs(count - round(count)) > 1e-6:
+            raise ValueError(
+                f"{where}: edge {edge:g} m is not a whole number of {step:g} m backbone strides "
+                f"from the grid's edge {grid_edge:g} m"
+            )
+    return (x0, y0, x1, y1)
 
 
 def _preset_dir() -> Any:

@@ -86,10 +86,10 @@ def check_teacher(teacher: CooperativeDetector, student: CooperativeDetector) ->
             f"agent), got fusion {teacher.config.fusion!r}"
         )
     shape = teacher_shape(teacher, student)
-    if shape != student.message_shape:
+    if shape != student.map_shape:
         raise ValueError(
             f"distill: teacher {teacher.config.name!r} gives maps {shape} at the student's stage, "
-            f"student {student.config.name!r} sends {student.message_shape}"
+            f"student {student.config.name!r} refines {student.map_shape}"
         )
 
 

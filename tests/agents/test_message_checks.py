@@ -12,7 +12,7 @@ from agents.message_checks import (
     check_pose,
     check_values,
 )
-from channel import CodecConfig, GridHeader, decode_feature, encode_feature
+from channel import CodecConfig, GridHeader, GridMismatchError, decode_feature, encode_feature
 from models.checkpoint import load_checkpoint
 from models.message_bound import message_value_bounds
 from tests.adversarial.hostile import CHECKPOINT
@@ -126,3 +126,22 @@ def test_decoder_reports_extremes_of_the_sent_values() -> None:
     dec = decode_feature(encode_feature(f, np.eye(4), 0.0, 1, GRID, CodecConfig("float32")))
     np.testing.assert_array_equal(dec.value_max, [2.5, 7.0])
     np.testing.assert_array_equal(dec.value_min, [0.0, 0.0])
+
+
+def test_a_wider_window_gets_its_own_shape_grid_and_value_bound() -> None:
+    """With ``message_range`` the expectation is the window's shape and grid, and the value
+    bound comes from the window's coordinates, so an honest map of points 75 m out passes."""
+    wide, _, _ = load_checkpoint(CHECKPOINT, overrides={"message_range": [-80, -80, 80, 80]})
+    narrow, _, _ = load_checkpoint(CHECKPOINT)
+    expect = MessageExpectation.for_model(wide, GridHeader(*shipped_grid(wide)))
+    assert expect.shape == wide.message_shape != narrow.message_shape
+    assert expect.grid.as_list() == [-80.0, -80.0, 80.0, 80.0, 0.4]
+    rng = np.random.default_rng(3)
+    pts = rng.uniform((70, -80, -3, 0.0), (80, 80, 1, 1.0), (8000, 4)).astype(np.float32)
+    with torch.no_grad():
+        feature = wide.encode([pts])[0].numpy()
+    assert check_values(feature, expect) is None
+    msg = encode_feature(feature, np.eye(4), 0.0, 1, expect.grid, CodecConfig("float16"))
+    with pytest.raises(GridMismatchError):
+        decode_feature(msg, expected_shape=narrow.message_shape,
+                       expected_grid=GridHeader(*shipped_grid(narrow)))

@@ -165,3 +165,37 @@ def test_an_empty_ego_cloud_still_detects_with_the_refiner(frames: list[Frame]) 
     )
     assert result.steps_run == 2 and 0.0 < result.gamma < 1.0
     assert np.isfinite(result.detections.scores).all()
+
+
+def test_a_wider_message_window_is_sent_fused_and_checked(frames: list[Frame]) -> None:
+    """With ``message_range`` the sender sends its whole window, the ego keeps the crop on its
+    grid as its own map and fuses the neighbour's window; a map of the old window is refused
+    as the wrong grid."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), fuse_at="encoder", comm_range=200.0,
+                                 message_range=(-57.6, -41.6, 57.6, 41.6))
+    model = CooperativeDetector(config).eval()
+    old = CooperativeDetector(dataclasses.replace(config, message_range=None)).eval()
+    old.load_state_dict(model.state_dict())
+    frame = frames[0]
+    spec = VehicleSpec(codec=CodecConfig("float16", {"threshold": 0.0}))
+    ego_id = frame.ego_id
+    sender_id = next(a for a in frame.agent_ids if a != ego_id)
+    ego, sender = Vehicle(ego_id, model, spec), Vehicle(sender_id, model, spec)
+    ego.warm_up()
+    _, message = sender.sense(frame, 0)
+    assert peek_header(message).shape == model.message_shape == (8, 104, 144)
+    _, old_message = Vehicle(sender_id, old, spec).sense(frame, 0)
+    refused = Vehicle(ego_id, model, spec).fuse(frame, 0, [(Inbound(0, sender_id, 0.0),
+                                                             old_message)])
+    assert [r.status for r in refused.receptions] == ["wrong_grid"]
+    result = ego.fuse(frame, 0, [(Inbound(0, sender_id, 0.0), message)])
+    assert [r.status for r in result.receptions] == ["fused"]
+    assert result.coverage.shape == model.map_grid.bev_shape == (40, 80)
+    own = model.own_map(model.encode([frame.agent(ego_id).points]))[0]
+    decoded = decode_feature(message)
+    nbr = NeighbourFeature(torch.from_numpy(decoded.feature.copy()),
+                           neighbour_to_ego(decoded.header.pose, frame.agent(ego_id).lidar_pose),
+                           decoded.mask)
+    expect = model.detect_features(own, [[nbr]])[0].detections
+    np.testing.assert_array_equal(result.boxes, expect.boxes)

@@ -97,6 +97,19 @@ def test_bad_options_are_rejected(inputs: tuple[str, str], tmp_path: Path) -> No
         assert result.exit_code == 2, option
 
 
+def test_a_bad_message_range_names_the_field(inputs: tuple[str, str], tmp_path: Path) -> None:
+    """Unparsable, or not containing the tiny model's 64 x 32 m grid: refused before a run."""
+    for value in ("1,2", "-20,-80,80,80"):
+        result = runner.invoke(app, ["run", inputs[0], "--checkpoint", inputs[1],
+                                     f"--message-range={value}", "--out", str(tmp_path / "r")])
+        assert result.exit_code == 2, value
+        assert "message_range" in result.output, result.output
+    assert RunConfig(message_range=[-1, -2, 3, 4]).detector_overrides() == {
+        "message_range": (-1.0, -2.0, 3.0, 4.0)}
+    with pytest.raises(ValueError, match="message_range must be four finite numbers"):
+        RunConfig(message_range=[1, 2, float("nan"), 4])
+
+
 def test_sweep_writes_table_and_plot(
     ray_local: None, inputs: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from models.checkpoint import FORMAT_VERSION, checkpoint_bytes, load_checkpoint, save_checkpoint
 from models.detector import build_detector
 from models.detector_config import DetectorConfig
 
@@ -69,3 +69,23 @@ def test_save_rejects_mismatched_config_and_unplain_metrics(tmp_path: Path) -> N
     with pytest.raises(TypeError, match="metrics.when"):
         save_checkpoint(tmp_path / "x.pt", model, model.config, {"when": object()})
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_checkpoint_bytes_carry_the_overridden_config(tmp_path: Path) -> None:
+    """``cosim run --message-range`` ships the same weights under the overridden config."""
+    torch.manual_seed(0)
+    config = DetectorConfig(name="tiny_max", fusion="max", fuse_at="encoder")
+    model = build_detector(config)
+    path = save_checkpoint(tmp_path / "m.pt", model, config, {})
+    assert checkpoint_bytes(path) == path.read_bytes()
+    wide = [-80.0, -80.0, 80.0, 80.0]
+    blob = checkpoint_bytes(path, {"message_range": wide})
+    shipped = tmp_path / "shipped.pt"
+    shipped.write_bytes(blob)
+    loaded, loaded_config, _ = load_checkpoint(shipped)
+    assert loaded_config.message_range == tuple(wide)
+    assert loaded.message_shape == (32, 400, 400)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="message_range"):
+        checkpoint_bytes(path, {"message_range": [-40.0, -80.0, 80.0, 80.0]})

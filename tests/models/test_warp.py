@@ -96,3 +96,32 @@ def test_batched_warp_and_theta() -> None:
     torch.testing.assert_close(theta, torch.tensor([[[1.0, 0.0, -0.25], [0.0, 1.0, 0.0]]]))
     with pytest.raises(ValueError, match="features must be"):
         warp_bev(torch.zeros(1, 5, 5), np.eye(4), SQUARE)
+
+
+# The sender's window: x in [-8, 8), y in [-4, 4), 1 m cells (16 x 8); SQUARE is the ego's grid.
+WINDOW = GridSpec((-8.0, -4.0, -1.0, 8.0, 4.0, 1.0), (0.5, 0.5, 2.0), feature_stride=2)
+
+
+def test_warp_from_a_wider_window_into_the_ego_grid() -> None:
+    """A hot cell 6.5 m ahead of a neighbour standing 6 m behind the ego lands on ego cell
+    (x 0.5, y 0.5); from the neighbour's old window (SQUARE) it is never sent."""
+    behind = yaw_pose(-6.0, 0.0, 0.0, 0.0)
+    hot = torch.zeros(1, 8, 16)
+    hot[0, 4, 14] = 1.0  # centre x = -8 + 14.5 = 6.5, y = -4 + 4.5 = 0.5
+    out = warp_bev(hot, behind, WINDOW, SQUARE)
+    assert out.features.shape == (1, 1, 8, 8)
+    assert torch.nonzero(out.features[0, 0] > 0.5).tolist() == [[4, 4]]  # x 0.5, y 0.5
+    # Target columns 0-5 (x -3.5 .. 1.5) are neighbour x 2.5 .. 7.5, inside its window;
+    # columns 6-7 (x 2.5, 3.5) are neighbour x 8.5, 9.5, outside.
+    expected = torch.zeros(8, 8)
+    expected[:, :6] = 1.0
+    assert torch.equal(out.mask[0, 0], expected)
+    # The old window (the ego grid's extent in the neighbour's frame) ends at x = 4.
+    old = warp_bev(hot[:, :, 4:12], behind, SQUARE)
+    assert float(old.features.abs().sum()) == 0.0
+
+
+def test_warp_between_grids_needs_the_same_cell_size() -> None:
+    with pytest.raises(ValueError, match="cell size"):
+        fine = GridSpec((-4.0, -4.0, -1.0, 4.0, 4.0, 1.0), (0.5, 0.5, 2.0), feature_stride=1)
+        warp_bev(pattern(fine), np.eye(4), fine, SQUARE)
