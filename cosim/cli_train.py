@@ -24,8 +24,8 @@ from cosim.train import train
 from cosim.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
 from models.dataset import DatasetFormatError
-from models.device import resolve_device
 from models.detector_config import parse_message_range
+from models.device import resolve_device
 
 console = Console()
 

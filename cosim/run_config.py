@@ -17,8 +17,8 @@ import yaml
 
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
 from channel.sparsify import validate_sparsity
-from models.device import DEVICE_CHOICES, check_gpu_fraction
 from models.detector_config import parse_message_range
+from models.device import DEVICE_CHOICES, check_gpu_fraction
 from models.refiner import MAX_STEPS as MAX_REFINE_STEPS
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.safe_yaml import load_yaml_file, short_repr
