@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -280,7 +279,7 @@ def test_tiny_overfit_lowers_feature_error(
         with torch.no_grad():
             return F.mse_loss(refiner(student, steps=2).feature, teacher).item()
 
-    start_time, before = time.perf_counter(), feature_mse()
+    before = feature_mse()
     for _ in range(150):
         opt.zero_grad(set_to_none=True)
         mse = F.mse_loss(refiner(student, steps=2).feature, teacher)
@@ -294,7 +293,6 @@ def test_tiny_overfit_lowers_feature_error(
         assert after * 5 <= before, (before, after)
     if prediction_type == "sample" and not residual:  # better than not refining at all
         assert after < unrefined / 5, after
-    assert time.perf_counter() - start_time < 10
 
 
 def test_start_fraction_runs_the_tail_of_a_longer_schedule() -> None:
