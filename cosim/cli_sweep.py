@@ -100,7 +100,8 @@ def sweep(
             corruption=corruption, severity=severity, references=references,
             max_parallel=parallel,
         )
-        total = len(sweep_runs(config))  # validates every run's settings before starting
+        runs = sweep_runs(config)  # validates every run's settings before starting
+        total = len(runs)
     except (FileNotFoundError, ValueError) as err:
         print_error(console, err)
         raise typer.Exit(2) from err
@@ -114,7 +115,7 @@ def sweep(
             with progress_bar(console, transient=True) as progress:
                 task = progress.add_task("sweep runs", total=total)
                 table = run_sweep(config, lambda done, _: progress.update(task, completed=done),
-                                  should_stop=stop)
+                                  should_stop=stop, runs=runs)
         finally:
             if address is not None:
                 ray.shutdown()

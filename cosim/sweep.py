@@ -168,14 +168,16 @@ def _run_task(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 def run_sweep(
     config: SweepConfig, progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    runs: list[tuple[str, RunConfig]] | None = None,
 ) -> pa.Table:
     """Every run of the sweep as Ray tasks (at most ``max_parallel`` at once); one row each.
 
-    Uses the current Ray connection, or starts a local instance and shuts it down after.
-    With ``should_stop`` (see :mod:`cosim.interrupts`) the sweep can end early: the table then
-    holds the complete runs only.
+    ``runs``: the planned ``sweep_runs(config)`` when the caller already has them (planning
+    loads every checkpoint once). Uses the current Ray connection, or starts a local instance
+    and shuts it down after. With ``should_stop`` (see :mod:`cosim.interrupts`) the sweep can
+    end early: the table then holds the complete runs only.
     """
-    runs = sweep_runs(config)
+    runs = sweep_runs(config) if runs is None else runs
     started = not ray.is_initialized()
     if started:
         init_local()

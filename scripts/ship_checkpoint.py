@@ -14,7 +14,6 @@ training time and a ``cosim eval`` report on each test split, so
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +21,9 @@ import torch
 import typer
 from rich.console import Console
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cosim.evaluate import evaluate_report  # noqa: E402
-from models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from models.detector import build_detector  # noqa: E402
+from cosim.evaluate import evaluate_report
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.detector import build_detector
 
 console = Console()
 
