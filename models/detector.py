@@ -349,20 +349,24 @@ class CooperativeDetector(nn.Module):
             s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
         ]
         maps = self.encode(clouds)
+        # One split and one unbind, not a select per map: each select's backward would write
+        # a zero tensor the size of the whole batch of message maps (a second per step).
+        ego_maps, sent_maps = maps.split([len(samples), len(maps) - len(samples)])
+        sent = sent_maps.unbind(0)
         neighbours: list[list[NeighbourFeature]] = []
-        start = len(samples)
+        start = 0
         for s, idx in zip(samples, chosen, strict=True):
             sigmas, ages = s.neighbour_pose_sigma, s.neighbour_age_s
             neighbours.append(
                 [
-                    NeighbourFeature(maps[start + j], s.neighbour_to_ego[i],
+                    NeighbourFeature(sent[start + j], s.neighbour_to_ego[i],
                                      age_s=float(ages[i]), stale=bool(ages[i] > 0),
                                      pose_sigma=float(sigmas[i]))
                     for j, i in enumerate(idx)
                 ]
             )
             start += len(idx)
-        return self.own_map(maps[: len(samples)]), neighbours
+        return self.own_map(ego_maps), neighbours
 
     def merged_cloud(self, sample: CooperativeSample) -> NDArray[np.float32]:
         """Early fusion input: ego points first, then the selected neighbours', ego frame."""
