@@ -9,6 +9,9 @@ training time and a ``cosim eval`` report on each test split, so
         --strategy none --test data/test --test data/test_highway
     python scripts/ship_checkpoint.py runs/sizes_none models/checkpoints/late.pt \
         --strategy late --as-model cpu_late_sizes --test data/test --test data/test_highway
+
+RUN may also be a checkpoint file (e.g. a committed ``models/checkpoints/base/*.pt`` whose run
+folder is gone): its weights ship as they are, with the timings its ``extra`` holds, if any.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ console = Console()
 
 
 def run_timings(run: Path) -> dict[str, Any]:
-    """Seconds and best epoch from the run's summary.json (written when training ends)."""
+    """Seconds and best epoch from the run's summary.json (written when training ends); none
+    for a checkpoint file (its ``extra`` keeps what it recorded)."""
+    if run.is_file():
+        return {}
     summary = run / "summary.json"
     if not summary.is_file():
         raise typer.BadParameter(f"{summary} missing: the run has not finished")
@@ -38,7 +44,8 @@ def run_timings(run: Path) -> dict[str, Any]:
 
 
 def main(
-    run: Annotated[Path, typer.Argument(help="Training run folder (holds best.pt, summary.json).")],
+    run: Annotated[Path, typer.Argument(
+        help="Training run folder (holds best.pt, summary.json), or a checkpoint file.")],
     out: Annotated[Path, typer.Argument(help="Shipped checkpoint to write.")],
     strategy: Annotated[str, typer.Option(help="Fusion strategy name recorded in extra.")],
     test: Annotated[list[Path], typer.Option(help="Test split to evaluate on; repeat.")],
@@ -47,16 +54,19 @@ def main(
              "fusion of a no-fusion run).")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads for the evaluation.")] = 2,
 ) -> None:
-    """Copy RUN/best.pt to OUT with provenance and test reports in its ``extra``."""
+    """Copy RUN/best.pt (or the checkpoint RUN) to OUT with provenance and test reports in its
+    ``extra``."""
     torch.set_num_threads(threads)
-    model, config, payload = load_checkpoint(run / "best.pt")
+    source = run if run.is_file() else run / "best.pt"
+    timings = run_timings(run)  # refuses an unfinished run before anything is evaluated
+    model, config, payload = load_checkpoint(source)
     if as_model is not None:
         rehomed = build_detector(as_model)
         rehomed.load_state_dict(model.state_dict(), strict=True)
         model, config = rehomed.eval(), rehomed.config
     extra = dict(payload["extra"])
-    extra.update(run_timings(run), strategy=strategy,
-                 derived_from=f"{run}/best.pt" + (f" under {as_model}" if as_model else ""))
+    extra.update(timings, strategy=strategy,
+                 derived_from=f"{source}" + (f" under {as_model}" if as_model else ""))
     reports = {}
     for split in test:
         console.print(f"evaluating {out.name} on {split}")

@@ -67,3 +67,18 @@ def test_an_unfinished_run_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "x.pt")
+
+
+def test_ship_a_checkpoint_file(tiny_data: Path, tmp_path: Path) -> None:
+    """A committed base checkpoint (no run folder) ships with the provenance it holds."""
+    model = tiny_model("none")
+    base = tmp_path / "base.pt"
+    save_checkpoint(base, model, model.config, {}, None, 3, {"train_command": "cosim train a"})
+    out = tmp_path / "none.pt"
+    result = CliRunner().invoke(_script_app(), [
+        str(base), str(out), "--strategy", "none", "--test", str(tiny_data), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    extra = read_checkpoint(out)["extra"]
+    assert extra["derived_from"] == str(base) and extra["train_command"] == "cosim train a"
+    assert "train_seconds" not in extra and read_checkpoint(out)["epoch"] == 3
+    assert extra["test_reports"][tiny_data.name]["frames"] == 4
