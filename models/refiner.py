@@ -248,7 +248,7 @@ class FeatureRefiner(nn.Module):
         # student's own detail where it is not (a strided, narrow latent).
         if self.config.residual_decode:
             base = student if idx is None else student[idx]
-            refined = base + self.autoencoder.decode_delta(x0 - z)  # one full-size decode
+            refined = self.autoencoder.add_decoded_delta(base, x0 - z)  # one full-size decode
         else:
             refined = self.autoencoder.decode(x0)
         if idx is None:
