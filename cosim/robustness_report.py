@@ -174,7 +174,7 @@ def _ap_by_label(table: pa.Table) -> dict[str, float]:
 def compare_report(tables: dict[str, pa.Table]) -> str:
     """Markdown comparing benchmark runs (name -> robustness table), one row per run: clean
     AP@0.5, AP@0.5 per corruption at severity 2, the two mRCEs; then AP@0.5 under each
-    communication fault that every run has (the README's robustness tables)."""
+    communication fault that every run has (the robustness tables in docs/results.md)."""
     if not tables:
         raise ValueError("robustness comparison needs at least one table")
     by_name = {name: (_ap_by_label(t), summarize(t)) for name, t in tables.items()}

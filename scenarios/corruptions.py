@@ -13,7 +13,7 @@ Conventions, the same for all seven:
 - the same seed (or an equally seeded Generator) gives the same output.
 
 ``CORRUPTION_TABLE`` holds each model and its parameters per severity; ``render_table()``
-writes it as the markdown table used in the README.
+writes it as the markdown table used in docs/method.md.
 """
 
 from __future__ import annotations
