@@ -19,8 +19,9 @@ from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
 from cosim.train import lr_factor, train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
-from models.detector import CooperativeDetector
+from models.detector import CooperativeDetector, build_detector
 from models.detector_config import load_detector_config
+from models.distill import check_teacher
 
 # A 51.2 m x 32 m grid and a narrow backbone: a training step takes a fraction of a second.
 TINY_MODEL: dict[str, Any] = {
@@ -106,7 +107,8 @@ def test_missing_required_key_and_file(tmp_path: Path) -> None:
 
 
 def test_repo_configs_load_and_override() -> None:
-    root = Path(__file__).resolve().parents[2] / "configs" / "train"
+    repo = Path(__file__).resolve().parents[2]
+    root = repo / "configs" / "train"
     names = sorted(p.stem for p in root.glob("cpu_*.yaml"))
     assert names == ["cpu_agf", "cpu_attention", "cpu_attention_pkd", "cpu_diffkd",
                      "cpu_diffkd_flat", "cpu_early", "cpu_late", "cpu_max", "cpu_none"]
@@ -115,8 +117,16 @@ def test_repo_configs_load_and_override() -> None:
         cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
         assert cfg.model.fusion == fusion.get(name, name.removeprefix("cpu_"))
         assert cfg.data.egos == "all"
-        assert cfg.data.train == "data/train" and cfg.out == f"runs/{name}"
         distilled = name in ("cpu_attention_pkd", "cpu_diffkd", "cpu_diffkd_flat")
+        diffkd_family = distilled or name == "cpu_agf"  # retrained on the per-size head
+        assert cfg.data.train == ("data/train3" if diffkd_family else "data/train")
+        assert cfg.out == f"runs/{name}"
+        if diffkd_family:
+            assert len(cfg.model.head.anchors) == 3 and cfg.model.message_range is not None
+            assert cfg.init_from == "models/checkpoints/base/sizes_early.pt"
+        if distilled:  # the committed teacher gives maps the student can be distilled from
+            teacher, _, _ = load_checkpoint(repo / cfg.distill.teacher)
+            check_teacher(teacher, build_detector(cfg.model))
         assert (cfg.model.refiner is not None) == distilled
         assert (cfg.distill is not None) == distilled
         assert (cfg.corrupt is not None) == (distilled or name == "cpu_agf")
