@@ -89,6 +89,8 @@ def run(
         help="map codec value type: float32, float16, int8 [default: int8]")] = None,
     sparsity: Annotated[str | None, typer.Option(
         help="map sparsity: none, topk:FRACTION or threshold:T [default: topk:0.1]")] = None,
+    zstd_level: Annotated[int | None, typer.Option(
+        help="zstd level of every message, -7..22 [default: 3]")] = None,
     corruption: Annotated[str | None, typer.Option(help="sensor corruption name")] = None,
     severity: Annotated[int | None, typer.Option(help="severity 1-3 [default: 2]")] = None,
     pose_error: Annotated[float | None, typer.Option(
@@ -137,7 +139,8 @@ def run(
     try:
         resolved = build_config(
             config, scenario=scenario, checkpoint=checkpoint, agents=agents, frames=frames,
-            channel=channel, dtype=dtype, sparsity=sparsity, corruption=corruption,
+            channel=channel, dtype=dtype, sparsity=sparsity, zstd_level=zstd_level,
+            corruption=corruption,
             severity=severity, pose_error=pose_error, seed=seed, address=address,
             connect_timeout_s=connect_timeout, metrics=metrics,
             executor=executor, all_egos=all_egos, cooperate=cooperate,

@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from cosim import cli_run, cli_sweep
+from cosim.cli_run import build_config
 from cosim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
@@ -91,10 +92,13 @@ def test_run_without_a_checkpoint_explains(inputs: tuple[str, str], tmp_path: Pa
 
 
 def test_bad_options_are_rejected(inputs: tuple[str, str], tmp_path: Path) -> None:
-    for option in (["--sparsity", "topk"], ["--dtype", "int4"], ["--channel", "wifi"]):
+    for option in (["--sparsity", "topk"], ["--dtype", "int4"], ["--channel", "wifi"],
+                   ["--zstd-level", "23"]):
         result = runner.invoke(app, ["run", inputs[0], "--checkpoint", inputs[1], *option,
                                      "--out", str(tmp_path / "r")])
         assert result.exit_code == 2, option
+    assert "zstd_level must be an int in [-7, 22], got 23" in " ".join(result.output.split())
+    assert build_config(None, zstd_level=6, dtype=None).codec().zstd_level == 6
 
 
 def test_a_bad_message_range_names_the_field(inputs: tuple[str, str], tmp_path: Path) -> None:
