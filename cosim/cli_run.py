@@ -88,14 +88,14 @@ def run(
     dtype: Annotated[str | None, typer.Option(
         help="map codec value type: float32, float16, int8 [default: int8]")] = None,
     sparsity: Annotated[str | None, typer.Option(
-        help="map sparsity: none, topk:FRACTION or threshold:T [default: topk:0.1]")] = None,
+        help="map sparsity: none, topk:FRACTION or threshold:T [default: topk:0.006]")] = None,
     zstd_level: Annotated[int | None, typer.Option(
         help="zstd level of every message, -7..22 [default: 3]")] = None,
     corruption: Annotated[str | None, typer.Option(help="sensor corruption name")] = None,
     severity: Annotated[int | None, typer.Option(help="severity 1-3 [default: 2]")] = None,
     pose_error: Annotated[float | None, typer.Option(
         help="pose error sigma (m on x/y, deg on yaw), replaces the channel's")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed of the world, channel, noise")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of the world, channel, noise [default: 3]")] = None,
     address: Annotated[str | None, typer.Option(
         help="connect to a Ray cluster: auto, host:6379, ray://host:10001")] = None,
     connect_timeout: Annotated[float | None, typer.Option(

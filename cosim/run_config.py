@@ -94,13 +94,19 @@ class RunConfig:
     agents: int | None = None
     frames: int | None = 20
     channel: str | dict[str, Any] = "dsrc"
-    dtype: str = "int8"  # int8 + top 10% of cells: ~39 kB, 56 ms on the air on dsrc
-    sparsity: dict[str, float] | None = field(default_factory=lambda: {"topk": 0.1})
+    # int8 + the top 0.6% of cells: 960 of the ±80 m window's 160,000 (the occupied pillars
+    # are ~2,700), ~20 kB, so four vehicles' maps share one 6 Mbps DSRC medium at 10 Hz. All
+    # occupied cells (~44 kB) need more air than the medium has: the ego then fuses maps that
+    # are 0.2-0.5 s old and cooperation loses (docs/results.md, "The main job").
+    dtype: str = "int8"
+    sparsity: dict[str, float] | None = field(default_factory=lambda: {"topk": 0.006})
     zstd_level: int = 3
     corruption: str | None = None
     severity: int = 2
     pose_error: float | None = None
-    seed: int = 0
+    # The main job's window: of seeds 0-4 the one whose cooperative AP@0.5 is closest to the
+    # mean (python scripts/main_job_seeds.py), so the default run does not flatter.
+    seed: int = 3
     executor: str = "ray"
     address: str | None = None
     all_egos: bool = False

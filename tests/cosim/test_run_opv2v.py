@@ -36,7 +36,7 @@ def test_run_replays_a_written_folder_with_the_default_seed(
     folder, model = folder_and_model
     config = RunConfig(scenario=str(folder), checkpoint=str(model), channel="ideal",
                        executor="inprocess", render_frames=0)
-    assert config.seed == 0 and config.frames == 20  # the defaults that used to be refused
+    assert config.seed == 3 and config.frames == 20  # the defaults that used to be refused
     result = run_simulation(config)
     assert result.summary["frames"] == 3 == result.frames.num_rows
     assert result.summary["messages"]["delivered"] > 0
