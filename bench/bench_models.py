@@ -25,6 +25,11 @@ also time the encode stage on the window (``window_voxelize_ms``, ``window_encod
 of the same size spread over the window), ``window_total_ms`` (``total_ms`` with that encode
 stage instead of the grid's: what a vehicle that sends and detects runs per frame) and
 ``coop4_encoder_window_predict_ms``.
+``--checkpoint PATH`` adds a ``trained`` object: the single-agent detect path of that trained
+model (encode on its message window, own-map crop, backbone, head, decode + NMS + box voting at
+its configured score threshold) on the same kind of cloud: ``total_ms`` (median),
+``detect_ms`` (decode + NMS + voting) and the boxes kept, i.e. the per-agent-frame cost with a
+trained head's candidates rather than the untrained worst case.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 
 from models.batch import CooperativeSample
+from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector
 from models.detector_config import FUSE_POINTS, DetectorConfig, load_detector_config
 from models.device import resolve_device
@@ -120,6 +126,23 @@ def cooperative_sample(grid: GridSpec, agents: int = 4) -> CooperativeSample:
     clouds = tuple(lidar_like_cloud(grid, seed=k + 1) for k in range(agents - 1))
     transforms = np.stack(poses) if poses else np.zeros((0, 4, 4))
     return CooperativeSample(lidar_like_cloud(grid), clouds, transforms, np.zeros((0, 7)))
+
+
+def bench_trained(path: str, repeats: int, device: torch.device) -> dict[str, Any]:
+    """The detect path of a trained checkpoint at its own score threshold (see docstring)."""
+    model, config, _ = load_checkpoint(path, map_location=device)
+    model = model.to(device).eval()
+    cloud = lidar_like_cloud(model.message_grid)
+
+    def head_out() -> Any:
+        return model.head(model.bev(model.own_map(model.encode([cloud]))))
+
+    with torch.no_grad():
+        out = head_out()  # warm-up
+        dets, detect_ms, _ = _timed(lambda: model.detect(out), repeats)
+        _, _, total_ms = _timed(lambda: model.detect(head_out()), repeats)
+    return {"checkpoint": path, "model": config.name, "points": int(cloud.shape[0]),
+            "total_ms": total_ms, "detect_ms": detect_ms, "detections": len(dets[0].boxes)}
 
 
 def bench_one(
@@ -258,6 +281,8 @@ def main() -> None:
     parser.add_argument("--head", default=None,
                         help="detector preset whose head (and message_range) to use")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (voxelize: CPU)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="also time this trained model's detect path ('trained')")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -280,6 +305,8 @@ def main() -> None:
                 "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(),
                 "per_agent_frame": rows,
+                **({"trained": bench_trained(args.checkpoint, args.repeats, device)}
+                   if args.checkpoint else {}),
             },
             indent=2,
         )
