@@ -132,7 +132,7 @@ def test_a_wider_window_gets_its_own_shape_grid_and_value_bound() -> None:
     """With ``message_range`` the expectation is the window's shape and grid, and the value
     bound comes from the window's coordinates, so an honest map of points 75 m out passes."""
     wide, _, _ = load_checkpoint(CHECKPOINT, overrides={"message_range": [-80, -80, 80, 80]})
-    narrow, _, _ = load_checkpoint(CHECKPOINT)
+    narrow, _, _ = load_checkpoint(CHECKPOINT, overrides={"message_range": [-48, -32, 48, 32]})
     expect = MessageExpectation.for_model(wide, GridHeader(*shipped_grid(wide)))
     assert expect.shape == wide.message_shape != narrow.message_shape
     assert expect.grid.as_list() == [-80.0, -80.0, 80.0, 80.0, 0.4]

@@ -27,6 +27,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
         scenario=str(write_small_scenario(root / "small.yaml")),
         checkpoint=str(write_tiny_checkpoint(root / "tiny.pt")),
         frames=6, channel="ideal", executor="inprocess", render_frames=0,
+        seed=0,  # the placements below (who is within comm range) are seed 0's
     )
 
 

@@ -18,7 +18,7 @@ from cosim.cli_train import eval_command, train_command
 from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
 from cosim.train import lr_factor, train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
-from models.checkpoint import load_checkpoint, read_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.detector import CooperativeDetector, build_detector
 from models.detector_config import load_detector_config
 from models.distill import check_teacher
@@ -140,8 +140,12 @@ def test_repo_configs_load_and_override() -> None:
     )
 
 
-def test_warm_start_skips_a_new_head() -> None:
-    shipped = Path(__file__).resolve().parents[2] / "models" / "checkpoints" / "none.pt"
+def test_warm_start_skips_a_new_head(tmp_path: Path) -> None:
+    """A single-car-anchor checkpoint warm-starts the per-size preset's feature net; its head
+    (2 anchors a cell, not 6) is skipped, or refused by name when not skipped."""
+    single = CooperativeDetector(load_detector_config("cpu_none"))
+    shipped = tmp_path / "none.pt"
+    save_checkpoint(shipped, single, single.config, {})
     model = CooperativeDetector(load_detector_config("cpu_none_sizes"))
     fresh_head = model.anchor_head.cls.weight.detach().clone()
     warm_start(model, str(shipped), ("anchor_head.",))
