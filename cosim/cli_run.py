@@ -95,7 +95,8 @@ def run(
     severity: Annotated[int | None, typer.Option(help="severity 1-3 [default: 2]")] = None,
     pose_error: Annotated[float | None, typer.Option(
         help="pose error sigma (m on x/y, deg on yaw), replaces the channel's")] = None,
-    seed: Annotated[int | None, typer.Option(help="seed of the world, channel, noise [default: 3]")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="seed of the world, channel, noise [default: 3]")] = None,
     address: Annotated[str | None, typer.Option(
         help="connect to a Ray cluster: auto, host:6379, ray://host:10001")] = None,
     connect_timeout: Annotated[float | None, typer.Option(
