@@ -227,9 +227,3 @@ def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str)
         )
     return table
 
-
-if __name__ == "__main__":  # python -m cosim.cli_train train|eval ... (before registration)
-    standalone = typer.Typer(no_args_is_help=True)
-    standalone.command("train")(train_command)
-    standalone.command("eval")(eval_command)
-    standalone()

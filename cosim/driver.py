@@ -1,6 +1,6 @@
 """The simulation driver: steps simulated time frame by frame, vehicles -> channel -> egos.
 
-One tick ``t`` (see DESIGN.md "One tick of a simulation")::
+One tick ``t`` (docs/architecture.md, "One tick of a simulation", draws it)::
 
     frame = source.frame(i)                 shared once (Ray: one ray.put for every actor)
     every live vehicle: sense -> encode -> compress with its reported pose     (in parallel)
