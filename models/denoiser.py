@@ -94,17 +94,15 @@ class LinearAutoencoder(nn.Module):
         if not self.enabled:
             return base + dz
         if self.stride == 1:
-            assert isinstance(self.decoder, nn.Conv2d)
-            b, c, h, w = dz.shape
-            weight = self.decoder.weight.view(1, self.channels, c).expand(b, -1, -1)
-            delta = torch.bmm(weight, dz.reshape(b, c, h * w)).view(b, self.channels, h, w)
+            delta = pointwise(self.decoder, dz, bias=False)
         else:
             delta = unpatchify(self.decoder, dz, bias=False)  # type: ignore[arg-type]
         return delta.add_(base)
 
 
-def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 ``nn.Conv2d`` applied as one batched matmul (identity passes through).
+def pointwise(conv: nn.Module, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """A 1x1 ``nn.Conv2d`` applied as one batched matmul (identity passes through;
+    ``bias=False``: its linear part only).
 
     Same result as ``conv(x)``; on CPU oneDNN's 1x1 convolution is up to 20x slower than the
     plain GEMM for the refiner's shapes (16 -> 32 channels on 160 x 240), so the AE uses this.
@@ -114,7 +112,7 @@ def pointwise(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     b, c, h, w = x.shape
     weight = conv.weight.view(1, conv.out_channels, c).expand(b, -1, -1)
     flat = x.reshape(b, c, h * w)
-    if conv.bias is None:
+    if conv.bias is None or not bias:
         y = torch.bmm(weight, flat)
     else:
         y = torch.baddbmm(conv.bias.view(1, -1, 1), weight, flat)
