@@ -124,6 +124,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def worker_port_base() -> int:
+    """The first of 61 worker ports, below the kernel's ephemeral range, where ``free_port``
+    (and every other bind to port 0) draws from: a range inside it collided with a port
+    already handed to another Ray component ("worker_ports is trying to use a port number
+    that is used by other components")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    start = 10000 if low > 11000 else 1100
+    if not WORKER_PORT_BASES:  # one random draw per test process, then distinct ranges
+        first = random.randrange(start, max(start + 100, low - 1000), 100)
+        WORKER_PORT_BASES.extend(range(first, low - 100, 100))
+    return WORKER_PORT_BASES.pop(0)
+
+
+WORKER_PORT_BASES: list[int] = []
+
+
 def local(argv: list[str], temp_dir: Path, gcs_port: int) -> list[str]:
     """A compose ``ray start`` command for this machine: its own temp dir and free ports on
     127.0.0.1 in place of the container's, not blocking, no dashboard (the only change in
@@ -138,7 +154,7 @@ def local(argv: list[str], temp_dir: Path, gcs_port: int) -> list[str]:
     if "--head" in argv:
         out += [f"--port={gcs_port}", f"--ray-client-server-port={free_port()}",
                 "--include-dashboard=false"]
-    base = random.randrange(30000, 60000, 100)
+    base = worker_port_base()
     return out + [
         f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
         f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
