@@ -1,8 +1,10 @@
 """Checks that a refactor changed no behaviour: two ``cosim run`` folders hold the same results.
 
-Compares every simulated number a run writes (``summary.json``, ``config.yaml``, every
-``*.parquet`` log, the rendered BEV pictures), leaving out what is wall-clock time. Prints one
-JSON object (what was compared, each difference) and exits 1 on any difference, 2 on bad input::
+Compares every number a run writes (``summary.json``, ``config.yaml``, every ``*.parquet`` log,
+the rendered BEV pictures), leaving out what is wall-clock time. Prints one JSON object (what
+was compared, each difference) and exits 1 on any difference, 2 on bad input. Any other folder
+of JSON / YAML / parquet outputs compares the same way (``cosim eval --out`` reports,
+``cosim robustness --out`` folders)::
 
     # two folders written before and after a change
     python scripts/behaviour_identity.py /tmp/split_before/default /tmp/split_after/default
@@ -33,7 +35,7 @@ import yaml
 # summary.json keys that measure wall-clock time, not what was simulated.
 WALL_CLOCK_KEYS = frozenset({"wall_s", "startup_s", "frames_per_s", "stage_s_per_tick"})
 # Parquet columns that hold wall-clock seconds, per table.
-WALL_CLOCK_COLUMNS = {"timings": frozenset({"seconds"})}
+WALL_CLOCK_COLUMNS = {"timings": frozenset({"seconds"}), "robustness": frozenset({"seconds"})}
 # Keys holding paths: compared by file name, so a reference from another checkout still matches.
 PATH_KEYS = frozenset({"checkpoint"})
 
@@ -91,28 +93,33 @@ def _diff_table(a: Path, b: Path, out: list[str]) -> dict[str, Any]:
     return {"rows": ta.num_rows, "columns": columns, "skipped": sorted(skip)}
 
 
+def _names(before: Path, after: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Paths (relative, sorted) matching ``patterns`` in either folder."""
+    return sorted({p.relative_to(folder).as_posix() for folder in (before, after)
+                   for pattern in patterns for p in folder.glob(pattern)})
+
+
 def compare(before: Path, after: Path) -> dict[str, Any]:
     """What was compared between two run folders and every difference found."""
     differences: list[str] = []
     compared: dict[str, Any] = {}
-    for name in ("summary.json", "config.yaml"):
+    for name in _names(before, after, ("*.json", "*.yaml")):
         a, b = before / name, after / name
         if not a.exists() or not b.exists():
             differences.append(f"{name}: missing in {'before' if not a.exists() else 'after'}")
             continue
         load = json.loads if name.endswith(".json") else yaml.safe_load
         leaves = _diff_tree(load(a.read_text()), load(b.read_text()), name, differences)
-        compared[name] = {"leaves": leaves, "skipped": sorted(WALL_CLOCK_KEYS)}
-    tables = sorted({p.name for p in before.glob("*.parquet")} | {p.name for p in
-                                                                   after.glob("*.parquet")})
-    for name in tables:
+        compared[name] = {"leaves": leaves}
+    if compared:
+        compared["skipped_keys"] = sorted(WALL_CLOCK_KEYS)
+    for name in _names(before, after, ("*.parquet",)):
         a, b = before / name, after / name
         if not a.exists() or not b.exists():
             differences.append(f"{name}: missing in {'before' if not a.exists() else 'after'}")
             continue
         compared[name] = _diff_table(a, b, differences)
-    pictures = sorted({p.relative_to(before).as_posix() for p in before.glob("bev/*")}
-                      | {p.relative_to(after).as_posix() for p in after.glob("bev/*")})
+    pictures = _names(before, after, ("bev/*",))
     for name in pictures:
         a, b = before / name, after / name
         if not a.exists() or not b.exists():
@@ -135,16 +142,19 @@ def rerun(reference: Path, into: Path) -> None:
 
 
 def main(
-    before: Annotated[Path, typer.Argument(help="reference run folder")],
+    before: Annotated[Path, typer.Argument(help="reference output folder")],
     after: Annotated[Path | None, typer.Argument(help="run folder to compare; "
                                                       "omit with --rerun")] = None,
     rerun_reference: Annotated[bool, typer.Option(
         "--rerun", help="run cosim run with BEFORE/config.yaml into a temp folder and compare")
     ] = False,
 ) -> None:
-    """Compare two cosim run folders (or a fresh rerun of one); exit 1 on any difference."""
-    if not (before / "summary.json").exists():
-        print(json.dumps({"error": f"{before} holds no summary.json"}))
+    """Compare two output folders (or a fresh cosim run rerun of one); exit 1 on a difference."""
+    if not before.is_dir() or (after is not None and not after.is_dir()):
+        print(json.dumps({"error": f"{before} or {after} is not a folder"}))
+        raise typer.Exit(2)
+    if rerun_reference and not (before / "config.yaml").exists():
+        print(json.dumps({"error": f"--rerun: {before} holds no cosim run config.yaml"}))
         raise typer.Exit(2)
     if rerun_reference == (after is not None):
         print(json.dumps({"error": "give AFTER or --rerun, not both nor neither"}))
