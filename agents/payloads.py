@@ -4,15 +4,15 @@
 kind        the sender sends                the ego, with the held messages
 ==========  ==============================  ==========================================
 ``map``     its encoded BEV map (codec)     warp + fuse the maps (none, max, attention,
-            (none and intermediate fusion)  AGF): ``detect_features``
+            (none and intermediate fusion)  AGF): ``fuse_and_detect``
 ``points``  its cloud, int16 cm + uint8     merge the clouds into its frame, encode once,
-            (early fusion)                  detect: ``merged_cloud`` + ``detect_features``
+            (early fusion)                  detect: ``detect_early``
 ``boxes``   its detections, float32         merge its own and the neighbours' boxes by
             (late fusion)                   rotated NMS: ``detect_late``
 ==========  ==============================  ==========================================
 
-The ego-side calls are the ones ``cosim eval`` makes for the same fusion
-(:meth:`models.detector.CooperativeDetector.predict`), on what the channel delivered.
+The ego-side calls are those of :mod:`models.inference`, the path ``cosim eval`` takes for the
+same fusion (:func:`models.inference.predict`), on what the channel delivered.
 
 Every kind travels on the same wire frame (:mod:`channel.codec`, :mod:`channel.payload_codec`),
 is checked by :mod:`agents.message_checks` before anything of it is used, and is placed in the
@@ -50,11 +50,13 @@ from channel import (
     encode_feature,
 )
 from channel.payload_codec import decode_boxes, decode_cloud, encode_boxes, encode_cloud
-from models.batch import CooperativeSample
-from models.detector import CooperativeDetector, EgoDetections, NeighbourFeature
+from models.detector import CooperativeDetector
 from models.device import to_numpy
 from models.grid import GridSpec
 from models.head import Detections
+from models.inference import detect_alone, detect_early, encode_points, fuse_and_detect
+from models.late_fusion import detect_late
+from models.received import EgoDetections, NeighbourFeature
 
 # Fusions whose messages are not BEV maps; every other one (none included) sends maps.
 PAYLOAD_OF_FUSION = {"early": "points", "late": "boxes"}
@@ -101,27 +103,6 @@ def neighbour_to_ego(
     """Sender LiDAR -> ego LiDAR from the sender's reported pose *at send time* and the ego's
     current pose: a stale message is placed where its sender said it was."""
     return np.linalg.inv(ego_pose) @ sender_reported
-
-
-def encode_points(model: CooperativeDetector, points: NDArray[np.float32]) -> torch.Tensor:
-    """One cloud (sensor frame) -> its message map ``model.message_shape``, no gradient (its
-    own map is ``model.own_map`` of it)."""
-    with torch.no_grad():
-        return model.encode([points])[0]
-
-
-def fuse_and_detect(
-    model: CooperativeDetector,
-    ego_feature: torch.Tensor,
-    neighbours: Sequence[NeighbourFeature],
-    refine_steps: int | None = None,
-    refine_neighbours: bool = False,
-) -> EgoDetections:
-    """The ego's own map ``(C, H, W)`` and its decoded neighbours -> refine, warp, fuse, head:
-    ``CooperativeDetector.detect_features`` for one ego, the path ``cosim eval`` takes too."""
-    return model.detect_features(
-        ego_feature, [neighbours], refine_steps=refine_steps, refine_neighbours=refine_neighbours
-    )[0]
 
 
 class Payload(Protocol):
@@ -240,18 +221,9 @@ class PointsPayload(_Base):
         return decoded.points
 
     def detect(self, own: NDArray[np.float32], neighbours: Sequence[Neighbour]) -> EgoDetections:
-        """``cosim eval``'s early fusion: the chosen neighbours' clouds moved into the ego
-        frame after the ego's own (:meth:`CooperativeDetector.merged_cloud`), one encode."""
-        t0 = time.perf_counter()
-        transforms = self.transforms(neighbours)
-        sample = CooperativeSample(own, tuple(n.data for n in neighbours), transforms,
-                                   np.zeros((0, 7), np.float32))
-        merged = encode_points(self.model, self.model.merged_cloud(sample))
-        merge_s = time.perf_counter() - t0
-        result = fuse_and_detect(self.model, merged, [], self.refine_steps)
-        timings = {**result.timings, "fuse": result.timings.get("fuse", 0.0) + merge_s}
-        return EgoDetections(result.detections, self.model.select_neighbours(transforms),
-                             result.coverage, result.gamma, result.steps_run, timings)
+        """``cosim eval``'s early fusion (:func:`models.inference.detect_early`)."""
+        return detect_early(self.model, own, [n.data for n in neighbours],
+                            self.transforms(neighbours), self.refine_steps)
 
 
 class BoxesPayload(_Base):
@@ -260,7 +232,7 @@ class BoxesPayload(_Base):
     kind = "boxes"
 
     def own(self, points: NDArray[np.float32]) -> Detections:
-        return self.model.detect_alone([points])[0]
+        return detect_alone(self.model, [points])[0]
 
     def encode(
         self, own: Detections, pose: NDArray[np.float64], t_send: float, sender: int
@@ -275,11 +247,11 @@ class BoxesPayload(_Base):
         return Detections(decoded.boxes, decoded.scores)
 
     def detect(self, own: Detections, neighbours: Sequence[Neighbour]) -> EgoDetections:
-        """``cosim eval``'s late fusion (:meth:`CooperativeDetector.detect_late`)."""
+        """``cosim eval``'s late fusion (:func:`models.late_fusion.detect_late`)."""
         t0 = time.perf_counter()
         transforms = self.transforms(neighbours)
-        merged = self.model.detect_late(
-            own, [(n.data, t) for n, t in zip(neighbours, transforms, strict=True)])
+        merged = detect_late(
+            self.model, own, [(n.data, t) for n, t in zip(neighbours, transforms, strict=True)])
         coverage = np.zeros(self.model.map_grid.bev_shape, np.uint8)
         return EgoDetections(merged, self.model.select_neighbours(transforms), coverage,
                              timings={"fuse": time.perf_counter() - t0})

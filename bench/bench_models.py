@@ -51,6 +51,7 @@ from models.device import resolve_device
 from models.encoders.feature_net import FEATURE_PRESETS
 from models.grid import GridSpec
 from models.head import HeadConfig
+from models.inference import predict
 from models.refiner import FeatureRefiner, RefinerConfig
 from scenarios.geometry import yaw_pose
 
@@ -194,7 +195,7 @@ def bench_one(
                 lambda model=coop: model([sample]), repeats
             )
             _, row[f"coop4_{fuse_at}_predict_ms"], _ = _timed(
-                lambda model=coop: model.predict([sample], score_threshold=0.0), repeats
+                lambda model=coop: predict(model, [sample], score_threshold=0.0), repeats
             )
         # The refiner acts on the encoder's pseudo-image (the map fused at the encoder).
         refiner = FeatureRefiner(bev.shape[1], RefinerConfig()).to(device).eval()
@@ -210,9 +211,9 @@ def bench_one(
                 DetectorConfig(f"{preset}_{encoder}_{name}", grid, config.with_encoder(encoder),
                                fusion="agf", fuse_at="encoder", refiner=refine)
             ).to(device).eval()
-            agf.predict([sample], score_threshold=0.0)  # warm-up
+            predict(agf, [sample], score_threshold=0.0)  # warm-up
             _, row[f"coop4_{name}_predict_ms"], _ = _timed(
-                lambda model=agf: model.predict([sample], score_threshold=0.0), repeats
+                lambda model=agf: predict(model, [sample], score_threshold=0.0), repeats
             )
     row["total_ms"] = sum(
         row[k] for k in ("voxelize_ms", "encoder_ms", "backbone_ms", "head_ms", "nms_ms")
@@ -264,9 +265,9 @@ def _bench_window(
     _, row["window_encoder_ms"], _ = _timed(lambda: net.encoder(voxels), repeats)
     row["window_voxels"] = voxels.num_voxels
     row["window_message_shape"] = list(coop.message_shape)
-    coop.predict([sample], score_threshold=0.0)  # warm-up
+    predict(coop, [sample], score_threshold=0.0)  # warm-up
     _, row["coop4_encoder_window_predict_ms"], _ = _timed(
-        lambda: coop.predict([sample], score_threshold=0.0), repeats
+        lambda: predict(coop, [sample], score_threshold=0.0), repeats
     )
     return row
 

@@ -23,6 +23,7 @@ from cosim.size_recall import SizeRecall
 from cosim.visibility import ClassRecall, VisibilityRecall
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
+from models.inference import predict
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
 
 EVAL_DATA: dict[str, Any] = {
@@ -63,7 +64,7 @@ def accumulate(
         for start in range(0, total, batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, total))]
             with torch.no_grad():
-                detections = model.predict(samples, score_threshold=score_threshold,
+                detections = predict(model, samples, score_threshold=score_threshold,
                                            refine_steps=refine_steps)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)

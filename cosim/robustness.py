@@ -44,6 +44,7 @@ from models.batch import CooperativeSample
 from models.dataset import FrameStore, sample_from_frame, shard_paths
 from models.detector import CooperativeDetector
 from models.grid import GridSpec
+from models.inference import predict
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContext, corrupt
 from scenarios.frame import Frame
@@ -341,7 +342,7 @@ def evaluate_condition(
             points += len(sample.ego_points) + sum(len(p) for p in sample.neighbour_points)
         if batch and (sample is None or len(batch) == batch_size):
             with torch.no_grad():
-                detections = model.predict(batch, score_threshold=score_threshold,
+                detections = predict(model, batch, score_threshold=score_threshold,
                                            refine_steps=refine_steps)
             for s, det in zip(batch, detections, strict=True):
                 acc.add(det.boxes, det.scores, s.gt_boxes)

@@ -12,9 +12,11 @@ robustness benchmark, the benches and the simulation actors call exactly the sam
     head    head input                                   -> HeadOutput
     detect  HeadOutput                                   -> list[Detections], ego LiDAR frame
 
-:meth:`CooperativeDetector.detect_features` chains refine -> warp -> fuse -> bev -> head ->
-detect for maps that are already encoded: it is the one inference path, used by
-:meth:`predict` (``cosim eval``, ``cosim robustness``) and by the ego actor of ``cosim run``.
+This module assembles the model from its config and holds the stages and the training forward;
+:func:`models.inference.detect_features` chains refine -> warp -> fuse -> bev -> head -> detect
+for maps that are already encoded: the one inference path, used by
+:func:`models.inference.predict` (``cosim eval``, ``cosim robustness``) and by the ego of
+``cosim run`` (:mod:`agents.payloads`).
 
 ``config.fuse_at`` splits the FeatureNet between ``encode`` and ``bev``: with ``backbone`` the
 message map is the backbone's output (feature stride) and ``bev`` is the identity; with
@@ -33,8 +35,8 @@ Fusion (``config.fusion``): ``none`` ego only; ``early`` neighbour points merged
 frame, one encode; intermediate (``max``, ``attention``, ``agf``) ego and neighbours encoded in
 one batch, neighbours warped and fused with masks; ``late`` trains as a single-agent detector
 and, at inference, merges every agent's boxes in the ego frame by rotated NMS
-(:mod:`models.late_fusion`). ``config.refiner`` adds the PKD diffusion refiner, which repairs the
-ego's own map (and, on request, each received map) before fusion.
+(:func:`models.late_fusion.detect_late`). ``config.refiner`` adds the PKD diffusion refiner,
+which repairs the ego's own map (and, on request, each received map) before fusion.
 
 Devices: the parameters' device is the model's device. Voxelization runs on the CPU (index
 arithmetic only, no gradient) and the voxels move to the model's device; transforms are numpy
@@ -44,9 +46,7 @@ Gradients flow through encode, refine, warp (``grid_sample``), fusion and head.
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -56,14 +56,11 @@ from torch import nn
 
 from models.batch import CooperativeSample
 from models.detector_config import DetectorConfig, load_detector_config
-from models.device import to_numpy
 from models.early_fusion import merge_points_to_ego
 from models.encoders.feature_net import FeatureNet
 from models.fusion import NUM_CUES, build_fusion
 from models.head import AnchorHead, Detections, HeadLoss, HeadOutput, Normaliser
-from models.late_fusion import merge_late
 from models.received import (
-    EgoDetections,
     ForwardPass,
     FusedMaps,
     NeighbourFeature,
@@ -374,138 +371,6 @@ class CooperativeDetector(nn.Module):
         clouds = [sample.ego_points, *(sample.neighbour_points[i] for i in idx)]
         poses = [np.eye(4), *sample.neighbour_to_ego[idx]]
         return merge_points_to_ego(clouds, poses, np.eye(4))
-
-    # ---- inference -----------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """Eval mode and no grad for the duration; the previous mode is restored."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was_training)
-
-    def detect_features(
-        self,
-        ego_maps: torch.Tensor,
-        neighbours: Sequence[Sequence[NeighbourInput]],
-        refine_steps: int | None = None,
-        refine_neighbours: bool = False,
-        score_threshold: float | None = None,
-        nms_iou: float | None = None,
-    ) -> list[EgoDetections]:
-        """The one inference path from encoded maps: ego maps ``(B, *map_shape)`` (or one
-        ``(C, H, W)``) and each ego's received neighbours -> refine (the ego maps, and the
-        chosen neighbours' when ``refine_neighbours``) -> warp -> fuse -> bev -> head ->
-        detect. ``refine_steps``: DDIM steps (None: the refiner's configured K, 0: off); the
-        neighbours' refinement is timed with ``fuse``, where they are chosen. Neighbours beyond
-        ``comm_range`` / past the nearest ``max_neighbours`` are ignored.
-        """
-        if self.config.fusion == "late":
-            raise ValueError("detector: late fusion merges boxes; use predict or merge_late")
-        with self._inference():
-            ego = ego_maps.to(self.device)
-            ego = ego.unsqueeze(0) if ego.dim() == 3 else ego
-            b = ego.shape[0]
-            t0 = time.perf_counter()
-            refined = self.refine(ego, refine_steps)
-            if refined is not None:
-                ego = refined.feature
-            t1 = time.perf_counter()
-            nbr_steps = None
-            if refine_neighbours and self.refiner is not None:
-                nbr_steps = self.refiner.config.steps if refine_steps is None else refine_steps
-            fused = self.fuse_neighbours(ego, neighbours, nbr_steps)
-            t2 = time.perf_counter()
-            detections = self.detect(self.head(self.bev(fused.features)), score_threshold, nms_iou)
-            t3 = time.perf_counter()
-        timings = {"refine": (t1 - t0) / b, "fuse": (t2 - t1) / b, "head": (t3 - t2) / b}
-        return [
-            EgoDetections(
-                detections[j],
-                fused.chosen[j],
-                to_numpy(fused.coverage[j]),
-                float("nan") if refined is None else float(refined.gamma[j]),
-                0 if refined is None else int(refined.steps_run[j]),
-                timings,
-            )
-            for j in range(b)
-        ]
-
-    def predict(
-        self,
-        samples: Sequence[CooperativeSample],
-        score_threshold: float | None = None,
-        nms_iou: float | None = None,
-        refine_steps: int | None = None,
-    ) -> list[Detections]:
-        """Detections per sample in the ego LiDAR frame, for every fusion strategy: encode the
-        clouds, then :meth:`detect_features` (late fusion: per-agent boxes, :meth:`detect_late`)."""
-        with self._inference():
-            if self.config.fusion == "late":
-                return self._predict_late(samples, score_threshold, nms_iou)
-            ego_maps, neighbours = self.encode_samples(samples)
-            results = self.detect_features(
-                ego_maps, neighbours, refine_steps, score_threshold=score_threshold,
-                nms_iou=nms_iou,
-            )
-            return [r.detections for r in results]
-
-    def _predict_late(
-        self,
-        samples: Sequence[CooperativeSample],
-        score_threshold: float | None,
-        nms_iou: float | None,
-    ) -> list[Detections]:
-        chosen = [self.select_neighbours(s.neighbour_to_ego) for s in samples]
-        clouds = [s.ego_points for s in samples]
-        clouds += [
-            s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
-        ]
-        per_agent = self.detect_alone(clouds, score_threshold, nms_iou)
-        results, start = [], len(samples)
-        for b, (s, idx) in enumerate(zip(samples, chosen, strict=True)):
-            theirs = [(per_agent[start + j], s.neighbour_to_ego[i]) for j, i in enumerate(idx)]
-            start += len(idx)
-            results.append(self.detect_late(per_agent[b], theirs, nms_iou))
-        return results
-
-    def detect_alone(
-        self,
-        clouds: Sequence[PointsLike],
-        score_threshold: float | None = None,
-        nms_iou: float | None = None,
-    ) -> list[Detections]:
-        """Each cloud detected on its own, in its own sensor frame (encode -> bev -> head ->
-        detect, no fusion): what every vehicle runs before late fusion merges the boxes."""
-        with self._inference():
-            maps = self.own_map(self.encode(clouds))
-            return self.detect(self.head(self.bev(maps)), score_threshold, nms_iou)
-
-    def detect_late(
-        self,
-        own: Detections,
-        neighbour_detections: Sequence[tuple[Detections, ArrayLike]],
-        nms_iou: float | None = None,
-    ) -> Detections:
-        """Late fusion (:func:`models.late_fusion.merge_late`) of the ego's boxes and those of
-        the neighbours within ``comm_range`` / the nearest ``max_neighbours``."""
-        transforms = (
-            np.stack([np.asarray(t, np.float64) for _, t in neighbour_detections])
-            if neighbour_detections
-            else np.zeros((0, 4, 4))
-        )
-        chosen = [
-            (neighbour_detections[i][0], transforms[i]) for i in self.select_neighbours(transforms)
-        ]
-        cfg = self.anchor_head.config  # what cosim eval --vote-iou overrides
-        return merge_late(
-            own, chosen, self.grid, self.config.ego_clearance,
-            cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections, cfg.vote_iou,
-        )
 
 
 def build_detector(config: DetectorConfig | str) -> CooperativeDetector:

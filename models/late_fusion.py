@@ -1,5 +1,6 @@
 """Late fusion: every agent's detections moved into the ego frame and merged by rotated NMS,
-then (``vote_iou`` > 0) box voting over every agent's overlapping boxes."""
+then (``vote_iou`` > 0) box voting over every agent's overlapping boxes; :func:`detect_late` is
+the merge with a detector's neighbour choice and head settings (``cosim run`` and ``eval``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from models.box_voting import vote_boxes
+from models.detector import CooperativeDetector
 from models.grid import GridSpec
 from models.head import Detections
 from models.nms import rotated_nms
@@ -50,3 +52,27 @@ def merge_late(
     if vote_iou > 0.0 and len(kept):
         kept = vote_boxes(kept, all_boxes, all_scores, vote_iou)
     return Detections(kept, all_scores[keep])
+
+
+def detect_late(
+    model: CooperativeDetector,
+    own: Detections,
+    neighbour_detections: Sequence[tuple[Detections, ArrayLike]],
+    nms_iou: float | None = None,
+) -> Detections:
+    """:func:`merge_late` of the ego's boxes and those of the neighbours ``model`` chooses
+    (within ``comm_range``, the nearest ``max_neighbours``), with its grid, ego clearance and
+    head settings (``nms_iou`` None: the head's)."""
+    transforms = (
+        np.stack([np.asarray(t, np.float64) for _, t in neighbour_detections])
+        if neighbour_detections
+        else np.zeros((0, 4, 4))
+    )
+    chosen = [
+        (neighbour_detections[i][0], transforms[i]) for i in model.select_neighbours(transforms)
+    ]
+    cfg = model.anchor_head.config  # what cosim eval --vote-iou overrides
+    return merge_late(
+        own, chosen, model.grid, model.config.ego_clearance,
+        cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections, cfg.vote_iou,
+    )

@@ -52,6 +52,7 @@ from models.batch import CooperativeSample
 from models.box_ops import rotated_iou_bev
 from models.checkpoint import load_checkpoint
 from models.detector import CooperativeDetector
+from models.inference import predict
 from models.warp import affine_theta
 from scenarios.geometry import boxes_to_frame, points_in_boxes, points_to_frame, wrap_angle
 
@@ -159,7 +160,7 @@ def main() -> None:
             gt = sample.gt_boxes.astype(np.float64)
             if len(gt) == 0:
                 continue
-            pred = model.predict([sample])[0].boxes.astype(np.float64)
+            pred = predict(model, [sample])[0].boxes.astype(np.float64)
             classes = visibility_classes(sample)
             best, best_iou = best_match(pred, gt)
             hit = best_iou >= 0.5

@@ -12,7 +12,8 @@ import agents.payloads
 from agents.payloads import neighbour_to_ego
 from agents.steps import Inbound, Vehicle, VehicleSpec
 from channel import CodecConfig, PoseErrorConfig, decode_feature
-from models.detector import NeighbourFeature
+from models.inference import detect_features
+from models.received import NeighbourFeature
 from scenarios.frame import Frame
 from scenarios.source import open_source
 from tests.agents.helpers import tiny_model, write_small_scenario
@@ -49,7 +50,7 @@ def test_a_held_message_is_fused_again_until_too_old(frames: list[Frame]) -> Non
     transform = neighbour_to_ego(frames[0].agent(sender_id).lidar_pose,
                                  frames[2].agent(frames[2].ego_id).lidar_pose)
     held = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.2, stale=True)
-    expect = ego.model.detect_features(own, [[held]])[0].detections
+    expect = detect_features(ego.model, own, [[held]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
     # Tick 3: 0.3 s old, past the maximum age: forgotten.
     assert ego.fuse(frames[3], 3, []).receptions == ()

@@ -10,6 +10,7 @@ import pytest
 import zstandard
 
 import agents.payloads
+import models.inference
 from agents.payloads import (
     Neighbour,
     make_payload,
@@ -62,8 +63,8 @@ def test_points_are_moved_into_the_ego_frame_with_the_reported_pose(
     assert got.status == "ok"
     np.testing.assert_array_equal(got.sender_pose, SENDER_POSE)
     seen: list[np.ndarray] = []
-    encode = agents.payloads.encode_points
-    monkeypatch.setattr(agents.payloads, "encode_points",
+    encode = models.inference.encode_points
+    monkeypatch.setattr(models.inference, "encode_points",
                         lambda model, pts: seen.append(pts) or encode(model, pts))
     own = np.array([[-5.0, 0.0, 0.0, 0.25]], np.float32)
     result = payload.detect(own, [Neighbour(got.item, neighbour_to_ego(got.sender_pose,

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from agents.payloads import encode_points, fuse_and_detect, neighbour_to_ego
+from agents.payloads import neighbour_to_ego
 from agents.steps import Inbound, Vehicle, VehicleSpec, sense_points
 from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, decode_feature, peek_header
 from models.checkpoint import load_checkpoint
-from models.detector import CooperativeDetector, NeighbourFeature
+from models.detector import CooperativeDetector
+from models.inference import detect_features, encode_points, fuse_and_detect
+from models.received import NeighbourFeature
 from scenarios.frame import Frame
 from scenarios.source import open_source
 from tests.agents.helpers import (
@@ -52,7 +54,7 @@ def test_fuse_and_detect_matches_detect_features(frames: list[Frame]) -> None:
         for i, a in enumerate(frame.agent_ids) if i > 0
     ]
     result = fuse_and_detect(model, feats[0], nbrs)
-    expect = model.detect_features(feats[0], [nbrs])[0]
+    expect = detect_features(model, feats[0], [nbrs])[0]
     assert len(result.detections.scores) > 0
     np.testing.assert_array_equal(result.detections.boxes, expect.detections.boxes)
     np.testing.assert_array_equal(result.detections.scores, expect.detections.scores)
@@ -82,7 +84,7 @@ def test_stale_message_is_placed_with_its_send_time_pose(frames: list[Frame]) ->
     own = ego.model.encode([frames[1].agent(frames[1].ego_id).points])[0]
     received = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.1,
                                 stale=True)
-    expect = ego.model.detect_features(own, [[received]])[0].detections
+    expect = detect_features(ego.model, own, [[received]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
 
 
@@ -197,5 +199,5 @@ def test_a_wider_message_window_is_sent_fused_and_checked(frames: list[Frame]) -
     nbr = NeighbourFeature(torch.from_numpy(decoded.feature.copy()),
                            neighbour_to_ego(decoded.header.pose, frame.agent(ego_id).lidar_pose),
                            decoded.mask)
-    expect = model.detect_features(own, [[nbr]])[0].detections
+    expect = detect_features(model, own, [[nbr]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)

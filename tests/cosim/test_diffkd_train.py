@@ -19,6 +19,7 @@ from cosim.train_config import TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
 from models.detector import CooperativeDetector
 from models.distill import file_sha256
+from models.inference import predict
 from tests.cosim.test_train import TINY_MODEL
 
 TEACHER = {**TINY_MODEL, "name": "tiny_early", "fusion": "early"}
@@ -96,18 +97,18 @@ def test_student_runs_without_its_teacher_and_k0_is_the_bare_model(
     own_teacher.unlink()  # the teacher the checkpoint names is gone: inference never needs it
     model, config, _ = load_checkpoint(tmp_path / "s" / "last.pt")
     samples = [eval_dataset(model, tiny_data)[i] for i in range(2)]
-    refined = model.predict(samples, score_threshold=0.0, refine_steps=2)
-    off = model.predict(samples, score_threshold=0.0, refine_steps=0)
+    refined = predict(model, samples, score_threshold=0.0, refine_steps=2)
+    off = predict(model, samples, score_threshold=0.0, refine_steps=0)
     bare = CooperativeDetector(dataclasses.replace(config, refiner=None))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("refiner.")}
     bare.load_state_dict(state, strict=True)
-    want = bare.predict(samples, score_threshold=0.0)
+    want = predict(bare, samples, score_threshold=0.0)
     for got, expect in zip(off, want, strict=True):
         np.testing.assert_array_equal(got.boxes, expect.boxes)
         np.testing.assert_array_equal(got.scores, expect.scores)
     assert any(not np.array_equal(a.scores, b.scores) for a, b in zip(refined, off, strict=True))
     with pytest.raises(ValueError, match="steps"):
-        model.predict(samples, refine_steps=11)
+        predict(model, samples, refine_steps=11)
 
 
 def test_distill_without_corruption_teaches_the_clean_sample(

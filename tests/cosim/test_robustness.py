@@ -32,6 +32,7 @@ from models.batch import CooperativeSample
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore
 from models.detector import CooperativeDetector
+from models.inference import predict
 from models.metrics import evaluate_detections
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.geometry import relative_transform
@@ -119,7 +120,7 @@ def test_full_loss_equals_no_neighbours(folder: Path, model: CooperativeDetector
     assert all(s.num_neighbours == 0 for s in samples(folder, model, lost))
     alone = [CooperativeSample(s.ego_points, (), np.zeros((0, 4, 4)), s.gt_boxes)
              for s in samples(folder, model, CLEAN)]
-    detections = [d for k in range(0, len(alone), 4) for d in model.predict(alone[k:k + 4])]
+    detections = [d for k in range(0, len(alone), 4) for d in predict(model, alone[k:k + 4])]
     reference = evaluate_detections((d.boxes, d.scores, s.gt_boxes)
                                     for d, s in zip(detections, alone, strict=True))
     row = evaluate_condition(model, folder / "data", lost)

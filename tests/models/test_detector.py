@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from models.batch import CooperativeSample
-from models.detector import CooperativeDetector, NeighbourFeature, build_detector
+from models.detector import CooperativeDetector, build_detector
 from models.detector_config import DetectorConfig, detector_presets, load_detector_config
 from models.head import Detections
+from models.inference import detect_features, predict
+from models.late_fusion import detect_late
+from models.received import NeighbourFeature
 from scenarios.geometry import points_to_frame, yaw_pose
 
 CARS_EGO = np.array(
@@ -166,7 +169,7 @@ def test_cpu_presets_forward_loss_predict(name: str, sample: CooperativeSample) 
     loss = model.loss([sample, make_sample(1, seed=1)], out)
     assert torch.isfinite(loss.total) and loss.num_positive > 0
     loss.total.backward()
-    dets = model.predict([sample], score_threshold=0.0)
+    dets = predict(model, [sample], score_threshold=0.0)
     assert model.training  # predict restores the mode
     assert len(dets) == 1 and dets[0].boxes.shape[1:] == (7,) and len(dets[0]) > 0
     assert np.all(np.diff(dets[0].scores) <= 0)
@@ -265,7 +268,7 @@ def test_late_merge_projects_boxes_and_suppresses_duplicates() -> None:
     far = Detections(
         np.array([[0.0, 0, -1, 4.5, 1.8, 1.5, 0]], np.float32), np.array([0.99], np.float32)
     )
-    merged = model.detect_late(own, [(theirs, facing_back), (far, yaw_pose(90, 0, 0, 0))])
+    merged = detect_late(model, own, [(theirs, facing_back), (far, yaw_pose(90, 0, 0, 0))])
     np.testing.assert_allclose(merged.scores, [0.9, 0.7])
     np.testing.assert_allclose(merged.boxes[0], own.boxes[0])
     expect = [25.0, -3.0, -1, 4.5, 1.8, 1.5, 0.5 - math.pi]
@@ -283,11 +286,11 @@ def test_late_merge_votes_across_agents() -> None:
     theirs = Detections(np.array([[10.5, 0.0, -1, *car]], np.float32),
                         np.array([0.6], np.float32))
     assert model.anchor_head.config.vote_iou == pytest.approx(0.3)
-    merged = model.detect_late(own, [(theirs, np.eye(4))])
+    merged = detect_late(model, own, [(theirs, np.eye(4))])
     np.testing.assert_allclose(merged.scores, [0.9, 0.5])
     np.testing.assert_allclose(merged.boxes[:, 0], [10.2, -20.0], atol=1e-5)
     model.anchor_head.config = dataclasses.replace(model.anchor_head.config, vote_iou=0.0)
-    np.testing.assert_allclose(model.detect_late(own, [(theirs, np.eye(4))]).boxes[:, 0],
+    np.testing.assert_allclose(detect_late(model, own, [(theirs, np.eye(4))]).boxes[:, 0],
                                [10.0, -20.0])
 
 
@@ -302,14 +305,14 @@ def test_the_ego_seen_by_its_neighbours_is_not_a_detection(sample: CooperativeSa
         np.array([0.9, 0.8], np.float32),
     )
     nothing = Detections(np.zeros((0, 7), np.float32), np.zeros(0, np.float32))
-    merged = model.detect_late(nothing, [(theirs, facing_back)])
+    merged = detect_late(model, nothing, [(theirs, facing_back)])
     np.testing.assert_allclose(merged.boxes[:, :2], [[0.0, -3.0]], atol=1e-5)
     np.testing.assert_array_equal(
         model.clear_of_ego(np.array([[1.4, 0.3, 0, 4, 2, 1.5, 0], [1.6, 0, 0, 4, 2, 1.5, 0]])),
         [False, True],
     )
     keep_all = build_detector(dataclasses.replace(model.config, ego_clearance=0.0))
-    assert len(keep_all.detect_late(nothing, [(theirs, facing_back)])) == 2
+    assert len(detect_late(keep_all, nothing, [(theirs, facing_back)])) == 2
     with pytest.raises(ValueError, match="ego_clearance"):
         dataclasses.replace(model.config, ego_clearance=-1.0)
 
@@ -320,10 +323,10 @@ def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -
     clouds = [sample.ego_points, *sample.neighbour_points]
     with torch.no_grad():
         per_agent = model.detect(model.head(model.bev(model.encode(clouds))), score_threshold=0.0)
-    manual = model.detect_late(
+    manual = detect_late(model,
         per_agent[0], list(zip(per_agent[1:], sample.neighbour_to_ego, strict=True))
     )
-    got = model.predict([sample], score_threshold=0.0)[0]
+    got = predict(model, [sample], score_threshold=0.0)[0]
     np.testing.assert_allclose(got.boxes, manual.boxes, atol=1e-5)
     np.testing.assert_allclose(got.scores, manual.scores, atol=1e-6)
 
@@ -344,10 +347,10 @@ def test_detect_features_equals_predict(
     nbrs = list(zip(bev[1:], sample.neighbour_to_ego, strict=True))
 
     def detect_from_features(ego: torch.Tensor, items: list, **kw: float) -> Detections:
-        return model.detect_features(ego, [items], **kw)[0].detections
+        return detect_features(model, ego, [items], **kw)[0].detections
 
     got = detect_from_features(bev[0], nbrs, score_threshold=0.0)
-    want = model.predict([sample], score_threshold=0.0)[0]
+    want = predict(model, [sample], score_threshold=0.0)[0]
     assert len(got) > 0
     np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-5)
     np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
@@ -361,7 +364,7 @@ def test_detect_features_equals_predict(
     nothing = detect_from_features(bev[0], none_sent, score_threshold=0.0)
     np.testing.assert_allclose(nothing.scores, alone.scores, atol=1e-6)
     with pytest.raises(ValueError, match="merge_late"):
-        build_detector("cpu_late").detect_features(bev[0], [nbrs])
+        detect_features(build_detector("cpu_late"), bev[0], [nbrs])
 
 
 def test_sent_mask_is_warped_with_the_features() -> None:

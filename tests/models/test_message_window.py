@@ -13,6 +13,7 @@ import torch
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector, build_detector
 from models.detector_config import DetectorConfig, load_detector_config, parse_message_range
+from models.inference import predict
 from scenarios.geometry import points_to_frame, yaw_pose
 
 WIDE = (-80.0, -80.0, 80.0, 80.0)
@@ -126,4 +127,4 @@ def test_backbone_fuse_point_works_with_a_wider_window() -> None:
         maps, nbrs = new.encode_samples([sample])
     assert maps.shape == (1, 96, 80, 120) and nbrs[0][0].feature.shape == (96, 88, 128)
     assert out.cls_logits.shape[-2:] == (80, 120)
-    assert len(new.predict([sample])) == 1
+    assert len(predict(new, [sample])) == 1
