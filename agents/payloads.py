@@ -14,13 +14,14 @@ kind        the sender sends                the ego, with the held messages
 The ego-side calls are those of :mod:`models.inference`, the path ``cosim eval`` takes for the
 same fusion (:func:`models.inference.predict`), on what the channel delivered.
 
-Every kind travels on the same wire frame (:mod:`channel.codec`, :mod:`channel.payload_codec`),
-is checked by :mod:`agents.message_checks` before anything of it is used, and is placed in the
-ego frame the same way: with the pose its sender *reported at send time* and the ego's current
-true pose (:func:`neighbour_to_ego`). Nothing is extrapolated. A message 0.2 s old shows the
-world as it was 0.2 s ago, seen from where its sender said it was then: static structure lands
-where it belongs (up to pose error), but a moving car lands where it *was* (3 m behind at
-15 m/s), whether it arrives as map cells, points or a box. Pose error moves all three alike.
+Every kind travels on the same wire frame (:mod:`channel.wire`; the kinds: :mod:`channel.codec`,
+:mod:`channel.payload_codec`), is checked by :mod:`agents.message_checks` before anything of it
+is used, and is placed in the ego frame the same way: with the pose its sender *reported at
+send time* and the ego's current true pose (:func:`neighbour_to_ego`). Nothing is extrapolated.
+A message 0.2 s old shows the world as it was 0.2 s ago, seen from where its sender said it was
+then: static structure lands where it belongs (up to pose error), but a moving car lands where
+it *was* (3 m behind at 15 m/s), whether it arrives as map cells, points or a box. Pose error
+moves all three alike.
 """
 
 from __future__ import annotations

@@ -32,13 +32,10 @@ bandwidth and FIFO), kept for studies of a single link.
 
 from channel.broadcast import BUSY_SCHEMA, TX_SCHEMA, BroadcastChannel
 from channel.codec import (
-    FORMAT_VERSION,
     ByteStats,
     CodecConfig,
-    CodecError,
     DecodedFeature,
     GridHeader,
-    GridMismatchError,
     Header,
     byte_stats,
     decode_feature,
@@ -59,6 +56,7 @@ from channel.pose_error import (
 )
 from channel.presets import ChannelConfig, list_presets, load_preset
 from channel.sparsify import select_mask
+from channel.wire import FORMAT_VERSION, CodecError, GridMismatchError
 
 __all__ = [
     "BUSY_SCHEMA",

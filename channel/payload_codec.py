@@ -1,6 +1,6 @@
 """Early- and late-fusion messages: a sender's points or its boxes, on the feature map's wire.
 
-Both use the frame of :mod:`channel.codec` (msgpack, one zstandard frame, BLAKE2b-128
+Both use the frame of :mod:`channel.wire` (msgpack, one zstandard frame, BLAKE2b-128
 checksum, never pickle), each under its own magic, with a header map of ``sender``, ``t``,
 ``pose`` (as for maps: the *reported* world <- sender-LiDAR pose at send time, 4x4 float64)
 and ``n`` (points or boxes sent).
@@ -20,7 +20,7 @@ within 0.5 cm (+ float32 rounding) of what was sent, intensity within 1/510.
 yaw in the sender's LiDAR frame, row-major) then ``scores float32[n]``: 32 bytes per box,
 exact.
 
-Decoders raise only :class:`~channel.codec.CodecError`. The header's count is checked against
+Decoders raise only :class:`~channel.wire.CodecError`. The header's count is checked against
 the cap (``max_points``, ``max_boxes``) before anything is decompressed, the zstandard frame
 must declare exactly the size that count implies, and non-finite boxes or scores are refused.
 """
@@ -35,7 +35,7 @@ import msgpack
 import numpy as np
 from numpy.typing import NDArray
 
-from channel.codec import (
+from channel.wire import (
     BOXES_MAGIC,
     DEFAULT_MAX_MESSAGE_BYTES,
     POINTS_MAGIC,

@@ -13,17 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from channel import codec
-from channel.codec import (
+from channel.codec import CodecConfig, GridHeader, decode_feature, encode_feature
+from channel.wire import (
     FORMAT_VERSION,
     MAGIC,
     MAX_ERROR_CHARS,
-    CodecConfig,
     CodecError,
-    GridHeader,
     GridMismatchError,
     _digest,
-    decode_feature,
-    encode_feature,
 )
 
 GRID = GridHeader(0.0, 0.0, 8.0, 6.0, 0.5)  # 12 x 16 cells

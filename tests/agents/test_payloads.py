@@ -20,8 +20,8 @@ from agents.payloads import (
 )
 from agents.steps import Inbound, Vehicle, VehicleSpec
 from channel import CodecConfig, PoseErrorConfig, PoseErrorModel, encode_feature
-from channel.codec import _digest
 from channel.payload_codec import decode_boxes, decode_cloud, encode_boxes, encode_cloud
+from channel.wire import _digest
 from models.head import Detections
 from scenarios.frame import Frame
 from scenarios.geometry import boxes_to_frame

@@ -10,17 +10,14 @@ import pytest
 import zstandard
 
 from channel.codec import (
-    FORMAT_VERSION,
-    MAGIC,
     CodecConfig,
-    CodecError,
     GridHeader,
-    _digest,
     byte_stats,
     decode_feature,
     encode_feature,
     peek_header,
 )
+from channel.wire import FORMAT_VERSION, MAGIC, CodecError, _digest
 
 GRID = GridHeader(-12.0, -8.0, 12.0, 8.0, 1.0)  # 16 x 24 cells
 

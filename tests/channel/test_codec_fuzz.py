@@ -8,16 +8,8 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from channel.codec import (
-    FORMAT_VERSION,
-    MAGIC,
-    CodecConfig,
-    CodecError,
-    GridHeader,
-    _digest,
-    decode_feature,
-    encode_feature,
-)
+from channel.codec import CodecConfig, GridHeader, decode_feature, encode_feature
+from channel.wire import FORMAT_VERSION, MAGIC, CodecError, _digest
 
 GRID = GridHeader(0.0, 0.0, 8.0, 6.0, 0.5)  # 12 x 16 cells
 

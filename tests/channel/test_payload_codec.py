@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from channel.codec import FORMAT_VERSION, CodecError, GridHeader, _digest, encode_feature
+from channel.codec import GridHeader, encode_feature
 from channel.payload_codec import (
     BOXES_MAGIC,
     POINTS_MAGIC,
@@ -20,6 +20,7 @@ from channel.payload_codec import (
     encode_boxes,
     encode_cloud,
 )
+from channel.wire import FORMAT_VERSION, CodecError, _digest
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 POSE = np.array([[0.0, -1.0, 0.0, 10.0], [1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 1.0, 1.5],
