@@ -8,51 +8,40 @@ and scheduler state, the epoch) and ``best.pt`` (the epoch of highest validation
 shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if never stopped.
 
 :func:`run_training` is the loop itself, for one process (:func:`train`) or for each worker of a
-Ray Train run (:mod:`cosim.train_ray`): a :class:`Replica` says which worker it is, and only
-worker 0 writes the run folder.
+Ray Train run (:mod:`cosim.train_ray`): a :class:`~cosim.replica.Replica` says which worker it
+is, and only worker 0 writes the run folder. The parts it runs: the optimiser and schedule
+(:mod:`cosim.train_schedule`), one step and one epoch (:mod:`cosim.train_step`), the CSV logs
+(:mod:`cosim.train_log`).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
 from cosim.evaluate import evaluate_report
-from cosim.progress import progress_bar
+from cosim.replica import Replica
 from cosim.robustness import source_lidars
-from cosim.train_config import ScheduleConfig, TrainConfig
+from cosim.train_config import TrainConfig
+from cosim.train_log import EPOCH_FIELDS, append_rows, truncate_log
+from cosim.train_schedule import build_optimizer, lr_factor, steps_per_epoch
+from cosim.train_step import TrainStep, train_epoch
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.dataset import CooperativeDataset, read_manifest
 from models.detector import CooperativeDetector
 from models.device import resolve_device
-from models.distill import (
-    DistillWeights,
-    check_teacher,
-    distill_loss,
-    file_sha256,
-    teacher_maps,
-)
+from models.distill import check_teacher, file_sha256
 from models.global_norm import use_global_batch_norm
-from models.head import Normaliser
 from models.pairs import PairMaker
-
-STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos",
-               "detection", "diffusion", "feature", "autoencoder", "adapter", "max_severity"]
-LOG_EVERY = 20  # steps.csv is appended every this many steps
-EPOCH_FIELDS = ["epoch", "loss", "samples", "seconds", "samples_per_s", "ap30", "ap50", "ap70"]
 
 
 @dataclass
@@ -66,107 +55,12 @@ class TrainResult:
     interrupted: bool = False
 
 
-def lr_factor(schedule: ScheduleConfig, step: int, total: int) -> float:
-    """Learning-rate multiplier at optimiser step ``step`` of ``total``.
-
-    ``onecycle``: cosine warm-up from 0.1 to 1 over the warm-up steps, then cosine down to
-    ``min_lr_ratio`` (OneCycleLR's shape, without momentum cycling). ``cosine``: linear warm-up
-    from 0 then cosine down to ``min_lr_ratio``.
-    """
-    warm = int(round(schedule.warmup_fraction * total))
-    low = schedule.min_lr_ratio
-    if step < warm:
-        t = (step + 1) / warm
-        if schedule.name == "cosine":
-            return t
-        return 0.1 + 0.9 * 0.5 * (1.0 - math.cos(math.pi * t))
-    t = min(1.0, (step - warm) / max(1, total - warm))
-    return low + (1.0 - low) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or Adam over every parameter."""
-    opt = config.optimizer
-    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-
-
-@dataclass(frozen=True)
-class Replica:
-    """This process's place among data-parallel training workers: rank ``rank`` of ``world``
-    (0 of 1 in a plain ``cosim train``) and the device its model runs on."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def chief(self) -> bool:
-        """Worker 0 writes the run folder and evaluates."""
-        return self.rank == 0
-
-    def shard(self, order: np.ndarray) -> np.ndarray:
-        """This worker's share of an epoch's shuffled sample order, as torch's
-        DistributedSampler cuts it: padded by wrapping to a multiple of the workers, then every
-        ``world``-th sample from ``rank``. So step k of W workers x batch B covers exactly the
-        samples of step k of one worker x batch W*B."""
-        if self.world == 1:
-            return order
-        padded = np.resize(order, math.ceil(len(order) / self.world) * self.world)
-        return padded[self.rank :: self.world]
-
-    def mean(self, values: torch.Tensor) -> torch.Tensor:
-        """The mean of ``values`` over the workers (an all-reduce; ``values`` for one)."""
-        if self.world == 1:
-            return values
-        total = values.detach().clone()
-        dist.all_reduce(total)
-        return total / self.world
-
-    def normaliser(self, positives: torch.Tensor) -> torch.Tensor:
-        """The head loss's divisor: the global batch's positives (at least 1) over the workers,
-        so DDP's mean of the workers' gradients is the gradient of one big batch."""
-        if self.world == 1:
-            return positives.clamp(min=1)
-        return (self.mean(positives) * self.world).clamp(min=1) / self.world
-
-
-def steps_per_epoch(config: TrainConfig, num_samples: int, world: int = 1) -> int:
-    """Optimiser steps in one epoch (full batches and the last partial one, capped);
-    ``batch_size`` is per worker, each of ``world`` workers takes its share of the samples."""
-    steps = math.ceil(math.ceil(num_samples / world) / config.batch_size)
-    return steps if config.steps_per_epoch is None else min(steps, config.steps_per_epoch)
-
-
 def data_commands(config: TrainConfig) -> dict[str, str]:
     """The ``cosim dataset build`` command recorded in each data folder's manifest."""
     out = {"train": read_manifest(config.data.train).get("command", "")}
     if config.data.val is not None:
         out["val"] = read_manifest(config.data.val).get("command", "")
     return out
-
-
-def _append_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
-    new = not path.is_file()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
-def _truncate_log(path: Path, key: str, limit: int) -> None:
-    """Keep only rows with ``key <= limit`` (a resumed run drops what followed its last.pt)."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = list(reader.fieldnames or [])
-        rows = [r for r in reader if int(r[key]) <= limit]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def warm_start(model: CooperativeDetector, checkpoint: str, skip: tuple[str, ...] = ()) -> None:
@@ -297,8 +191,8 @@ def run_training(
         result.best_ap50, result.best_epoch = state["best_ap50"], state["best_epoch"]
         elapsed = float(state["elapsed_s"])
         if replica.chief:
-            _truncate_log(run / "steps.csv", "global_step", step)
-            _truncate_log(run / "epochs.csv", "epoch", payload["epoch"])
+            truncate_log(run / "steps.csv", "global_step", step)
+            truncate_log(run / "epochs.csv", "epoch", payload["epoch"])
         console.print(f"resuming {run} at epoch {first_epoch} (step {step})")
     elif replica.chief:
         for name in ("steps.csv", "epochs.csv"):
@@ -322,7 +216,7 @@ def run_training(
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     try:
         for epoch in range(first_epoch, last_epoch + 1):
-            row, step = _train_epoch(
+            row, step = train_epoch(
                 step_fn, dataset, optimizer, scheduler, config, epoch, step, console, replica,
                 before_step,
             )
@@ -353,7 +247,7 @@ def run_training(
                                     extra)
             last_pt = None
             if replica.chief:
-                _append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
+                append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
                 state = {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
@@ -384,136 +278,3 @@ def run_training(
     return result
 
 
-@dataclass
-class StepLoss:
-    """One step's loss to backpropagate, its named parts for steps.csv, and the positives."""
-
-    total: torch.Tensor
-    parts: dict[str, float]
-    num_positive: int
-
-
-def _step_loss(
-    model: CooperativeDetector,
-    batch: list[Any],
-    config: TrainConfig,
-    teacher: CooperativeDetector | None,
-    normaliser_of: Normaliser | None = None,
-) -> StepLoss:
-    """The head loss, or with a ``corrupt``/``distill`` section the Diff-KD loss;
-    ``normaliser_of`` divides the detection terms (:meth:`Replica.normaliser`)."""
-    if config.corrupt is None and config.distill is None:
-        loss = model.loss(batch, model(batch), normaliser_of)
-        parts = {"cls": loss.cls, "reg": loss.reg, "direction": loss.direction}
-        return StepLoss(loss.total, {k: float(v.detach()) for k, v in parts.items()},
-                        loss.num_positive)
-    distill = config.distill
-    maps = None if teacher is None else teacher_maps(teacher, batch, model.fuse_at)
-    loss = distill_loss(
-        model, batch, maps, distill.weights if distill else DistillWeights(),
-        None if distill is None else distill.refine_steps, normaliser_of,
-    )
-    return StepLoss(loss.total, loss.row(), loss.num_positive)
-
-
-class TrainStep(torch.nn.Module):
-    """One step's loss as a module's forward, so DistributedDataParallel sees the whole
-    Diff-KD step (student forward, teacher maps, distillation terms) as one forward. The
-    frozen teacher is held outside the module tree: DDP neither syncs nor wraps it."""
-
-    def __init__(
-        self,
-        model: CooperativeDetector,
-        config: TrainConfig,
-        teacher: CooperativeDetector | None,
-        replica: Replica,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.config = config
-        self.frozen = (teacher,)
-        self.replica = replica
-
-    def forward(self, batch: list[Any]) -> StepLoss:
-        return _step_loss(self.model, batch, self.config, self.frozen[0],
-                          self.replica.normaliser)
-
-
-def _train_epoch(
-    step_fn: torch.nn.Module,
-    dataset: CooperativeDataset,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    config: TrainConfig,
-    epoch: int,
-    step: int,
-    console: Console,
-    replica: Replica,
-    before_step: Callable[[int, int], None] | None = None,
-) -> tuple[dict[str, Any], int]:
-    """One pass over a seeded shuffle of the samples (this worker's share of it); returns the
-    epoch row (losses averaged over the workers, samples counted over all) and the step."""
-    torch.manual_seed(config.seed * 100_003 + epoch + 1_000_003 * replica.rank)
-    dataset.set_epoch(epoch)
-    order = np.random.default_rng([config.seed, epoch]).permutation(len(dataset))
-    mine = replica.shard(order)
-    n_steps = steps_per_epoch(config, len(dataset), replica.world)
-    parameters = [p for p in step_fn.parameters() if p.requires_grad]
-    rows, losses, samples_seen = [], [], 0
-    start = time.perf_counter()
-    with progress_bar(console, disable=not replica.chief) as bar:
-        task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=n_steps)
-        for k in range(n_steps):
-            if before_step is not None:
-                before_step(epoch, k + 1)
-            picks = mine[k * config.batch_size : (k + 1) * config.batch_size]
-            batch = [dataset[int(i)] for i in picks]
-            loss = step_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            samples_seen += len(batch) * replica.world
-            names = list(loss.parts)
-            logged = replica.mean(torch.tensor(
-                [float(loss.total.detach()), float(loss.num_positive),
-                 *(loss.parts[n] for n in names)], dtype=torch.float64))
-            value = float(logged[0])
-            losses.append(value)
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "step": k + 1,
-                    "global_step": step,
-                    "lr": lr,
-                    "loss": value,
-                    **{n: float(v) for n, v in zip(names, logged[2:], strict=True)},
-                    "pos": float(logged[1]) * replica.world,
-                    "max_severity": 0
-                    if config.corrupt is None
-                    else config.corrupt.max_severity(epoch),
-                }
-            )
-            if len(rows) == LOG_EVERY or k == n_steps - 1:
-                if replica.chief:
-                    _append_rows(Path(config.out) / "steps.csv", STEP_FIELDS, rows)
-                rows = []
-            recent = float(np.mean(losses[-20:]))
-            label = f"epoch {epoch}/{config.epochs} loss {recent:.3f}"
-            bar.update(task, advance=1, description=label)
-    seconds = time.perf_counter() - start
-    row = {
-        "epoch": epoch,
-        "loss": float(np.mean(losses)),
-        "samples": samples_seen,
-        "seconds": seconds,
-        "samples_per_s": samples_seen / seconds,
-        "ap30": math.nan,
-        "ap50": math.nan,
-        "ap70": math.nan,
-    }
-    return row, step

@@ -5,7 +5,7 @@ GPUs on CUDA) and a torch process group between them (gloo on the CPU, NCCL on C
 :func:`cosim.train.run_training` as rank r of N.
 
 Data: each worker builds the same :class:`~models.dataset.CooperativeDataset` over the Parquet
-shards and takes its share of every epoch's seeded shuffle (:meth:`cosim.train.Replica.shard`,
+shards and takes its share of every epoch's seeded shuffle (:meth:`cosim.replica.Replica.shard`,
 a DistributedSampler). Chosen over Ray Data's ``read_parquet`` because a training sample is
 not a row: it is an ego and its neighbours cut from one frame's agent rows, with seeded
 augmentation and Diff-KD corruption applied per sample, which the dataset already does (and
@@ -44,7 +44,8 @@ import torch
 from rich.console import Console
 
 from cosim.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
-from cosim.train import Replica, TrainResult, run_training
+from cosim.replica import Replica
+from cosim.train import TrainResult, run_training
 from cosim.train_config import TrainConfig
 from models.device import check_gpu_fraction, cluster_device
 

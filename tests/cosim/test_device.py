@@ -21,6 +21,7 @@ import cosim.train
 from cosim.cli import app
 from cosim.driver import run_simulation
 from cosim.evaluate import evaluate_report
+from cosim.replica import Replica
 from cosim.run_config import RunConfig
 from cosim.train import train
 from cosim.train_config import TrainConfig
@@ -112,7 +113,7 @@ def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
     chosen: list[torch.device] = []
     real_run = cosim.train.run_training
 
-    def spy(config: TrainConfig, replica: cosim.train.Replica, *args: object,
+    def spy(config: TrainConfig, replica: Replica, *args: object,
             **kwargs: object) -> cosim.train.TrainResult:
         chosen.append(replica.device)
         return real_run(config, replica, *args, **kwargs)  # type: ignore[arg-type]

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 
 from cosim.cli_train import eval_command, train_command
 from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
-from cosim.train import lr_factor, train, warm_start
+from cosim.train import train, warm_start
 from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
+from cosim.train_schedule import lr_factor
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.detector import CooperativeDetector, build_detector
 from models.detector_config import load_detector_config

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from cosim.cli import app
 from cosim.ray_setup import init_local
-from cosim.train import Replica, train
+from cosim.replica import Replica
+from cosim.train import train
 from cosim.train_config import TrainConfig
 from cosim.train_ray import train_distributed
 from models.checkpoint import read_checkpoint
