@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agents.payloads import payload_kind
-from agents.steps import REFUSED_STATUSES, EgoResult, Inbound, SenseResult, VehicleSpec
+from agents.steps import EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import BroadcastChannel
 from cosim.driver_metrics import (
     ap_summary,
@@ -46,6 +46,7 @@ from cosim.driver_metrics import (
 )
 from cosim.executors import Executor, VehicleFailure, make_executor
 from cosim.run_config import RunConfig, check_checkpoint
+from cosim.run_log import EPS_S, RunLog
 from models.checkpoint import checkpoint_bytes, load_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
@@ -55,7 +56,6 @@ from scenarios.source import FrameSource, close_source, is_recorded_source, open
 log = logging.getLogger(__name__)
 
 TickHook = Callable[[int, Executor], None]
-EPS_S = 1e-9
 
 
 @dataclass
@@ -101,34 +101,6 @@ def _lidar_of(source: FrameSource) -> Any:
     return getattr(scenario, "lidar", None)
 
 
-def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=schema)
-
-
-RECEPTION_SCHEMA = pa.schema([
-    ("tick", pa.int64()), ("t", pa.float64()), ("ego", pa.int64()), ("seq", pa.int64()),
-    ("sender", pa.int64()), ("t_send", pa.float64()), ("age_s", pa.float64()),
-    ("stale", pa.bool_()), ("status", pa.string()), ("error", pa.string()),
-    ("held", pa.bool_()),
-])
-DETECTION_SCHEMA = pa.schema([
-    ("tick", pa.int64()), ("t", pa.float64()), ("ego", pa.int64()),
-    ("x", pa.float32()), ("y", pa.float32()), ("z", pa.float32()), ("l", pa.float32()),
-    ("w", pa.float32()), ("h", pa.float32()), ("yaw", pa.float32()), ("score", pa.float32()),
-])
-FRAME_SCHEMA = pa.schema([
-    ("tick", pa.int64()), ("t", pa.float64()), ("ego", pa.int64()), ("ego_ok", pa.bool_()),
-    ("num_det", pa.int64()), ("num_gt", pa.int64()), ("tp@0.3", pa.int64()),
-    ("tp@0.5", pa.int64()), ("tp@0.7", pa.int64()), ("received", pa.int64()),
-    ("fused", pa.int64()), ("stale_fused", pa.int64()), ("codec_errors", pa.int64()),
-    ("refine_gamma", pa.float64()), ("refine_steps", pa.int64()),
-    ("fused_wire_bytes", pa.int64()),  # wire bytes of the messages fused this frame
-])
-TIMING_SCHEMA = pa.schema([
-    ("tick", pa.int64()), ("agent", pa.int64()), ("stage", pa.string()), ("seconds", pa.float64()),
-])
-
-
 class Simulation:
     """One run: the source, the executor, the channel and the accumulators."""
 
@@ -165,11 +137,7 @@ class Simulation:
         )
         self.acc = DetectionAccumulator()
         self.pending: dict[int, Any] = {}  # transmission -> message handle, while needed
-        self.wire_of: dict[int, int] = {}  # reception seq -> wire bytes (frames table)
-        self.rows: dict[str, list[dict[str, Any]]] = {
-            k: [] for k in ("receptions", "detections", "frames", "timings")
-        }
-        self.events: list[dict[str, Any]] = []
+        self.run_log = RunLog()
         self.renders: list[RenderItem] = []
         self.lost: list[int] = []
         self.interrupted = False
@@ -185,14 +153,7 @@ class Simulation:
     def _failure(self, tick: int, failure: VehicleFailure) -> None:
         log.warning("tick %d: vehicle %d failed in %s: %s", tick, failure.agent_id,
                     failure.stage, failure.error)
-        self.events.append({"tick": tick, "agent": failure.agent_id, "stage": failure.stage,
-                            "error": failure.error})
-
-    def _time(self, tick: int, agent: int, timings: dict[str, float]) -> None:
-        for stage, seconds in timings.items():
-            self.rows["timings"].append(
-                {"tick": tick, "agent": agent, "stage": stage, "seconds": seconds}
-            )
+        self.run_log.failure(tick, failure)
 
     def _timed_frame(self, index: int) -> tuple[Frame, float]:
         """The source's frame and the seconds it took (world step and LiDAR simulation)."""
@@ -221,7 +182,7 @@ class Simulation:
                 continue
             report, message = outcome
             reports[agent_id] = report
-            self._time(tick, agent_id, report.timings)
+            self.run_log.time(tick, agent_id, report.timings)
             if not report.wire_bytes:
                 continue
             # One broadcast: it takes air time whether or not anyone listens.
@@ -234,7 +195,7 @@ class Simulation:
                 continue
             arrived = self.channel.arrived(ego, t + self.deadline)
             records = [d.record for d in arrived]
-            self.wire_of.update((r.seq, r.wire_bytes) for r in records)
+            self.run_log.wire_of.update((r.seq, r.wire_bytes) for r in records)
             inboxes[ego] = [(Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx])
                             for r in records]
         for seq in self.channel.released():  # replaced, handed over or dropped everywhere
@@ -246,7 +207,7 @@ class Simulation:
         for ego in egos:
             self._score(tick, frame, ego, results.get(ego), render and ego == egos[0])
         t_end = time.perf_counter()
-        self._time(tick, -1, {
+        self.run_log.time(tick, -1, {
             "channel": t_channel - t_channel0, "put_frame": t_frame - t_start,
             "sense_wall": t_sensed - t_frame, "fuse_wall": t_fused - t_channel,
             "score": t_end - t_fused, "tick_wall": t_end - t_start,
@@ -266,32 +227,10 @@ class Simulation:
             boxes, scores = np.zeros((0, 7), np.float32), np.zeros(0, np.float32)
         else:
             boxes, scores = result.boxes, result.scores
-            self._time(tick, ego, result.timings)
+            self.run_log.time(tick, ego, result.timings)
         self.acc.add(boxes, scores, gt)
-        tp = true_positives(boxes, scores, gt)
-        receptions = result.receptions if result is not None else ()
-        for r in receptions:
-            self.rows["receptions"].append({
-                "tick": tick, "t": t, "ego": ego, "seq": r.seq, "sender": r.sender,
-                "t_send": r.t_send, "age_s": r.age_s, "stale": r.t_send < t - EPS_S,
-                "status": r.status, "error": r.error, "held": r.held,
-            })
-        for box, score in zip(boxes, scores, strict=True):
-            self.rows["detections"].append({
-                "tick": tick, "t": t, "ego": ego, "score": float(score),
-                **dict(zip(("x", "y", "z", "l", "w", "h", "yaw"), map(float, box), strict=True)),
-            })
-        fused = [r for r in receptions if r.status == "fused"]
-        self.rows["frames"].append({
-            "tick": tick, "t": t, "ego": ego, "ego_ok": result is not None,
-            "num_det": len(scores), "num_gt": len(gt), "tp@0.3": tp[0.3], "tp@0.5": tp[0.5],
-            "tp@0.7": tp[0.7], "received": len(receptions), "fused": len(fused),
-            "stale_fused": sum(1 for r in fused if r.t_send < t - EPS_S),
-            "codec_errors": sum(1 for r in receptions if r.status in REFUSED_STATUSES),
-            "refine_gamma": math.nan if result is None else result.gamma,
-            "refine_steps": 0 if result is None else result.refine_steps,
-            "fused_wire_bytes": sum(self.wire_of.get(r.seq, 0) for r in fused),
-        })
+        self.run_log.ego(tick, t, ego, boxes, scores, len(gt), true_positives(boxes, scores, gt),
+                     result)
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
 
@@ -332,7 +271,7 @@ class Simulation:
                     frame, world_s = (first, first_s) if upcoming is None else upcoming.result()
                     if tick + 1 < self.num_ticks:
                         upcoming = pool.submit(self._timed_frame, tick + 1)
-                    self._time(tick, -1, {"world": world_s,
+                    self.run_log.time(tick, -1, {"world": world_s,
                                           "source_wait": time.perf_counter() - t_wait})
                     if on_tick is not None:
                         on_tick(tick, self.executor)
@@ -355,18 +294,11 @@ class Simulation:
     def _abandon(self, tick: int, mark: tuple[int, int]) -> None:
         """Forget everything the unfinished ``tick`` recorded."""
         self.acc.rollback(mark)
-        for name, rows in self.rows.items():
-            self.rows[name] = [r for r in rows if r["tick"] < tick]
-        self.events = [e for e in self.events if e["tick"] < tick]
+        self.run_log.abandon(tick)
         self.renders = [r for r in self.renders if r.frame.index < tick]
 
     def _result(self, first: Frame, wall: float, startup: float, done: int) -> SimulationResult:
-        tables = {
-            "receptions": _table(self.rows["receptions"], RECEPTION_SCHEMA),
-            "detections": _table(self.rows["detections"], DETECTION_SCHEMA),
-            "frames": _table(self.rows["frames"], FRAME_SCHEMA),
-            "timings": _table(self.rows["timings"], TIMING_SCHEMA),
-        }
+        tables = self.run_log.tables()
         # The last tick's window of the medium: the last complete one when interrupted.
         last = self.t_end if not self.interrupted or self._last_t is None else (
             self._last_t + self.dt)
@@ -379,7 +311,7 @@ class Simulation:
             messages = messages.filter(pc.less_equal(messages["t_send"], sent_by))
             transmissions = transmissions.filter(pc.less_equal(transmissions["t_send"], sent_by))
             busy = busy.filter(pc.less_equal(busy["t"], sent_by))
-        failed = sorted({e["agent"] for e in self.events})
+        failed = sorted({e["agent"] for e in self.run_log.events})
         summary = {
             "scenario": self.source.name, "frames": done,
             "frames_planned": self.num_ticks, "interrupted": self.interrupted,
@@ -398,12 +330,12 @@ class Simulation:
             "refine": refine_summary(tables["frames"], self.detector, self.config),
             "wall_s": wall, "startup_s": startup,
             "frames_per_s": done / wall if wall > 0 else math.nan,
-            "failures": self.events, "failed_vehicles": failed,
+            "failures": self.run_log.events, "failed_vehicles": failed,
             "lost_vehicles": self.lost,
         }
         return SimulationResult(self.config, summary, messages, tables["receptions"],
                                 tables["detections"], tables["frames"], tables["timings"],
-                                self.events, self.renders, transmissions, busy)
+                                self.run_log.events, self.renders, transmissions, busy)
 
 
 def run_simulation(
