@@ -28,15 +28,13 @@ directed link, so the same seed gives the same events whatever the payloads.
 from __future__ import annotations
 
 import bisect
-import heapq
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-from channel.codec import peek_header
-from channel.delivery import AGE_EPS_S, LOG_SCHEMA, Delivery, LogRecord
+from channel.delivery import AGE_EPS_S, Delivery, LogRecord, ReceptionLog, message_size
 from channel.links import LinkModel
 from channel.medium import XY, Medium, MediumConfig, Transmission
 from channel.pose_error import PoseNoise
@@ -74,18 +72,15 @@ class _Message:
     pending: int = 0  # receptions waiting in a receiver's inbox
 
 
-class BroadcastChannel:
-    """Broadcasts in simulated time over one shared medium (see the module docstring)."""
+class BroadcastChannel(ReceptionLog[int]):
+    """Broadcasts in simulated time over one shared medium (see the module docstring); each
+    reception waits in its receiver's inbox with its transmission's seq."""
 
     def __init__(self, link: LinkModel | None = None, medium: MediumConfig | None = None,
                  max_age_s: float | None = None, seed: int = 0) -> None:
-        if max_age_s is not None and not max_age_s >= 0:
-            raise ValueError(f"max_age_s must be >= 0 or None, got {max_age_s}")
+        super().__init__(max_age_s)
         self.link = link or LinkModel()
         self.medium = Medium(medium, self.link.config.bandwidth_mbps, seed)
-        self.max_age_s = max_age_s
-        self._records: list[LogRecord] = []
-        self._inbox: dict[int, list[tuple[float, float, int, int, int]]] = {}
         self._unsettled: list[tuple[int, Transmission]] = []  # on the air, undecided
         self._released: list[int] = []
         self._ticks: list[tuple[float, dict[int, XY]]] = []
@@ -108,13 +103,7 @@ class BroadcastChannel:
     ) -> tuple[Transmission, Transmission | None]:
         """Queue ``message`` (bytes, or just its size) for every vehicle in ``listeners``;
         returns the transmission and the unsent one it replaced (None if none)."""
-        if isinstance(message, bytes | bytearray):
-            payload: bytes | None = bytes(message)
-            wire = len(payload)
-            if raw_bytes is None:
-                raw_bytes = peek_header(payload).raw_nbytes
-        else:
-            payload, wire = None, int(message)
+        payload, wire, raw_bytes = message_size(message, raw_bytes)
         if not math.isfinite(t_send) or wire < 0:
             raise ValueError(f"bad message: t_send={t_send}, wire_bytes={wire}")
         heard = tuple(sorted({int(r) for r in listeners} - {int(sender)}))
@@ -167,8 +156,7 @@ class BroadcastChannel:
             self._records.append(record)
             if record.t_arrival is not None:
                 meta.pending += 1
-                key = (record.t_arrival, record.t_send, record.sender, record.seq, tx.seq)
-                heapq.heappush(self._inbox.setdefault(receiver, []), key)
+                self._expect(record, tx.seq)
         if meta.pending == 0:
             meta.payload = None
             self._released.append(tx.seq)
@@ -177,22 +165,16 @@ class BroadcastChannel:
         """Messages for ``receiver`` that arrived by ``t_now`` and are not too old, in order
         (arrival, send time, sender, sequence). Runs the medium to ``t_now`` first."""
         self.advance(t_now)
-        heap = self._inbox.get(int(receiver), [])
         out: list[Delivery] = []
-        while heap and heap[0][0] <= t_now:
-            _, _, _, seq, tx_seq = heapq.heappop(heap)
-            record = self._records[seq]
-            record.t_delivered = float(t_now)
+        for record, tx_seq in self._due(receiver, t_now):
             meta: _Message = self.medium.transmissions[tx_seq].meta
             payload = meta.payload
             meta.pending -= 1
             if meta.pending == 0:
                 meta.payload = None
                 self._released.append(tx_seq)
-            if self.max_age_s is not None and t_now - record.t_send > self.max_age_s + AGE_EPS_S:
-                record.dropped = "too_old"
-                continue
-            out.append(Delivery(payload, record))
+            if not self._too_old(record, t_now):
+                out.append(Delivery(payload, record))
         return out
 
     def released(self) -> list[int]:
@@ -201,26 +183,7 @@ class BroadcastChannel:
         out, self._released = self._released, []
         return out
 
-    def in_flight(self, receiver: int | None = None) -> int:
-        """Receptions decided and not yet handed over (to ``receiver``, or to anyone)."""
-        if receiver is not None:
-            return len(self._inbox.get(int(receiver), []))
-        return sum(len(heap) for heap in self._inbox.values())
-
-    # ---- logs -----------------------------------------------------------------------------
-
-    @property
-    def records(self) -> list[LogRecord]:
-        """All reception rows so far, in the order they were decided (live objects)."""
-        return list(self._records)
-
-    def log_table(self) -> pa.Table:
-        """One row per reception, :data:`channel.LOG_SCHEMA`."""
-        columns: dict[str, list[object]] = {f.name: [] for f in fields(LogRecord)}
-        for record in self._records:
-            for name, value in asdict(record).items():
-                columns[name].append(value)
-        return pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
+    # ---- logs (log_table, records: ReceptionLog) ---------------------------------------
 
     def transmission_table(self) -> pa.Table:
         """One row per message queued, :data:`TX_SCHEMA`; ``queued_at_end`` if it is still

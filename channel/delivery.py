@@ -34,8 +34,10 @@ broadcast (several rows share a ``tx``).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -98,16 +100,86 @@ class Delivery:
     record: LogRecord
 
 
-class DeliveryQueue:
+def message_size(
+    message: bytes | bytearray | int, raw_bytes: int | None
+) -> tuple[bytes | None, int, int | None]:
+    """``(payload, wire bytes, raw bytes)`` of what is sent: encoded bytes (raw bytes default
+    to the size the message header states) or just a size in bytes (no payload)."""
+    if isinstance(message, bytes | bytearray):
+        payload = bytes(message)
+        if raw_bytes is None:
+            raw_bytes = peek_header(payload).raw_nbytes
+        return payload, len(payload), raw_bytes
+    return None, int(message), raw_bytes
+
+
+Item = TypeVar("Item")
+
+
+class ReceptionLog(Generic[Item]):
+    """What both channel models keep of receptions: one :class:`LogRecord` each, and per
+    receiver a heap of those that will arrive, keyed (arrival, send time, sender, seq), each
+    with an ``Item`` (the bytes, or the transmission's seq), and the hand-over rule."""
+
+    def __init__(self, max_age_s: float | None) -> None:
+        if max_age_s is not None and not max_age_s >= 0:
+            raise ValueError(f"max_age_s must be >= 0 or None, got {max_age_s}")
+        self.max_age_s = max_age_s
+        self._records: list[LogRecord] = []
+        self._inbox: dict[int, list[tuple[float, float, int, int, Item]]] = {}
+
+    def _expect(self, record: LogRecord, item: Item) -> None:
+        """Queue an arriving reception (``record.t_arrival`` set) for its receiver."""
+        assert record.t_arrival is not None
+        key = (record.t_arrival, record.t_send, record.sender, record.seq, item)
+        heapq.heappush(self._inbox.setdefault(record.receiver, []), key)
+
+    def _due(self, receiver: int, t_now: float) -> Iterator[tuple[LogRecord, Item]]:
+        """Pop, in order, the receptions of ``receiver`` that arrived by ``t_now``, each marked
+        handed over at ``t_now``."""
+        heap = self._inbox.get(int(receiver), [])
+        while heap and heap[0][0] <= t_now:
+            _, _, _, seq, item = heapq.heappop(heap)
+            record = self._records[seq]
+            record.t_delivered = float(t_now)
+            yield record, item
+
+    def _too_old(self, record: LogRecord, t_now: float) -> bool:
+        """True, and the record marked ``too_old``, when its age at ``t_now`` is above
+        ``max_age_s``."""
+        if self.max_age_s is not None and t_now - record.t_send > self.max_age_s + AGE_EPS_S:
+            record.dropped = "too_old"
+            return True
+        return False
+
+    def in_flight(self, receiver: int | None = None) -> int:
+        """Receptions that will arrive and are not yet handed over (to ``receiver``, or to
+        anyone)."""
+        if receiver is not None:
+            return len(self._inbox.get(int(receiver), []))
+        return sum(len(heap) for heap in self._inbox.values())
+
+    @property
+    def records(self) -> list[LogRecord]:
+        """All log rows so far, in the order they were decided (live objects: hand-over
+        updates them)."""
+        return list(self._records)
+
+    def log_table(self) -> pa.Table:
+        """One row per reception, :data:`LOG_SCHEMA`."""
+        columns: dict[str, list[object]] = {f.name: [] for f in fields(LogRecord)}
+        for record in self._records:
+            for name, value in asdict(record).items():
+                columns[name].append(value)
+        return pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
+
+
+class DeliveryQueue(ReceptionLog[bytes | None]):
     """Messages in flight between agents, in simulated time."""
 
     def __init__(self, link: LinkModel | None = None, max_age_s: float | None = None) -> None:
-        if max_age_s is not None and not max_age_s >= 0:
-            raise ValueError(f"max_age_s must be >= 0 or None, got {max_age_s}")
+        super().__init__(max_age_s)
         self.link = link or LinkModel()
-        self.max_age_s = max_age_s
-        self._records: list[LogRecord] = []
-        self._inbox: dict[int, list[tuple[float, float, int, int, bytes | None]]] = {}
 
     def send(
         self,
@@ -126,13 +198,7 @@ class DeliveryQueue:
         ``raw_bytes`` defaults to the size the message header states (0 for a bare size);
         ``pose_noise`` is the error the sender put on its reported pose, for the log.
         """
-        if isinstance(message, bytes | bytearray):
-            payload: bytes | None = bytes(message)
-            wire = len(payload)
-            if raw_bytes is None:
-                raw_bytes = peek_header(payload).raw_nbytes
-        else:
-            payload, wire = None, int(message)
+        payload, wire, raw_bytes = message_size(message, raw_bytes)
         outcome = self.link.transmit(sender, receiver, t_send, wire, sender_xy, receiver_xy)
         noise = pose_noise or PoseNoise()
         record = LogRecord(
@@ -144,42 +210,13 @@ class DeliveryQueue:
         )
         self._records.append(record)
         if outcome.arrival is not None:
-            key = (outcome.arrival, record.t_send, record.sender, record.seq, payload)
-            heapq.heappush(self._inbox.setdefault(record.receiver, []), key)
+            self._expect(record, payload)
         return record
 
     def arrived(self, receiver: int, t_now: float) -> list[Delivery]:
         """Messages for ``receiver`` that arrived by ``t_now`` and are not too old, in order."""
-        heap = self._inbox.get(int(receiver), [])
-        out: list[Delivery] = []
-        while heap and heap[0][0] <= t_now:
-            _, _, _, seq, payload = heapq.heappop(heap)
-            record = self._records[seq]
-            record.t_delivered = float(t_now)
-            if self.max_age_s is not None and t_now - record.t_send > self.max_age_s + AGE_EPS_S:
-                record.dropped = "too_old"
-                continue
-            out.append(Delivery(payload, record))
-        return out
-
-    def in_flight(self, receiver: int | None = None) -> int:
-        """Messages sent and not yet handed over (to ``receiver``, or to anyone)."""
-        if receiver is not None:
-            return len(self._inbox.get(int(receiver), []))
-        return sum(len(heap) for heap in self._inbox.values())
-
-    @property
-    def records(self) -> list[LogRecord]:
-        """All log rows so far, in send order (live objects: hand-over updates them)."""
-        return list(self._records)
-
-    def log_table(self) -> pa.Table:
-        """The log as a pyarrow Table with :data:`LOG_SCHEMA`."""
-        columns: dict[str, list[object]] = {f.name: [] for f in fields(LogRecord)}
-        for record in self._records:
-            for name, value in asdict(record).items():
-                columns[name].append(value)
-        return pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
+        return [Delivery(payload, record) for record, payload in self._due(receiver, t_now)
+                if not self._too_old(record, t_now)]
 
     def write_log(self, path: str | Path) -> Path:
         """Write the log table to Parquet at ``path``; returns the path."""
@@ -193,4 +230,5 @@ def empty_log() -> pa.Table:
     return LOG_SCHEMA.empty_table()
 
 
-__all__ = ["DROP_REASONS", "LOG_SCHEMA", "Delivery", "DeliveryQueue", "LogRecord", "empty_log"]
+__all__ = ["DROP_REASONS", "LOG_SCHEMA", "Delivery", "DeliveryQueue", "LogRecord", "ReceptionLog",
+           "empty_log", "message_size"]

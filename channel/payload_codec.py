@@ -35,19 +35,8 @@ import msgpack
 import numpy as np
 from numpy.typing import NDArray
 
-from channel.wire import (
-    BOXES_MAGIC,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    POINTS_MAGIC,
-    CodecError,
-    decompress_exact,
-    describe,
-    frame_message,
-    header_map,
-    origin_fields,
-    parse_origin,
-    unframe,
-)
+from channel import wire
+from channel.wire import BOXES_MAGIC, DEFAULT_MAX_MESSAGE_BYTES, POINTS_MAGIC, CodecError
 
 CM_PER_M = 100.0
 INT16_LIMIT = 32767  # the largest |centimetres| sent; -32768 is never produced
@@ -131,12 +120,12 @@ def encode_cloud(
 ) -> bytes:
     """Code a cloud ``(N, 4)`` (sender LiDAR frame) and its reported pose into one message;
     points beyond the int16 range are dropped and counted in the header's ``cut``."""
-    origin = origin_fields(sender_id, t_send, pose)
+    origin = wire.origin_fields(sender_id, t_send, pose)
     xyz, intensity, cut = quantize_points(points)
     n = int(xyz.shape[0])
     header = msgpack.packb({**origin, "n": n, "cut": cut})
     raw = np.ascontiguousarray(xyz.T).astype("<i2").tobytes() + intensity.tobytes()
-    return frame_message(POINTS_MAGIC, header, raw, zstd_level)
+    return wire.frame_message(POINTS_MAGIC, header, raw, zstd_level)
 
 
 def encode_boxes(
@@ -145,7 +134,7 @@ def encode_boxes(
 ) -> bytes:
     """Code detections (``(n, 7)`` boxes in the sender LiDAR frame, ``(n,)`` scores) and the
     reported pose into one message. Refuses NaN/inf and mismatched shapes."""
-    origin = origin_fields(sender_id, t_send, pose)
+    origin = wire.origin_fields(sender_id, t_send, pose)
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 7 or scores.shape != (boxes.shape[0],):
@@ -155,13 +144,13 @@ def encode_boxes(
         raise CodecError("boxes or scores hold NaN/inf; refusing to encode")
     header = msgpack.packb({**origin, "n": int(boxes.shape[0])})
     raw = boxes.astype("<f4").tobytes() + scores.astype("<f4").tobytes()
-    return frame_message(BOXES_MAGIC, header, raw, zstd_level)
+    return wire.frame_message(BOXES_MAGIC, header, raw, zstd_level)
 
 
 def _count(h: dict[str, Any], key: str, cap: int, what: str) -> int:
     value = h[key]
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CodecError(f"header: {key} must be an int >= 0, got {describe(value)}")
+        raise CodecError(f"header: {key} must be an int >= 0, got {wire.describe(value)}")
     if value > cap:
         raise CodecError(f"oversized: {value} {what}, above the cap of {cap}")
     return value
@@ -185,12 +174,12 @@ def decode_cloud(
     """A points message -> float32 ``(n, 4)`` in the sender's frame; raises only CodecError."""
 
     def run() -> DecodedCloud:
-        header_bytes, payload = unframe(data, max_message_bytes, POINTS_MAGIC)
-        h = header_map(header_bytes, _POINTS_KEYS)
-        sender, t_send, pose = parse_origin(h)
+        header_bytes, payload = wire.unframe(data, max_message_bytes, POINTS_MAGIC)
+        h = wire.header_map(header_bytes, _POINTS_KEYS)
+        sender, t_send, pose = wire.parse_origin(h)
         n = _count(h, "n", max_points, "points")
         cut = _count(h, "cut", 2**62, "points cut")
-        raw = decompress_exact(payload, POINT_BYTES * n)
+        raw = wire.decompress_exact(payload, POINT_BYTES * n)
         xyz = np.frombuffer(raw, dtype="<i2", count=3 * n).reshape(3, n)
         points = np.empty((n, 4), np.float32)
         points[:, :3] = (xyz.T.astype(np.float64) / CM_PER_M).astype(np.float32)
@@ -210,11 +199,11 @@ def decode_boxes(
     raises only CodecError (also for NaN/inf values)."""
 
     def run() -> DecodedBoxes:
-        header_bytes, payload = unframe(data, max_message_bytes, BOXES_MAGIC)
-        h = header_map(header_bytes, _BOXES_KEYS)
-        sender, t_send, pose = parse_origin(h)
+        header_bytes, payload = wire.unframe(data, max_message_bytes, BOXES_MAGIC)
+        h = wire.header_map(header_bytes, _BOXES_KEYS)
+        sender, t_send, pose = wire.parse_origin(h)
         n = _count(h, "n", max_boxes, "boxes")
-        raw = decompress_exact(payload, BOX_BYTES * n)
+        raw = wire.decompress_exact(payload, BOX_BYTES * n)
         boxes = np.frombuffer(raw, "<f4", count=7 * n).reshape(n, 7).astype(np.float32)
         scores = np.frombuffer(raw, "<f4", offset=28 * n).astype(np.float32)
         if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
