@@ -65,7 +65,7 @@ def accumulate(
             samples = [dataset[i] for i in range(start, min(start + batch_size, total))]
             with torch.no_grad():
                 detections = predict(model, samples, score_threshold=score_threshold,
-                                           refine_steps=refine_steps)
+                                 refine_steps=refine_steps)
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
                 for recall in (visibility, by_size):

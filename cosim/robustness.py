@@ -343,7 +343,7 @@ def evaluate_condition(
         if batch and (sample is None or len(batch) == batch_size):
             with torch.no_grad():
                 detections = predict(model, batch, score_threshold=score_threshold,
-                                           refine_steps=refine_steps)
+                                 refine_steps=refine_steps)
             for s, det in zip(batch, detections, strict=True):
                 acc.add(det.boxes, det.scores, s.gt_boxes)
             batch = []

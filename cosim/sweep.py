@@ -217,6 +217,15 @@ def _panels(channels: Sequence[str], title: str) -> tuple[Any, list[Any]]:
     return figure, list(panels[0])
 
 
+def _label(axes: Any, title: str, xlabel: str, metric: str) -> None:
+    """A panel's title, axis labels, grid and legend (both sweep plots alike)."""
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(metric.upper())
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+
+
 def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.5") -> Path:
     """``metric`` against log2(wire bytes per message), one panel per channel, one line per
     vehicle count and ego mode through the message settings; no-fusion references dotted."""
@@ -241,11 +250,7 @@ def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.
                 axes.annotate(label, (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
             if (vehicles, egos) in reference:
                 axes.axhline(reference[vehicles, egos], color=colour, linestyle=":", linewidth=1)
-        axes.set_title(f"{channel} (dotted: no fusion)")
-        axes.set_xlabel("log2(mean wire bytes per message)")
-        axes.set_ylabel(metric.upper())
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
+        _label(axes, f"{channel} (dotted: no fusion)", "log2(mean wire bytes per message)", metric)
     figure.tight_layout()
     return save(figure, out)
 
@@ -269,11 +274,7 @@ def plot_vehicles(table: pa.Table, out: Path, title: str = "", metric: str = "ap
             points = sorted((k[1], v) for k, v in reference.items() if k[0] == egos)
             axes.plot([p[0] for p in points], [p[1] for p in points], "k" + (
                 ":" if egos == "one" else "-."), label=f"no fusion ({egos})")
-        axes.set_title(channel)
-        axes.set_xlabel("connected vehicles")
-        axes.set_ylabel(metric.upper())
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
+        _label(axes, channel, "connected vehicles", metric)
     figure.tight_layout()
     return save(figure, out)
 
