@@ -63,7 +63,7 @@ class FusedMaps:
 
 @dataclass(frozen=True)
 class EgoDetections:
-    """One ego's result from :meth:`CooperativeDetector.detect_features`: detections (ego
+    """One ego's result from :func:`models.inference.detect_features`: detections (ego
     LiDAR frame), the neighbours used, coverage ``(H, W)`` uint8, the refiner's ``gamma`` and
     ``steps_run`` for the ego map (NaN / 0 without refinement) and wall seconds per stage
     (``refine``, ``fuse``, ``head``; batch totals split evenly over the egos)."""
