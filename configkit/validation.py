@@ -25,7 +25,6 @@ Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 
 
-
 def config_dataclass(cls: type[T]) -> type[T]:
     """A frozen pydantic dataclass with :data:`STRICT`: fields are validated on construction
     (and by ``dataclasses.replace``), unknown keys refused; still a dataclass, so ``fields``,
@@ -59,6 +58,7 @@ _MAX_ERRORS = 3
 
 @cache
 def _adapter(cls: Any) -> TypeAdapter[Any]:
+    """One validator per config class, built on first use."""
     return TypeAdapter(cls)
 
 
@@ -89,7 +89,8 @@ def key_path(loc: Sequence[int | str]) -> str:
 
 def short_repr(value: Any) -> str:
     """A bounded description of a value from a file (a container by type and length only:
-    it may be huge or an alias bomb)."""
+    it may be huge or an alias bomb); as ``scenarios.safe_yaml.short_repr``, which this leaf
+    cannot import."""
     if isinstance(value, list | tuple | dict | set):
         return f"a {type(value).__name__} of {len(value)} item(s)"
     text = repr(value)
@@ -156,6 +157,7 @@ def _walk(schema: dict[str, Any] | None, loc: Sequence[Any]) -> tuple[tuple[Any,
 
 
 def _file_loc(schema: dict[str, Any] | None, loc: Sequence[Any]) -> tuple[Any, ...]:
+    """Just the file's keys of a pydantic location (see :func:`_walk`)."""
     return _walk(schema, loc)[0]
 
 
@@ -179,6 +181,7 @@ def _label(where: str, loc: Sequence[Any]) -> str:
 
 
 def _one(item: Any, loc: tuple[Any, ...], where: str, schema: dict[str, Any] | None) -> str:
+    """One problem of a ValidationError (not an unknown or missing key) in the one wording."""
     msg = str(item["msg"])
     if item["type"] == "union_tag_invalid":
         tag = str(item.get("ctx", {}).get("discriminator", "")).strip("'")
@@ -189,6 +192,9 @@ def _one(item: Any, loc: tuple[Any, ...], where: str, schema: dict[str, Any] | N
         msg = msg.split(", ", 1)[1] if ", " in msg else msg
         if loc and msg.startswith(f"{loc[-1]}: "):  # the class named itself: the path says it
             msg = msg[len(str(loc[-1])) + 2:]
+        head, sep, rest = msg.partition(": ")
+        if sep and head in (_keys_of(schema, _node_at(schema, loc)) or ()):
+            loc, msg = (*loc, head), rest  # "scale: need low <= high" is about key scale
         return f"{_label(where, loc)}: {msg}"
     msg = msg.replace("Input should be", "must be").replace("a valid tuple", "a list")
     allowed = "" if item["type"] in ("literal_error", "enum") else _allowed(_node_at(schema, loc))
@@ -199,7 +205,9 @@ def _one(item: Any, loc: tuple[Any, ...], where: str, schema: dict[str, Any] | N
     return f"{_label(where, loc)}: {msg}, got {short_repr(item.get('input'))}"
 
 
+@cache
 def _schema_or_none(cls: Any) -> dict[str, Any] | None:
+    """``cls``'s JSON schema, to name allowed keys and ranges (None if it has none)."""
     if cls is None:
         return None
     try:
@@ -209,6 +217,7 @@ def _schema_or_none(cls: Any) -> dict[str, Any] | None:
 
 
 def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``$ref`` followed into the schema's ``$defs``."""
     while "$ref" in node:
         node = root.get("$defs", {}).get(node["$ref"].rsplit("/", 1)[-1], {})
     return node
@@ -225,6 +234,7 @@ def _node_at(root: dict[str, Any] | None, loc: Sequence[Any]) -> dict[str, Any] 
 
 
 def _step(root: dict[str, Any], node: dict[str, Any], part: Any) -> dict[str, Any] | None:
+    """The schema one key (or list index) below ``node``, through any union branch."""
     for branch in [node, *node.get("anyOf", []), *node.get("oneOf", [])]:
         branch = _resolve(root, branch)
         if isinstance(part, int):

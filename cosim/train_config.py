@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
+from pydantic.json_schema import SkipJsonSchema
 
-from configkit import Float, Int, Str, config_dataclass, validate
+from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
 from models.distill import DistillWeights
@@ -44,11 +45,8 @@ def _off(value: Any) -> Any:
     return None if value is None or value is False or value == "off" else value
 
 
-def _mapping_or_null(value: Any) -> Any:
-    return {} if value is None else value
-
-
 def _list_or_null(value: Any) -> Any:
+    """``null`` for a list means an empty one."""
     return () if value is None else value
 
 
@@ -119,8 +117,7 @@ class DistillConfig:
     (None: the model's configured K)."""
 
     teacher: Str | None = None
-    weights: Annotated[DistillWeights, BeforeValidator(_mapping_or_null)] = field(
-        default_factory=DistillWeights)
+    weights: Section[DistillWeights] = field(default_factory=DistillWeights)
     refine_steps: Int | None = Field(None, ge=0, le=MAX_STEPS)
 
 
@@ -153,8 +150,10 @@ class TrainConfig:
     # Diff-KD pairs: corrupt the student's points per sample
     corrupt: Annotated[PairConfig | None, BeforeValidator(_off)] = None
     distill: DistillConfig | None = None  # Diff-KD teacher and loss weights
-    source: str = field(default="", metadata={"yaml": False})  # the file it was read from
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, metadata={"yaml": False})
+    # Not keys of a file (from_dict refuses them): the file it was read from, and its mapping.
+    source: SkipJsonSchema[str] = field(default="", metadata={"yaml": False})
+    raw: SkipJsonSchema[dict[str, Any]] = field(
+        default_factory=dict, compare=False, metadata={"yaml": False})
 
     @property
     def max_neighbours(self) -> int:

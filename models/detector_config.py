@@ -34,7 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BeforeValidator, Field
 
-from configkit import Float, Int, Str, config_dataclass, validate
+from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.encoders.feature_net import CPU_FEATURES, FEATURE_PRESETS, FeatureConfig
 from models.fusion import FUSION_STRATEGIES, fusion_options
 from models.grid import CPU_GRID, GRID_PRESETS, GridSpec
@@ -97,11 +97,6 @@ def _feature_preset(value: Any) -> Any:
     return value
 
 
-def _mapping_or_null(value: Any) -> Any:
-    """``null`` in a file means the section's defaults."""
-    return {} if value is None else value
-
-
 #: Every accepted ``fusion`` value; new strategies (AGF) join through FUSION_STRATEGIES.
 FusionName = Literal[tuple(fusion_names())]  # type: ignore[valid-type]
 FusePoint = Literal[FUSE_POINTS]  # type: ignore[valid-type]
@@ -134,15 +129,13 @@ class DetectorConfig:
     name: Str = Field("cpu_max", min_length=1)
     grid: GridField = CPU_GRID
     features: FeaturesField = CPU_FEATURES
-    head: Annotated[HeadConfig, BeforeValidator(_mapping_or_null)] = field(
-        default_factory=HeadConfig)
+    head: Section[HeadConfig] = field(default_factory=HeadConfig)
     fusion: FusionName = "max"
     fuse_at: FusePoint = "backbone"
     max_neighbours: Int = Field(4, ge=0)
     comm_range: Float = Field(70.0, gt=0.0)
     ego_clearance: Float = Field(1.5, ge=0.0, lt=10.0)
-    fusion_options: Annotated[dict[Str, Any], BeforeValidator(_mapping_or_null)] = field(
-        default_factory=dict)
+    fusion_options: Section[dict[Str, Any]] = field(default_factory=dict)
     refiner: RefinerConfig | None = None
     message_range: tuple[Float, Float, Float, Float] | None = None
 
