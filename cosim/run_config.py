@@ -16,7 +16,7 @@ import yaml
 from pydantic import BeforeValidator, Field
 
 from channel import ChannelConfig, CodecConfig, PoseErrorConfig, load_preset
-from channel.quantize import DTYPES
+from channel.codec import DType
 from channel.sparsify import validate_sparsity
 from configkit import Bool, Float, Int, Str, config_dataclass, validate
 from models.detector_config import parse_message_range
@@ -29,7 +29,6 @@ DEFAULT_SCENARIO = "intersection"
 DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "attention.pt"))
 Executor = Literal["ray", "inprocess"]
 EXECUTORS: tuple[str, ...] = Executor.__args__
-DType = Literal[DTYPES]  # type: ignore[valid-type]
 Corruption = Literal[CORRUPTION_NAMES]  # type: ignore[valid-type]
 Device = Literal[DEVICE_CHOICES]  # type: ignore[valid-type]
 

@@ -128,7 +128,9 @@ class DetectorConfig:
 
     name: Str = Field("cpu_max", min_length=1)
     grid: GridField = CPU_GRID
-    features: FeaturesField = CPU_FEATURES
+    features: FeaturesField = Field(CPU_FEATURES, description=(
+        "a FEATURE_PRESETS name, a FeatureConfig mapping, or a mapping with 'preset' whose "
+        "other sections replace that preset's whole"))
     head: Section[HeadConfig] = field(default_factory=HeadConfig)
     fusion: FusionName = "max"
     fuse_at: FusePoint = "backbone"
