@@ -36,6 +36,8 @@ JITTER_KINDS: tuple[str, ...] = JitterKind.__args__
 LOSS_MODELS: tuple[str, ...] = LossModelName.__args__
 NonNegative = Annotated[Float, Field(ge=0.0)]
 Probability = Annotated[Float, Field(ge=0.0, le=1.0)]
+#: Link rate in Mbps; None: serialization takes no time.
+Bandwidth = Annotated[Float, Field(gt=0.0)]
 
 
 @config_dataclass
@@ -123,7 +125,7 @@ class LinkConfig:
     range: Section[RangeConfig] = field(default_factory=RangeConfig)
     loss: Section[LossConfig] = field(default_factory=LossConfig)
     latency: Section[LatencyConfig] = field(default_factory=LatencyConfig)
-    bandwidth_mbps: Float | None = Field(None, gt=0.0)  # None: no serialization time
+    bandwidth_mbps: Bandwidth | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "link") -> LinkConfig:

@@ -30,18 +30,27 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import field
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field
 
 from channel.broadcast import BroadcastChannel
 from channel.delivery import DeliveryQueue
-from channel.links import LatencyConfig, LinkConfig, LinkModel, LossConfig, RangeConfig
+from channel.links import (
+    Bandwidth,
+    LatencyConfig,
+    LinkConfig,
+    LinkModel,
+    LossConfig,
+    RangeConfig,
+)
 from channel.medium import MediumConfig
 from channel.pose_error import PoseErrorConfig, PoseErrorModel
 from configkit import Float, Section, Str, config_dataclass, validate
 
+#: Seconds a receiver keeps a message; None: messages never expire.
+MaxAge = Annotated[Float, Field(ge=0.0)]
 
 @config_dataclass
 class ChannelFile:
@@ -52,9 +61,9 @@ class ChannelFile:
     range: Section[RangeConfig] = field(default_factory=RangeConfig)
     loss: Section[LossConfig] = field(default_factory=LossConfig)
     latency: Section[LatencyConfig] = field(default_factory=LatencyConfig)
-    bandwidth_mbps: Float | None = Field(None, gt=0.0)  # None: no serialization time
+    bandwidth_mbps: Bandwidth | None = None
     medium: Section[MediumConfig] = field(default_factory=MediumConfig)
-    max_age_s: Float | None = Field(None, ge=0.0)  # None: messages never expire
+    max_age_s: MaxAge | None = None
     pose_error: Section[PoseErrorConfig] = field(default_factory=PoseErrorConfig)
 
 
@@ -64,7 +73,7 @@ class ChannelConfig:
     pose error."""
 
     link: LinkConfig = field(default_factory=LinkConfig)
-    max_age_s: Float | None = Field(None, ge=0.0)
+    max_age_s: MaxAge | None = None
     pose_error: PoseErrorConfig = field(default_factory=PoseErrorConfig)
     description: Str = ""
     medium: MediumConfig = field(default_factory=MediumConfig)
