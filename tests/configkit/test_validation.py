@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -85,3 +87,14 @@ def test_json_schema_forbids_unknown_keys_and_states_ranges() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["count"]["minimum"] == 0
     assert schema["properties"]["count"]["maximum"] == 5
+
+
+def test_configkit_is_a_leaf_every_package_may_import() -> None:
+    """configkit imports pydantic and the standard library, no package of the project."""
+    root = Path(__file__).resolve().parents[2]
+    project = {"scenarios", "channel", "models", "agents", "cosim"}
+    for path in sorted((root / "configkit").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {n.split(".")[0] for n in names} & project, path
