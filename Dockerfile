@@ -13,6 +13,7 @@ WORKDIR /app
 
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
 COPY pyproject.toml README.md ./
+COPY configkit configkit
 COPY scenarios scenarios
 COPY channel channel
 COPY models models

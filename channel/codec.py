@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import msgpack
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import AfterValidator, Field
 
 from channel.quantize import DTYPES, decode_values, encode_values, param_nbytes, value_itemsize
 from channel.sparsify import (
@@ -47,6 +49,7 @@ from channel.wire import (
     parse_origin,
     unframe,
 )
+from configkit import Float, Int, Str, config_dataclass, validate
 
 
 @dataclass(frozen=True)
@@ -88,20 +91,22 @@ class GridHeader:
                 float(self.cell_size)]
 
 
-@dataclass(frozen=True)
+DType = Literal[DTYPES]  # type: ignore[valid-type]
+
+
+@config_dataclass
 class CodecConfig:
-    """How a sender codes its feature map: value dtype, optional sparsity, zstd level."""
+    """How a sender codes its feature map: value dtype, optional sparsity
+    (``{"topk": fraction}`` or ``{"threshold": t}``), zstd level."""
 
-    dtype: str = "float16"
-    sparsity: dict[str, float] | None = None
-    zstd_level: int = 3
+    dtype: DType = "float16"
+    sparsity: Annotated[dict[Str, Float] | None, AfterValidator(validate_sparsity)] = None
+    zstd_level: Int = Field(3, ge=-7, le=22)
 
-    def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise ValueError(f"codec dtype must be one of {DTYPES}, got {self.dtype!r}")
-        object.__setattr__(self, "sparsity", validate_sparsity(self.sparsity))
-        if not isinstance(self.zstd_level, int) or not -7 <= self.zstd_level <= 22:
-            raise ValueError(f"zstd_level must be an int in [-7, 22], got {self.zstd_level!r}")
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, where: str = "codec") -> CodecConfig:
+        """Validate a mapping; errors name ``where``, the key path and what is allowed."""
+        return validate(cls, {} if data is None else data, where)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,30 +23,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from channel.configtools import check_keys, check_nonneg, check_prob, from_mapping
+from configkit import Float, Section, config_dataclass, validate
 
-JITTER_KINDS = ("none", "uniform", "normal-truncated", "exponential", "lognormal")
-LOSS_MODELS = ("none", "bernoulli", "gilbert_elliott")
+JitterKind = Literal["none", "uniform", "normal-truncated", "exponential", "lognormal"]
+LossModelName = Literal["none", "bernoulli", "gilbert_elliott"]
+JITTER_KINDS: tuple[str, ...] = JitterKind.__args__
+LOSS_MODELS: tuple[str, ...] = LossModelName.__args__
+NonNegative = Annotated[Float, Field(ge=0.0)]
+Probability = Annotated[Float, Field(ge=0.0, le=1.0)]
+#: Link rate in Mbps; None: serialization takes no time.
+Bandwidth = Annotated[Float, Field(gt=0.0)]
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class RangeConfig:
     """Hard cut-off ``max_m`` (None = unlimited) and an optional logistic reception curve
     ``p(d) = 1 / (1 + exp((d - d50_m) / width_m))`` (``d50_m`` None = always received)."""
 
-    max_m: float | None = None
-    d50_m: float | None = None
-    width_m: float = 10.0
-
-    def __post_init__(self) -> None:
-        check_nonneg("range max_m", self.max_m)
-        check_nonneg("range d50_m", self.d50_m)
-        if not float(self.width_m) > 0:
-            raise ValueError(f"range width_m must be > 0, got {self.width_m}")
+    max_m: NonNegative | None = None
+    d50_m: NonNegative | None = None
+    width_m: Float = Field(10.0, gt=0.0)
 
     def reception_prob(self, distance_m: float) -> float:
         """Probability a message sent over ``distance_m`` (within ``max_m``) is received."""
@@ -56,7 +57,7 @@ class RangeConfig:
         return 0.0 if z > 700 else 1.0 / (1.0 + math.exp(z))
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LossConfig:
     """Packet loss. ``bernoulli``: each message lost with ``p``. ``gilbert_elliott``: a
     good/bad Markov chain stepped once per message on the link (``p_gb`` good->bad,
@@ -66,18 +67,14 @@ class LossConfig:
     bad-state sojourn ``1 / p_bg`` messages. Links start in the good state.
     """
 
-    model: str = "none"
-    p: float = 0.0
-    p_gb: float = 0.0
-    p_bg: float = 1.0
-    loss_good: float = 0.0
-    loss_bad: float = 1.0
+    model: LossModelName = "none"
+    p: Probability = 0.0
+    p_gb: Probability = 0.0
+    p_bg: Probability = 1.0
+    loss_good: Probability = 0.0
+    loss_bad: Probability = 1.0
 
     def __post_init__(self) -> None:
-        if self.model not in LOSS_MODELS:
-            raise ValueError(f"loss model must be one of {LOSS_MODELS}, got {self.model!r}")
-        for name in ("p", "p_gb", "p_bg", "loss_good", "loss_bad"):
-            check_prob(f"loss {name}", getattr(self, name))
         if self.model == "gilbert_elliott" and self.p_bg == 0 and self.p_gb > 0:
             raise ValueError("loss p_bg must be > 0: the bad state would be absorbing")
 
@@ -92,7 +89,7 @@ class LossConfig:
         return (self.p_gb * self.loss_bad + self.p_bg * self.loss_good) / (self.p_gb + self.p_bg)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LatencyConfig:
     """Latency after transmission: ``base_s + jitter``, jitter >= 0 with scale ``jitter_s``.
 
@@ -101,17 +98,10 @@ class LatencyConfig:
     ``lognormal``: median ``jitter_s``, log-std ``sigma``.
     """
 
-    base_s: float = 0.0
-    jitter: str = "none"
-    jitter_s: float = 0.0
-    sigma: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.jitter not in JITTER_KINDS:
-            raise ValueError(f"latency jitter must be one of {JITTER_KINDS}, got {self.jitter!r}")
-        check_nonneg("latency base_s", self.base_s)
-        check_nonneg("latency jitter_s", self.jitter_s)
-        check_nonneg("latency sigma", self.sigma)
+    base_s: NonNegative = 0.0
+    jitter: JitterKind = "none"
+    jitter_s: NonNegative = 0.0
+    sigma: NonNegative = 0.5
 
     def sample_jitter(self, rng: np.random.Generator) -> float:
         """One jitter draw (seconds); draws exactly one variate whatever the kind."""
@@ -128,30 +118,20 @@ class LatencyConfig:
         return self.jitter_s * math.exp(self.sigma * z)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class LinkConfig:
     """One link's behaviour; ``bandwidth_mbps`` None = serialization takes no time."""
 
-    range: RangeConfig = field(default_factory=RangeConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    bandwidth_mbps: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.bandwidth_mbps is not None and not float(self.bandwidth_mbps) > 0:
-            raise ValueError(f"bandwidth_mbps must be > 0 or None, got {self.bandwidth_mbps}")
+    range: Section[RangeConfig] = field(default_factory=RangeConfig)
+    loss: Section[LossConfig] = field(default_factory=LossConfig)
+    latency: Section[LatencyConfig] = field(default_factory=LatencyConfig)
+    bandwidth_mbps: Bandwidth | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "link") -> LinkConfig:
         """Build from a mapping with sections ``range``, ``loss``, ``latency`` and
         ``bandwidth_mbps``; an unknown key anywhere raises ``ValueError`` naming it."""
-        data = check_keys(cls, data, where)
-        return from_mapping(cls, {
-            "range": from_mapping(RangeConfig, data.get("range"), f"{where}: range"),
-            "loss": from_mapping(LossConfig, data.get("loss"), f"{where}: loss"),
-            "latency": from_mapping(LatencyConfig, data.get("latency"), f"{where}: latency"),
-            "bandwidth_mbps": data.get("bandwidth_mbps"),
-        }, where)
+        return validate(cls, {} if data is None else data, where)
 
 
 @dataclass(frozen=True)

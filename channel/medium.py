@@ -33,39 +33,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
-from channel.configtools import check_nonneg
 from channel.links import id_key
+from configkit import Float, Int, config_dataclass
 
 # Two starts closer than this are the same instant (sums of tick and slot times).
 TIME_EPS_S = 1e-9
 XY = tuple[float, float]
 
 
-@dataclass(frozen=True)
+NonNegative = Annotated[Float, Field(ge=0.0)]
+
+
+@config_dataclass
 class MediumConfig:
     """How transmitters share the air; the defaults are a medium with no overheads that every
     transmitter hears (with an unlimited bandwidth, every message takes no air time)."""
 
-    carrier_sense_m: float | None = None  # None: every transmitter hears every other
-    max_frame_bytes: int | None = None  # payload bytes per frame; None: one frame per message
-    frame_header_bytes: int = 0  # MAC header + FCS + LLC, per frame
-    phy_overhead_s: float = 0.0  # PHY preamble + signal field, per frame
-    sifs_s: float = 0.0  # gap between the frames of one message
-    aifs_s: float = 0.0  # idle time a station senses before counting down its back-off
-    slot_s: float = 0.0
-    cw: int = 0  # back-off drawn uniformly from 0..cw slots
-
-    def __post_init__(self) -> None:
-        for name in ("carrier_sense_m", "phy_overhead_s", "sifs_s", "aifs_s", "slot_s"):
-            check_nonneg(f"medium {name}", getattr(self, name))
-        if self.max_frame_bytes is not None and int(self.max_frame_bytes) < 1:
-            raise ValueError(f"medium max_frame_bytes must be >= 1, got {self.max_frame_bytes}")
-        if int(self.frame_header_bytes) < 0 or int(self.cw) < 0:
-            raise ValueError("medium frame_header_bytes and cw must be >= 0")
+    carrier_sense_m: NonNegative | None = None  # None: every transmitter hears every other
+    # payload bytes per frame; None: one frame per message
+    max_frame_bytes: Int | None = Field(None, ge=1)
+    frame_header_bytes: Int = Field(0, ge=0)  # MAC header + FCS + LLC, per frame
+    phy_overhead_s: NonNegative = 0.0  # PHY preamble + signal field, per frame
+    sifs_s: NonNegative = 0.0  # gap between the frames of one message
+    aifs_s: NonNegative = 0.0  # idle time a station senses before counting down its back-off
+    slot_s: NonNegative = 0.0
+    cw: Int = Field(0, ge=0)  # back-off drawn uniformly from 0..cw slots
 
     def frames(self, wire_bytes: int) -> int:
         """Frames a message of ``wire_bytes`` is cut into (at least one)."""

@@ -15,36 +15,33 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
-from channel.configtools import check_nonneg, from_mapping
 from channel.links import id_key
+from configkit import Float, config_dataclass, validate
 
 POSE_ERROR_LEVELS = (0.0, 0.2, 0.4, 0.6)
 
 
-@dataclass(frozen=True)
+Std = Annotated[Float, Field(ge=0.0)]
+
+
+@config_dataclass
 class PoseErrorConfig:
-    """Standard deviations (m, deg) and biases of the reported-pose error."""
+    """Standard deviations (m, deg) and biases of the reported-pose error (finite numbers)."""
 
-    std_xy_m: float = 0.0
-    std_yaw_deg: float = 0.0
-    std_z_m: float = 0.0
-    std_roll_deg: float = 0.0
-    std_pitch_deg: float = 0.0
-    bias_x_m: float = 0.0
-    bias_y_m: float = 0.0
-    bias_yaw_deg: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("std_xy_m", "std_yaw_deg", "std_z_m", "std_roll_deg", "std_pitch_deg"):
-            check_nonneg(f"pose_error {name}", getattr(self, name))
-        for name in ("bias_x_m", "bias_y_m", "bias_yaw_deg"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"pose_error {name} must be finite")
+    std_xy_m: Std = 0.0
+    std_yaw_deg: Std = 0.0
+    std_z_m: Std = 0.0
+    std_roll_deg: Std = 0.0
+    std_pitch_deg: Std = 0.0
+    bias_x_m: Float = 0.0
+    bias_y_m: Float = 0.0
+    bias_yaw_deg: Float = 0.0
 
     @classmethod
     def level(cls, sigma: float) -> PoseErrorConfig:
@@ -53,7 +50,7 @@ class PoseErrorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "pose_error") -> PoseErrorConfig:
-        return from_mapping(cls, data, where)
+        return validate(cls, {} if data is None else data, where)
 
 
 @dataclass(frozen=True)

@@ -28,54 +28,64 @@ and processing delay after the last bit; its numbers are kept as the sources giv
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field
 
 from channel.broadcast import BroadcastChannel
-from channel.configtools import check_nonneg, from_mapping
 from channel.delivery import DeliveryQueue
-from channel.links import LinkConfig, LinkModel
+from channel.links import (
+    Bandwidth,
+    LatencyConfig,
+    LinkConfig,
+    LinkModel,
+    LossConfig,
+    RangeConfig,
+)
 from channel.medium import MediumConfig
 from channel.pose_error import PoseErrorConfig, PoseErrorModel
+from configkit import Float, Section, Str, config_dataclass, validate
 
-_LINK_KEYS = ("range", "loss", "latency", "bandwidth_mbps")
+#: Seconds a receiver keeps a message; None: messages never expire.
+MaxAge = Annotated[Float, Field(ge=0.0)]
+
+@config_dataclass
+class ChannelFile:
+    """A channel as a preset file writes it: the link's sections at the top level, beside the
+    medium, the receivers' maximum age and the pose error (what :class:`ChannelConfig` holds)."""
+
+    description: Str = ""
+    range: Section[RangeConfig] = field(default_factory=RangeConfig)
+    loss: Section[LossConfig] = field(default_factory=LossConfig)
+    latency: Section[LatencyConfig] = field(default_factory=LatencyConfig)
+    bandwidth_mbps: Bandwidth | None = None
+    medium: Section[MediumConfig] = field(default_factory=MediumConfig)
+    max_age_s: MaxAge | None = None
+    pose_error: Section[PoseErrorConfig] = field(default_factory=PoseErrorConfig)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class ChannelConfig:
     """The whole channel: link behaviour, the shared medium, the receivers' maximum age, and
     pose error."""
 
     link: LinkConfig = field(default_factory=LinkConfig)
-    max_age_s: float | None = None
+    max_age_s: MaxAge | None = None
     pose_error: PoseErrorConfig = field(default_factory=PoseErrorConfig)
-    description: str = ""
+    description: Str = ""
     medium: MediumConfig = field(default_factory=MediumConfig)
-
-    def __post_init__(self) -> None:
-        check_nonneg("max_age_s", self.max_age_s)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, where: str = "channel") -> ChannelConfig:
         """Build from a mapping with keys ``description``, ``range``, ``loss``, ``latency``,
         ``bandwidth_mbps``, ``medium``, ``max_age_s`` and ``pose_error``; unknown keys raise
         naming them."""
-        data = dict(data or {})
-        known = ("description", *_LINK_KEYS, "medium", "max_age_s", "pose_error")
-        unknown = sorted(set(data) - set(known), key=str)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {list(known)}")
-        link = LinkConfig.from_dict({k: data[k] for k in _LINK_KEYS if k in data}, where)
-        pose = PoseErrorConfig.from_dict(data.get("pose_error"), f"{where}: pose_error")
-        medium = from_mapping(MediumConfig, data.get("medium"), f"{where}: medium")
-        try:
-            return cls(link, data.get("max_age_s"), pose, str(data.get("description", "")),
-                       medium)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
+        parsed = validate(ChannelFile, {} if data is None else data, where)
+        link = LinkConfig(parsed.range, parsed.loss, parsed.latency, parsed.bandwidth_mbps)
+        return cls(link, parsed.max_age_s, parsed.pose_error, parsed.description, parsed.medium)
 
     def with_pose_error(self, pose_error: PoseErrorConfig) -> ChannelConfig:
         """A copy with another pose error (e.g. ``PoseErrorConfig.level(0.4)``)."""
@@ -111,4 +121,4 @@ def load_preset(name: str) -> ChannelConfig:
     return ChannelConfig.from_dict(yaml.safe_load(text), where=f"preset {name}")
 
 
-__all__ = ["ChannelConfig", "list_presets", "load_preset"]
+__all__ = ["ChannelConfig", "ChannelFile", "list_presets", "load_preset"]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from cosim import cli_dataset, cli_robustness, cli_run, cli_scenarios, cli_sweep, cli_train
+from cosim import (
+    cli_config,
+    cli_dataset,
+    cli_robustness,
+    cli_run,
+    cli_scenarios,
+    cli_sweep,
+    cli_train,
+)
 from cosim.cli_errors import ErrorReportingTyper, set_debug
 
 app = ErrorReportingTyper(
@@ -17,6 +25,7 @@ app.command("train")(cli_train.train_command)
 app.command("eval")(cli_train.eval_command)
 app.add_typer(cli_scenarios.app, name="scenarios")
 app.add_typer(cli_dataset.app, name="dataset")
+app.add_typer(cli_config.app, name="config")
 
 
 @app.callback()

@@ -17,16 +17,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
+from configkit import Bool, Float, Str, config_dataclass, validate
 from models.box_ops import encode_boxes, nearest_bev_boxes, nearest_bev_iou
 from models.grid import GridSpec
-from models.types import config_from_dict
+
+Positive = Annotated[Float, Field(gt=0.0)]
+Probability = Annotated[Float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class AnchorConfig:
     """One anchor class: size ``(l, w, h)`` in metres, centre height ``z`` in the LiDAR frame,
     and the yaws (radians) placed at every cell. Defaults: OPV2V's car anchor.
@@ -37,28 +41,16 @@ class AnchorConfig:
     cell off sideways keeps less IoU than a car anchor one cell off lengthwise).
     """
 
-    size: tuple[float, float, float] = (3.9, 1.6, 1.56)
-    z_center: float = -1.0
-    yaws: tuple[float, ...] = (0.0, math.pi / 2)
-    name: str = "car"
-    pos_iou: float | None = None
-    neg_iou: float | None = None
+    size: tuple[Positive, Positive, Positive] = (3.9, 1.6, 1.56)
+    z_center: Float = -1.0
+    yaws: tuple[Float, ...] = Field((0.0, math.pi / 2), min_length=1)
+    name: Str = "car"
+    pos_iou: Probability | None = None
+    neg_iou: Probability | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "size", tuple(float(v) for v in self.size))
-        object.__setattr__(self, "yaws", tuple(float(v) for v in self.yaws))
-        if len(self.size) != 3 or any(v <= 0 for v in self.size):
-            raise ValueError(f"anchor: size must be 3 positive numbers, got {self.size}")
-        if not self.yaws:
-            raise ValueError("anchor: need at least one yaw")
-        for key in ("pos_iou", "neg_iou"):
-            value = getattr(self, key)
-            if value is not None:
-                object.__setattr__(self, key, float(value))
         pos, neg = self.pos_iou, self.neg_iou
-        if any(v is not None and not 0.0 <= v <= 1.0 for v in (pos, neg)) or (
-            pos is not None and neg is not None and neg > pos
-        ):
+        if pos is not None and neg is not None and neg > pos:
             raise ValueError(
                 f"anchor {self.name!r}: need 0 <= neg_iou <= pos_iou <= 1, got {neg}, {pos}"
             )
@@ -72,7 +64,7 @@ class AnchorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "anchor") -> AnchorConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 AnchorSet = AnchorConfig | Sequence[AnchorConfig]
@@ -118,13 +110,13 @@ def generate_anchors(grid: GridSpec, config: AnchorSet) -> torch.Tensor:
     return torch.stack(per_yaw).to(torch.float32)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class AssignConfig:
     """IoU thresholds for target assignment (BEV IoU, nearest axis-aligned)."""
 
-    pos_iou: float = 0.6
-    neg_iou: float = 0.45
-    match_best_anchor: bool = True  # each GT's best anchor is positive even below pos_iou
+    pos_iou: Probability = 0.6
+    neg_iou: Probability = 0.45
+    match_best_anchor: Bool = True  # each GT's best anchor is positive even below pos_iou
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neg_iou <= self.pos_iou <= 1.0:
@@ -134,7 +126,7 @@ class AssignConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "assign") -> AssignConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 def anchor_thresholds(

@@ -11,36 +11,30 @@ against ``GridSpec.feature_stride``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from models.types import config_from_dict
+from configkit import Float, Int, config_dataclass, validate
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class BackboneConfig:
     """Per-level depth, stride and width, and the upsampling stride and width of each level."""
 
-    layer_nums: tuple[int, ...] = (1, 2, 2)
-    layer_strides: tuple[int, ...] = (2, 2, 2)
-    num_filters: tuple[int, ...] = (32, 64, 128)
-    upsample_strides: tuple[float, ...] = (1, 2, 4)
-    num_upsample_filters: tuple[int, ...] = (32, 32, 32)
+    layer_nums: tuple[Annotated[Int, Field(ge=0)], ...] = (1, 2, 2)
+    layer_strides: tuple[Annotated[Int, Field(ge=1)], ...] = (2, 2, 2)
+    num_filters: tuple[Annotated[Int, Field(ge=1)], ...] = (32, 64, 128)
+    upsample_strides: tuple[Annotated[Float, Field(gt=0)], ...] = (1.0, 2.0, 4.0)
+    num_upsample_filters: tuple[Annotated[Int, Field(ge=1)], ...] = (32, 32, 32)
 
     def __post_init__(self) -> None:
-        for name in ("layer_nums", "layer_strides", "num_filters", "num_upsample_filters"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        object.__setattr__(self, "upsample_strides", tuple(float(v) for v in self.upsample_strides))
         lengths = {len(getattr(self, n)) for n in self.__dataclass_fields__}
         if len(lengths) != 1 or 0 in lengths:
             raise ValueError(f"backbone: all five lists need the same non-zero length, got {self}")
-        if min(self.layer_nums) < 0 or min(self.layer_strides) < 1 or min(self.num_filters) < 1:
-            raise ValueError(f"backbone: bad depth/stride/width in {self}")
-        if min(self.upsample_strides) <= 0 or min(self.num_upsample_filters) < 1:
-            raise ValueError(f"backbone: bad upsampling in {self}")
         strides = {
             math.prod(self.layer_strides[: i + 1]) / up
             for i, up in enumerate(self.upsample_strides)
@@ -66,7 +60,7 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "backbone") -> BackboneConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:

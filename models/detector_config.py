@@ -25,14 +25,16 @@ the sparse-voxel encoder. Unknown keys anywhere fail with the key, the section a
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BeforeValidator, Field
 
+from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.encoders.feature_net import CPU_FEATURES, FEATURE_PRESETS, FeatureConfig
 from models.fusion import FUSION_STRATEGIES, fusion_options
 from models.grid import CPU_GRID, GRID_PRESETS, GridSpec
@@ -47,6 +49,10 @@ NON_FEATURE_FUSIONS = ("late", "early")
 # run once on the fused map, or on the backbone's output (F-Cooper's spatial-feature fusion,
 # AttFuse-style), so only the head sees the fused map.
 FUSE_POINTS = ("encoder", "backbone")
+
+
+GridPresetName = Literal[tuple(GRID_PRESETS)]  # type: ignore[valid-type]
+FeaturePresetName = Literal[tuple(FEATURE_PRESETS)]  # type: ignore[valid-type]
 
 
 def fusion_names() -> list[str]:
@@ -66,42 +72,44 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _resolve_grid(grid: GridSpec | str | dict[str, Any], where: str) -> GridSpec:
-    if isinstance(grid, GridSpec):
-        return grid
-    if isinstance(grid, str):
-        if grid not in GRID_PRESETS:
-            raise ValueError(f"{where}: unknown grid preset {grid!r}; known {sorted(GRID_PRESETS)}")
-        return GRID_PRESETS[grid]
-    if isinstance(grid, dict):
-        try:
-            return GridSpec.from_dict(dict(grid), where)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}" if where not in str(err) else str(err)) from err
-    raise ValueError(f"{where}: expected a preset name or a mapping, got {type(grid).__name__}")
+def _grid_preset(value: Any) -> Any:
+    """A ``GRID_PRESETS`` name -> its GridSpec; anything else is validated as a GridSpec."""
+    if isinstance(value, str):
+        if value not in GRID_PRESETS:
+            raise ValueError(f"unknown grid preset {value!r}; known {sorted(GRID_PRESETS)}")
+        return GRID_PRESETS[value]
+    return value
 
 
-def _resolve_features(features: FeatureConfig | str | dict[str, Any], where: str) -> FeatureConfig:
-    if isinstance(features, FeatureConfig):
-        return features
-    if isinstance(features, str):
-        if features not in FEATURE_PRESETS:
+def _feature_preset(value: Any) -> Any:
+    """A ``FEATURE_PRESETS`` name -> its FeatureConfig; a mapping naming a ``preset`` -> that
+    preset's sections with the mapping's sections replacing them whole (no deep merge)."""
+    if isinstance(value, str):
+        if value not in FEATURE_PRESETS:
             raise ValueError(
-                f"{where}: unknown feature preset {features!r}; known {sorted(FEATURE_PRESETS)}"
+                f"unknown feature preset {value!r}; known {sorted(FEATURE_PRESETS)}"
             )
-        return FEATURE_PRESETS[features][1]
-    if isinstance(features, dict):
-        data = dict(features)
-        base_name = data.pop("preset", None)
-        if base_name is None:
-            return FeatureConfig.from_dict(data, where)
-        base = _resolve_features(str(base_name), f"{where}.preset").to_dict()
-        base.update(data)
-        return FeatureConfig.from_dict(base, where)
-    raise ValueError(f"{where}: expected a preset name or a mapping, got {type(features).__name__}")
+        return FEATURE_PRESETS[value][1]
+    if isinstance(value, dict) and "preset" in value:
+        data = dict(value)
+        base = _feature_preset(str(data.pop("preset")))
+        return {**base.to_dict(), **data}
+    return value
 
 
-@dataclass(frozen=True)
+#: Every accepted ``fusion`` value; new strategies (AGF) join through FUSION_STRATEGIES.
+FusionName = Literal[tuple(fusion_names())]  # type: ignore[valid-type]
+FusePoint = Literal[FUSE_POINTS]  # type: ignore[valid-type]
+GridField = Annotated[
+    GridSpec, BeforeValidator(_grid_preset, json_schema_input_type=GridSpec | GridPresetName)
+]
+FeaturesField = Annotated[
+    FeatureConfig,
+    BeforeValidator(_feature_preset, json_schema_input_type=FeatureConfig | FeaturePresetName),
+]
+
+
+@config_dataclass
 class DetectorConfig:
     """What :class:`~models.detector.CooperativeDetector` is built from.
 
@@ -118,66 +126,40 @@ class DetectorConfig:
     of backbone strides from the grid's, and only feature fusion sends maps.
     """
 
-    name: str = "cpu_max"
-    grid: GridSpec = CPU_GRID
-    features: FeatureConfig = CPU_FEATURES
-    head: HeadConfig = field(default_factory=HeadConfig)
-    fusion: str = "max"
-    fuse_at: str = "backbone"
-    max_neighbours: int = 4
-    comm_range: float = 70.0
-    ego_clearance: float = 1.5
-    fusion_options: dict[str, Any] = field(default_factory=dict)
+    name: Str = Field("cpu_max", min_length=1)
+    grid: GridField = CPU_GRID
+    features: FeaturesField = Field(CPU_FEATURES, description=(
+        "a FEATURE_PRESETS name, a FeatureConfig mapping, or a mapping with 'preset' whose "
+        "other sections replace that preset's whole"))
+    head: Section[HeadConfig] = field(default_factory=HeadConfig)
+    fusion: FusionName = "max"
+    fuse_at: FusePoint = "backbone"
+    max_neighbours: Int = Field(4, ge=0)
+    comm_range: Float = Field(70.0, gt=0.0)
+    ego_clearance: Float = Field(1.5, ge=0.0, lt=10.0)
+    fusion_options: Section[dict[Str, Any]] = field(default_factory=dict)
     refiner: RefinerConfig | None = None
-    message_range: tuple[float, float, float, float] | None = None
+    message_range: tuple[Float, Float, Float, Float] | None = None
 
     def __post_init__(self) -> None:
-        where = f"detector {self.name!r}"
-        object.__setattr__(self, "grid", _resolve_grid(self.grid, f"{where}: grid"))
-        object.__setattr__(self, "features", _resolve_features(self.features, f"{where}: features"))
-        if not isinstance(self.head, HeadConfig):
-            raise ValueError(f"{where}: head must be a HeadConfig, got {type(self.head).__name__}")
-        if not self.name:
-            raise ValueError("detector: name must not be empty")
-        if self.fusion not in fusion_names():
-            raise ValueError(f"{where}: unknown fusion {self.fusion!r}; known {fusion_names()}")
-        if not isinstance(self.fusion_options, dict):
-            raise ValueError(f"{where}: fusion_options must be a mapping")
         if self.is_feature_fusion:
-            fusion_options(self.fusion, self.fusion_options, f"{where}: fusion_options")
+            fusion_options(self.fusion, self.fusion_options, "fusion_options")
         elif self.fusion_options:
-            raise ValueError(f"{where}: fusion {self.fusion!r} takes no fusion_options")
-        if self.refiner is not None and not isinstance(self.refiner, RefinerConfig):
-            raise ValueError(f"{where}: refiner must be a RefinerConfig or None")
-        if self.fuse_at not in FUSE_POINTS:
-            raise ValueError(f"{where}: unknown fuse_at {self.fuse_at!r}; known {FUSE_POINTS}")
-        if isinstance(self.max_neighbours, bool) or int(self.max_neighbours) != self.max_neighbours:
-            raise ValueError(f"{where}: max_neighbours must be an integer")
-        object.__setattr__(self, "max_neighbours", int(self.max_neighbours))
-        object.__setattr__(self, "comm_range", float(self.comm_range))
-        if self.max_neighbours < 0 or not self.comm_range > 0:
-            raise ValueError(f"{where}: need max_neighbours >= 0 and comm_range > 0")
-        object.__setattr__(self, "ego_clearance", float(self.ego_clearance))
-        if not 0.0 <= self.ego_clearance < 10.0:
-            raise ValueError(
-                f"{where}: ego_clearance must be in [0, 10) m, got {self.ego_clearance}"
-            )
+            raise ValueError(f"fusion {self.fusion!r} takes no fusion_options")
         backbone = self.features.backbone
         if backbone.output_stride != self.grid.feature_stride:
             raise ValueError(
-                f"{where}: backbone output stride {backbone.output_stride:g} != grid "
+                f"backbone output stride {backbone.output_stride:g} != grid "
                 f"feature_stride {self.grid.feature_stride}"
             )
         m = backbone.input_multiple
         if self.grid.ny % m or self.grid.nx % m:
             raise ValueError(
-                f"{where}: grid of {self.grid.ny} x {self.grid.nx} voxels does not divide by the "
+                f"grid of {self.grid.ny} x {self.grid.nx} voxels does not divide by the "
                 f"backbone's total stride {m}"
             )
         if self.message_range is not None:
-            object.__setattr__(
-                self, "message_range", _check_message_range(self, f"{where}: message_range")
-            )
+            _check_message_range(self, "message_range")
 
     @property
     def message_window(self) -> GridSpec:
@@ -214,35 +196,9 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "detector") -> DetectorConfig:
-        """Build from a mapping; unknown keys (top level or in any section) raise ValueError."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        kwargs: dict[str, Any] = dict(data)
-        if "grid" in data:
-            kwargs["grid"] = _resolve_grid(data["grid"], f"{where}:grid")
-        if "features" in data:
-            kwargs["features"] = _resolve_features(data["features"], f"{where}:features")
-        if "head" in data:
-            kwargs["head"] = HeadConfig.from_dict(dict(data["head"] or {}), f"{where}:head")
-        if "fusion_options" in data:
-            kwargs["fusion_options"] = dict(data["fusion_options"] or {})
-        if data.get("refiner") is not None:
-            refiner = data["refiner"]
-            if not isinstance(refiner, dict):
-                raise ValueError(f"{where}:refiner: expected a mapping or null")
-            try:
-                kwargs["refiner"] = RefinerConfig.from_dict(dict(refiner), f"{where}:refiner")
-            except (TypeError, ValueError) as err:
-                text = str(err)
-                raise ValueError(text if where in text else f"{where}:{text}") from err
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: {err}") from err
+        """Validate a mapping; a bad key or value raises ValueError naming ``where`` (the file),
+        the key path and what is allowed."""
+        return validate(cls, data, where)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DetectorConfig:
@@ -269,19 +225,10 @@ def parse_message_range(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def _check_message_range(
-    config: DetectorConfig, where: str
-) -> tuple[float, float, float, float]:
-    """``config.message_range`` as four floats, or ValueError naming what is wrong."""
-    value = config.message_range
-    if not isinstance(value, list | tuple) or len(value) != 4:
-        raise ValueError(f"{where}: expected [x_min, y_min, x_max, y_max], got {value!r}")
-    try:
-        x0, y0, x1, y1 = (float(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: expected four numbers, got {value!r}") from err
-    if not all(np.isfinite((x0, y0, x1, y1))):
-        raise ValueError(f"{where}: numbers must be finite, got {value!r}")
+def _check_message_range(config: DetectorConfig, where: str) -> None:
+    """Raise ValueError unless ``config.message_range`` contains the grid's x/y range, each
+    edge a whole number of backbone strides from the grid's, and the fusion sends maps."""
+    x0, y0, x1, y1 = config.message_range or (0.0, 0.0, 0.0, 0.0)
     if not config.is_feature_fusion:
         raise ValueError(
             f"{where}: only feature fusion sends maps; fusion {config.fusion!r} needs null"
@@ -300,7 +247,6 @@ def _check_message_range(
                 f"{where}: edge {edge:g} m is not a whole number of {step:g} m backbone strides "
                 f"from the grid's edge {grid_edge:g} m"
             )
-    return (x0, y0, x1, y1)
 
 
 def _preset_dir() -> Any:

@@ -23,32 +23,30 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from configkit import Float, config_dataclass
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
 from models.head import Normaliser
 from models.pairs import cleanliness
 
+Weight = Annotated[Float, Field(ge=0.0)]
 
-@dataclass(frozen=True)
+
+@config_dataclass
 class DistillWeights:
     """The loss weights (the ``distill.weights`` section of a training config)."""
 
-    detection: float = 1.0
-    diffusion: float = 1.0
-    feature: float = 1.0
-    autoencoder: float = 0.1
-    adapter: float = 0.1
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"distill.weights.{f.name} must be a number >= 0, got {value!r}")
+    detection: Weight = 1.0
+    diffusion: Weight = 1.0
+    feature: Weight = 1.0
+    autoencoder: Weight = 0.1
+    adapter: Weight = 0.1
 
 
 @dataclass

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from configkit import Int, config_dataclass, validate
 
 #: Per-neighbour cues, in this order, each scaled to about [0, 1] by :data:`CUE_SCALES`.
 CUE_NAMES = ("age_s", "stale", "pose_sigma")
@@ -145,20 +147,16 @@ class AttentionFusion(FusionStrategy):
         return (weights * agents).sum(dim=1)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class AGFOptions:
     """AGF's hyperparameters: ``key_channels`` of the attention's query/key projections,
     ``hidden`` width and ``kernel`` size of the gate's first convolution."""
 
-    key_channels: int = 16
-    hidden: int = 32
-    kernel: int = 3
+    key_channels: Int = Field(16, ge=1)
+    hidden: Int = Field(32, ge=1)
+    kernel: Int = Field(3, ge=1, description="odd")
 
     def __post_init__(self) -> None:
-        for key in ("key_channels", "hidden", "kernel"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"fusion[agf]: {key} must be an integer >= 1, got {value!r}")
         if self.kernel % 2 == 0:
             raise ValueError(f"fusion[agf]: kernel must be odd, got {self.kernel}")
 
@@ -243,10 +241,7 @@ def fusion_options(name: str, options: dict[str, Any] | None, where: str = "fusi
     if unknown:
         raise ValueError(f"{where}: unknown option(s) {unknown} for fusion {name!r}; "
                          f"known {sorted(known)}")
-    try:
-        return cls(**options)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from err
+    return validate(cls, options, where)
 
 
 def build_fusion(

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
+from pydantic import Field, model_validator
 from torch import nn
 
+from configkit import Bool, Float, Int, config_dataclass, validate
 from models.anchors import (
     AnchorConfig,
     AssignConfig,
@@ -43,10 +45,9 @@ from models.losses import (
     smooth_l1,
 )
 from models.nms import rotated_nms
-from models.types import config_from_dict
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class HeadConfig:
     """Everything the head needs besides the grid and the input channels.
 
@@ -57,33 +58,31 @@ class HeadConfig:
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     assign: AssignConfig = field(default_factory=AssignConfig)
     anchors: tuple[AnchorConfig, ...] = ()
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    cls_prior: float = 0.01  # initial foreground probability (sets the cls bias)
-    cls_weight: float = 1.0
-    reg_weight: float = 2.0
-    smooth_l1_beta: float = 1.0 / 9.0
-    use_direction_classifier: bool = False  # BEV IoU ignores a flip by pi; headings do not
-    dir_weight: float = 0.2
-    dir_offset: float = math.pi / 4
-    score_threshold: float = 0.2
-    nms_iou: float = 0.15
-    vote_iou: float = 0.0  # > 0: box voting after NMS over candidates this close (box_voting)
-    pre_nms_top_k: int = 1000
-    max_detections: int = 100
+    focal_alpha: Float = 0.25
+    focal_gamma: Float = 2.0
+    cls_prior: Float = Field(0.01, gt=0.0, lt=1.0)  # initial foreground probability (cls bias)
+    cls_weight: Float = 1.0
+    reg_weight: Float = 2.0
+    smooth_l1_beta: Float = 1.0 / 9.0
+    use_direction_classifier: Bool = False  # BEV IoU ignores a flip by pi; headings do not
+    dir_weight: Float = 0.2
+    dir_offset: Float = math.pi / 4
+    score_threshold: Float = Field(0.2, ge=0.0, le=1.0)
+    nms_iou: Float = Field(0.15, gt=0.0, le=1.0)
+    # > 0: box voting after NMS over candidates this close (box_voting); 0: off
+    vote_iou: Float = Field(0.0, ge=0.0, le=1.0)
+    pre_nms_top_k: Int = Field(1000, ge=1)
+    max_detections: Int = Field(100, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_anchor_form(cls, data: Any) -> Any:
+        """A section gives ``anchor`` (one class) or ``anchors`` (a list), not both."""
+        if isinstance(data, dict) and data.get("anchors") and "anchor" in data:
+            raise ValueError("give 'anchor' (one class) or 'anchors' (a list), not both")
+        return data
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.cls_prior < 1.0 and 0.0 <= self.score_threshold <= 1.0):
-            raise ValueError("head: cls_prior must be in (0, 1) and score_threshold in [0, 1]")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"head: nms_iou must be in (0, 1], got {self.nms_iou}")
-        if not 0.0 <= self.vote_iou <= 1.0:
-            raise ValueError(f"head: vote_iou must be in [0, 1] (0: off), got {self.vote_iou}")
-        if self.pre_nms_top_k < 1 or self.max_detections < 1:
-            raise ValueError("head: pre_nms_top_k and max_detections must be >= 1")
-        object.__setattr__(self, "anchors", tuple(self.anchors))
-        if any(not isinstance(a, AnchorConfig) for a in self.anchors):
-            raise ValueError("head: anchors must be AnchorConfig values")
         names = [a.name for a in self.anchors]
         if len(set(names)) != len(names):
             raise ValueError(f"head: anchor class names must be unique, got {names}")
@@ -95,24 +94,9 @@ class HeadConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "head") -> HeadConfig:
-        """Build from a config section; nested ``anchor`` / ``anchors`` (a list of anchor
-        dicts) / ``assign`` dicts; unknown keys fail, naming the section."""
-        nested = {k: v for k, v in data.items() if k not in ("anchor", "anchors", "assign")}
-        config = config_from_dict(cls, nested, where)
-        anchor = AnchorConfig.from_dict(data.get("anchor", {}), f"{where}.anchor")
-        assign = AssignConfig.from_dict(data.get("assign", {}), f"{where}.assign")
-        raw = data.get("anchors") or []
-        if not isinstance(raw, list | tuple) or any(not isinstance(a, dict) for a in raw):
-            raise ValueError(f"{where}.anchors: expected a list of anchor mappings, got {raw!r}")
-        if raw and "anchor" in data:
-            raise ValueError(f"{where}: give 'anchor' (one class) or 'anchors' (a list), not both")
-        anchors = tuple(
-            AnchorConfig.from_dict(a, f"{where}.anchors[{i}]") for i, a in enumerate(raw)
-        )
-        try:
-            return replace(config, anchor=anchor, assign=assign, anchors=anchors)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
+        """Build from a config section (nested ``anchor`` / ``anchors`` / ``assign``
+        mappings); errors name ``where`` and the key path."""
+        return validate(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -16,50 +16,41 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
+from configkit import Float, config_dataclass, validate
 from models.batch import CooperativeSample
-from models.types import config_from_dict
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContext, corrupt
 from scenarios.frame import Frame
 from scenarios.lidar_config import LidarConfig
 
 #: Who carries the corruption: RCP-Bench's global / ego / CAV interference, or one at random.
-TARGETS = ("all", "ego", "neighbours", "random")
+Target = Literal["all", "ego", "neighbours", "random"]
+TARGETS: tuple[str, ...] = Target.__args__
+CorruptionName = Literal[CORRUPTION_NAMES]  # type: ignore[valid-type]
+Severity = Literal[SEVERITIES]  # type: ignore[valid-type]
 
 #: The sensor context of an agent (its LiDAR, speed, yaw rate) by agent id.
 ContextOf = Callable[[int], CorruptionContext]
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class PairConfig:
     """How a training sample is corrupted (the ``corrupt`` section of a training config)."""
 
-    corruptions: tuple[str, ...] = CORRUPTION_NAMES
-    severities: tuple[int, ...] = SEVERITIES
-    clean_fraction: float = 0.25
-    target: str = "all"
-    pose_error_levels: tuple[float, ...] = (0.0, 0.2, 0.4)
-    curriculum: tuple[int, ...] = (1, 2, 3)  # max severity in epoch 1, 2, ...; last repeats
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.corruptions) - set(CORRUPTION_NAMES))
-        if unknown or not self.corruptions:
-            raise ValueError(f"corrupt.corruptions: unknown {unknown}; known {CORRUPTION_NAMES}")
-        bad = [s for s in (*self.severities, *self.curriculum) if s not in SEVERITIES]
-        if bad or not self.severities or not self.curriculum:
-            raise ValueError(f"corrupt: severities and curriculum take values in {SEVERITIES}")
-        if not 0.0 <= self.clean_fraction <= 1.0:
-            raise ValueError(f"corrupt.clean_fraction must be in [0, 1], got {self.clean_fraction}")
-        if self.target not in TARGETS:
-            raise ValueError(f"corrupt.target must be one of {TARGETS}, got {self.target!r}")
-        if not self.pose_error_levels or not all(
-            math.isfinite(v) and 0.0 <= v <= 2.0 for v in self.pose_error_levels
-        ):
-            raise ValueError("corrupt.pose_error_levels: need values in [0, 2] (m and degrees)")
+    corruptions: tuple[CorruptionName, ...] = Field(CORRUPTION_NAMES, min_length=1)
+    severities: tuple[Severity, ...] = Field(SEVERITIES, min_length=1)
+    clean_fraction: Float = Field(0.25, ge=0.0, le=1.0)
+    target: Target = "all"
+    # m and degrees (the OpenCOOD levels)
+    pose_error_levels: tuple[Annotated[Float, Field(ge=0.0, le=2.0)], ...] = Field(
+        (0.0, 0.2, 0.4), min_length=1)
+    # max severity in epoch 1, 2, ...; the last repeats
+    curriculum: tuple[Severity, ...] = Field((1, 2, 3), min_length=1)
 
     @property
     def progressive(self) -> bool:
@@ -77,12 +68,7 @@ class PairConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "corrupt") -> PairConfig:
         """From a config section; unknown keys and bad values name ``where``."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-        try:
-            return config_from_dict(cls, data, where)
-        except (TypeError, ValueError) as err:
-            raise ValueError(str(err) if where in str(err) else f"{where}: {err}") from err
+        return validate(cls, data, where)
 
 
 def cleanliness(severity: int) -> float:

@@ -30,93 +30,66 @@ schedule) or ``prediction_type="sample"`` avoids that amplification.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
+from configkit import Bool, Float, Int, config_dataclass, validate
 from models.denoiser import Denoiser, LinearAutoencoder, NoiseAdapter
-from models.types import config_from_dict
 
 if TYPE_CHECKING:  # diffusers is imported when a refiner is built, not by every cosim command
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 MAX_STEPS = 10
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-PREDICTION_TYPES = ("epsilon", "sample")
+BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
+PredictionType = Literal["epsilon", "sample"]
+BETA_SCHEDULES: tuple[str, ...] = BetaSchedule.__args__
+PREDICTION_TYPES: tuple[str, ...] = PredictionType.__args__
 
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class RefinerConfig:
     """Sizes, schedule and sampling settings of :class:`FeatureRefiner` (validated on build)."""
 
     # Defaults: the CPU preset's (cpu_diffkd). The diffusion runs on 1/16 of the cells, which
     # keeps K = 2 under a quarter of the encoder's time; the residual decode keeps the detail.
-    latent_channels: int | None = 16  # light linear autoencoder C -> latent; None: no AE
-    ae_stride: int = 4  # AE also folds ae_stride x ae_stride cells per latent cell (1: 1x1 AE)
-    hidden: int = 24  # denoiser width
-    blocks: int = 2  # bottleneck residual blocks with timestep FiLM
-    patch: int = 1  # denoiser works at H/(ae_stride*patch) x W/(ae_stride*patch)
-    num_train_timesteps: int = 1000
-    beta_schedule: str = "linear"  # any diffusers DDIMScheduler beta_schedule
+    latent_channels: Int | None = Field(16, ge=1)  # light linear AE C -> latent; None: no AE
+    ae_stride: Int = Field(4, ge=1)  # AE folds ae_stride x ae_stride cells per latent cell
+    hidden: Int = Field(24, ge=1)  # denoiser width
+    blocks: Int = Field(2, ge=0)  # bottleneck residual blocks with timestep FiLM
+    patch: Int = Field(1, ge=1)  # denoiser works at H/(ae_stride*patch) x W/(ae_stride*patch)
+    num_train_timesteps: Int = Field(1000, ge=1)
+    beta_schedule: BetaSchedule = "linear"  # a diffusers DDIMScheduler beta_schedule
     # "sample" (x0) prediction: from the top timestep epsilon's x0 estimate divides by
     # sqrt(abar_T) ~ 1/158 and the first steps blow up (measured in tests/models/test_refiner.py).
-    prediction_type: str = "sample"  # "epsilon" | "sample"
-    steps: int = 2  # default K at inference; 0 = refinement off; max 10
-    noise_adapter: bool = True  # DiffKD adaptive noise matching: gamma predicted per sample
-    fixed_gamma: float = 0.5  # start mix when noise_adapter is False
-    skip_above: float | None = None  # adaptive steps: a sample with gamma >= this is not refined
-    eta: float = 0.0
-    seed: int = 0  # inference noise comes from a torch.Generator seeded with this
+    prediction_type: PredictionType = "sample"
+    steps: Int = Field(2, ge=0, le=MAX_STEPS)  # default K at inference; 0 = refinement off
+    noise_adapter: Bool = True  # DiffKD adaptive noise matching: gamma predicted per sample
+    fixed_gamma: Float = Field(0.5, ge=0.0, le=1.0)  # start mix when noise_adapter is False
+    # adaptive steps: a sample with gamma >= this is not refined
+    skip_above: Float | None = Field(None, ge=0.0, le=1.0)
+    eta: Float = Field(0.0, ge=0.0, le=1.0)
+    seed: Int = Field(0, ge=0, lt=2**63)  # inference noise: a torch.Generator seeded with this
     # Where the K steps start, as a fraction of the schedule: 1.0 = the top timestep; 0.5 =
     # DiffKD's choice (set_timesteps(2K), run the second half), far better conditioned.
-    start_fraction: float = 1.0
+    start_fraction: Float = Field(1.0, gt=0.0, le=1.0)
     # refined = student + decode(x0) - decode(z) (True) or decode(x0) (False): the residual
     # form keeps the student's detail that a strided, narrow latent cannot hold.
-    residual_decode: bool = True
+    residual_decode: Bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ValueError:
             return ValueError(f"refiner: {name}={getattr(self, name)!r}; {allowed}")
 
-        if self.latent_channels is not None and not (
-            _is_int(self.latent_channels) and self.latent_channels >= 1
-        ):
-            raise bad("latent_channels", "must be an int >= 1 or None")
-        for name in ("hidden", "patch", "num_train_timesteps", "ae_stride"):
-            if not (_is_int(getattr(self, name)) and getattr(self, name) >= 1):
-                raise bad(name, "must be an int >= 1")
         if self.latent_channels is None and self.ae_stride != 1:
             raise bad("ae_stride", "must be 1 without an autoencoder (latent_channels None)")
-        if not (_is_int(self.blocks) and self.blocks >= 0):
-            raise bad("blocks", "must be an int >= 0")
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise bad("beta_schedule", f"must be one of {list(BETA_SCHEDULES)}")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise bad("prediction_type", f"must be one of {list(PREDICTION_TYPES)}")
-        if not (_is_int(self.steps) and 0 <= self.steps <= MAX_STEPS):
-            raise bad("steps", f"must be an int in 0..{MAX_STEPS}")
-        if not isinstance(self.residual_decode, bool):
-            raise bad("residual_decode", "must be true or false")
-        if not isinstance(self.noise_adapter, bool):
-            raise bad("noise_adapter", "must be true or false")
-        if not (isinstance(self.fixed_gamma, (int, float)) and 0.0 <= self.fixed_gamma <= 1.0):
-            raise bad("fixed_gamma", "must be a number in [0, 1]")
-        if self.skip_above is not None and not (
-            isinstance(self.skip_above, (int, float)) and 0.0 <= self.skip_above <= 1.0
-        ):
-            raise bad("skip_above", "must be a number in [0, 1] or None")
-        if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta <= 1.0):
-            raise bad("eta", "must be a number in [0, 1]")
-        if not (_is_int(self.seed) and 0 <= self.seed < 2**63):
-            raise bad("seed", "must be an int in [0, 2**63)")
-        if not (isinstance(self.start_fraction, (int, float)) and 0 < self.start_fraction <= 1):
-            raise bad("start_fraction", "must be a number in (0, 1]")
         need = schedule_length(MAX_STEPS, self.start_fraction)
         if self.num_train_timesteps < need:
             raise bad(
@@ -131,7 +104,7 @@ class RefinerConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "refiner") -> RefinerConfig:
         """Build from a dict, rejecting unknown keys by name (``where`` says which section)."""
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 def schedule_length(steps: int, start_fraction: float) -> int:

@@ -1,4 +1,4 @@
-"""Small typed values passed between the feature stages, and the strict config-dict helper.
+"""Small typed values passed between the feature stages.
 
 Stages hand each other these dataclasses (never a shared mutable dict), so a reader can see what
 crosses every boundary: points -> :class:`Voxels` -> pseudo-image / BEV tensor ``(B, C, H, W)``.
@@ -6,12 +6,9 @@ crosses every boundary: points -> :class:`Voxels` -> pseudo-image / BEV tensor `
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, TypeVar
+from dataclasses import dataclass
 
 import torch
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,15 +48,3 @@ class Voxels:
             self.batch_size,
         )
 
-
-def config_from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    """Build dataclass ``cls`` from ``data``, rejecting unknown keys by name.
-
-    Lists become tuples so configs read from YAML compare equal to the presets.
-    """
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)

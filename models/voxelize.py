@@ -9,35 +9,33 @@ dropped. Fully vectorised (sort + scatter), no Python loop over points.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from configkit import Int, config_dataclass, validate
 from models.grid import GridSpec
-from models.types import Voxels, config_from_dict
+from models.types import Voxels
 
 PointsLike = np.ndarray | torch.Tensor
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class VoxelizeConfig:
     """Caps per sample: points kept per voxel and voxels kept per cloud."""
 
-    max_points_per_voxel: int = 32
-    max_voxels: int = 16000
-
-    def __post_init__(self) -> None:
-        if self.max_points_per_voxel < 1 or self.max_voxels < 1:
-            raise ValueError(f"voxelize: caps must be >= 1, got {self}")
+    max_points_per_voxel: Int = Field(32, ge=1)
+    max_voxels: Int = Field(16000, ge=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "voxelize") -> VoxelizeConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 def _as_tensor(points: PointsLike) -> torch.Tensor:

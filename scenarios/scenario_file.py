@@ -1,21 +1,22 @@
 """Scenario definition files: schema, validation, loading, and the registry of built-ins.
 
 A scenario YAML sets the map (layout + parameters), traffic, the connected vehicles, the LiDAR
-(``LidarConfig`` fields), the duration and the seed. Loading checks every key against an
-explicit schema; an unknown key, a missing one, a wrong type or a value out of range raises a
-ValueError that names the file and the key.
+(``LidarConfig`` fields), the duration and the seed. Loading validates the file against
+:class:`ScenarioFile` (pydantic); an unknown key, a missing one, a wrong type or a value out of
+range raises a ValueError that names the file, the key path and what is allowed.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from configkit import Float, Int, Str, config_dataclass, validate
 from scenarios.lidar_config import LidarConfig
-from scenarios.safe_yaml import load_yaml_file, short_repr
+from scenarios.safe_yaml import load_yaml_file
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 RATE_HZ = 10.0
@@ -30,49 +31,78 @@ BUILTIN_SCENARIOS: dict[str, str] = {
 DEFAULT_SCENARIO = "intersection"
 
 
-@dataclass(frozen=True)
-class Key:
-    """One schema entry: accepted type(s), whether required, default, bounds, choices."""
-
-    kind: type | tuple[type, ...]
-    required: bool = True
-    default: Any = None
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] = ()
+def _bounded(kind: Any, low: float, high: float) -> Any:
+    return Annotated[kind, Field(ge=low, le=high)]
 
 
-_JUNCTION = {
-    "arm_length": Key(float, False, 150.0, 60.0, 500.0),
-    "lanes_per_direction": Key(int, False, 1, 1, 3),
-    "lane_width": Key(float, False, 3.5, 2.8, 4.5),
-    "speed_limit": Key(float, False, 13.9, 3.0, 40.0),
-    "building_height_min": Key(float, False, 8.0, 2.0, 100.0),
-    "building_height_max": Key(float, False, 30.0, 2.0, 200.0),
-    "signal_green": Key(float, False, 8.0, 3.0, 120.0),
-    "signal_clearance": Key(float, False, 2.0, 0.0, 30.0),
-}
-_HIGHWAY = {
-    "length": Key(float, False, 1200.0, 300.0, 5000.0),
-    "lanes_per_direction": Key(int, False, 3, 1, 5),
-    "lane_width": Key(float, False, 3.75, 2.8, 4.5),
-    "median_width": Key(float, False, 3.0, 0.5, 30.0),
-    "speed_limit": Key(float, False, 27.0, 10.0, 45.0),
-    "building_height_min": Key(float, False, 6.0, 2.0, 100.0),
-    "building_height_max": Key(float, False, 20.0, 2.0, 200.0),
-}
+@config_dataclass
+class JunctionMap:
+    """An urban junction (``intersection``: four arms, ``t_junction``: three)."""
+
+    layout: Literal["intersection", "t_junction"]
+    arm_length: Float = Field(150.0, ge=60.0, le=500.0)
+    lanes_per_direction: Int = Field(1, ge=1, le=3)
+    lane_width: Float = Field(3.5, ge=2.8, le=4.5)
+    speed_limit: Float = Field(13.9, ge=3.0, le=40.0)
+    building_height_min: Float = Field(8.0, ge=2.0, le=100.0)
+    building_height_max: Float = Field(30.0, ge=2.0, le=200.0)
+    signal_green: Float = Field(8.0, ge=3.0, le=120.0)
+    signal_clearance: Float = Field(2.0, ge=0.0, le=30.0)
+
+    def __post_init__(self) -> None:
+        _check_heights(self.building_height_min, self.building_height_max)
+
+
+@config_dataclass
+class HighwayMap:
+    """A straight divided highway."""
+
+    layout: Literal["highway"]
+    length: Float = Field(1200.0, ge=300.0, le=5000.0)
+    lanes_per_direction: Int = Field(3, ge=1, le=5)
+    lane_width: Float = Field(3.75, ge=2.8, le=4.5)
+    median_width: Float = Field(3.0, ge=0.5, le=30.0)
+    speed_limit: Float = Field(27.0, ge=10.0, le=45.0)
+    building_height_min: Float = Field(6.0, ge=2.0, le=100.0)
+    building_height_max: Float = Field(20.0, ge=2.0, le=200.0)
+
+    def __post_init__(self) -> None:
+        _check_heights(self.building_height_min, self.building_height_max)
+
+
+def _check_heights(low: float, high: float) -> None:
+    if low > high:
+        raise ValueError(f"building_height_min ({low}) must not exceed building_height_max "
+                         f"({high})")
+
+
 #: Map parameters allowed for each layout (besides ``layout`` itself).
-LAYOUT_SCHEMAS: dict[str, dict[str, Key]] = {
-    "intersection": _JUNCTION,
-    "t_junction": _JUNCTION,
-    "highway": _HIGHWAY,
+LAYOUT_SCHEMAS: dict[str, type] = {
+    "intersection": JunctionMap,
+    "t_junction": JunctionMap,
+    "highway": HighwayMap,
 }
-_TRAFFIC = {
-    "vehicles": Key(int, True, None, 2, 200),
-    "parked": Key(int, True, None, 0, 200),
-    "connected": Key(int, True, None, 2, 7),
-    "mix": Key(dict, False, {"car": 0.7, "van": 0.2, "truck": 0.1}),
-}
+MapSection = Annotated[JunctionMap | HighwayMap, Field(discriminator="layout")]
+VehicleKind = Literal["car", "van", "truck"]
+
+
+@config_dataclass
+class TrafficSection:
+    """Moving vehicles (connected ones included), parked ones, connected agents, type mix."""
+
+    vehicles: Annotated[Int, Field(ge=2, le=200)]
+    parked: Annotated[Int, Field(ge=0, le=200)]
+    connected: Annotated[Int, Field(ge=2, le=7)]
+    mix: dict[VehicleKind, Annotated[Float, Field(ge=0.0)]] = field(
+        default_factory=lambda: {"car": 0.7, "van": 0.2, "truck": 0.1})
+
+    def __post_init__(self) -> None:
+        if not self.mix or sum(self.mix.values()) <= 0:
+            raise ValueError("mix: weights must have a positive sum")
+        if self.connected > self.vehicles:
+            raise ValueError(f"connected: {self.connected} exceeds vehicles ({self.vehicles})")
+
+
 _LIDAR_BOUNDS: dict[str, tuple[float, float]] = {
     "channels": (1, 128), "range": (1.0, 500.0), "upper_fov": (-90.0, 90.0),
     "lower_fov": (-90.0, 90.0), "points_per_second": (1_000, 10_000_000),
@@ -80,19 +110,42 @@ _LIDAR_BOUNDS: dict[str, tuple[float, float]] = {
     "atmosphere_attenuation_rate": (0.0, 1.0), "dropoff_general_rate": (0.0, 1.0),
     "dropoff_intensity_limit": (0.0, 1.0), "dropoff_zero_intensity": (0.0, 1.0),
 }
-_LIDAR = {
-    f.name: Key(int if f.type in ("int", int) else float, False, f.default, *_LIDAR_BOUNDS[f.name])
-    for f in fields(LidarConfig)
-}
-_TOP = {
-    "name": Key(str),
-    "description": Key(str, False, ""),
-    "map": Key(dict),
-    "traffic": Key(dict),
-    "lidar": Key(dict),
-    "duration_s": Key(float, True, None, 0.1, 3600.0),
-    "seed": Key(int, True, None, 0, 2**32 - 1),
-}
+
+
+def _lidar_section() -> type:
+    """The ``lidar`` section: LidarConfig's fields and defaults, each within the scenario
+    file's bounds (what a plausible spinning LiDAR has)."""
+
+    def post_init(self: Any) -> None:
+        LidarConfig(**asdict(self))  # the sensor's own cross-field checks (fov order)
+
+    namespace: dict[str, Any] = {
+        "__doc__": "A scenario's LiDAR: LidarConfig's fields and defaults, bounded.",
+        "__post_init__": post_init,
+        "__annotations__": {
+            f.name: _bounded(Int if f.type in ("int", int) else Float, *_LIDAR_BOUNDS[f.name])
+            for f in fields(LidarConfig)
+        },
+        **{f.name: f.default for f in fields(LidarConfig)},
+    }
+    section = type("LidarSection", (), namespace)
+    return config_dataclass(section)
+
+
+LidarSection = _lidar_section()
+
+
+@config_dataclass
+class ScenarioFile:
+    """A scenario YAML file as written: map, traffic, LiDAR, duration and seed."""
+
+    name: Str
+    map: MapSection
+    traffic: TrafficSection
+    lidar: LidarSection  # type: ignore[valid-type]
+    duration_s: Annotated[Float, Field(ge=0.1, le=3600.0)]
+    seed: Annotated[Int, Field(ge=0, le=2**32 - 1)]
+    description: Str = ""
 
 
 @dataclass(frozen=True)
@@ -117,80 +170,18 @@ class Scenario:
         return max(1, int(round(self.duration_s * RATE_HZ)))
 
 
-def _check(section: Mapping[str, Any], schema: dict[str, Key], where: str) -> dict[str, Any]:
-    """Validate one mapping against a schema; return it with defaults filled in."""
-    if not isinstance(section, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {type(section).__name__}")
-    unknown = sorted(str(k) for k in set(section) - set(schema))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown key {short_repr(unknown[0])}; allowed: {sorted(schema)}")
-    out: dict[str, Any] = {}
-    for name, key in schema.items():
-        label = f"{where}.{name}" if where.count(":") else f"{where}: {name}"
-        if name not in section:
-            if key.required:
-                raise ValueError(f"{label}: missing required key {name!r}")
-            out[name] = key.default
-            continue
-        value = section[name]
-        kinds = key.kind if isinstance(key.kind, tuple) else (key.kind,)
-        ok = isinstance(value, kinds) and not isinstance(value, bool)
-        if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise ValueError(
-                f"{label}: key {name!r} must be {'/'.join(k.__name__ for k in kinds)}, "
-                f"got {type(value).__name__} {short_repr(value)}"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{label}: key {name!r} = {value!r} must be a finite number")
-        if key.low is not None and value < key.low or key.high is not None and value > key.high:
-            raise ValueError(
-                f"{label}: key {name!r} = {short_repr(value)} outside [{key.low}, {key.high}]")
-        if key.choices and value not in key.choices:
-            raise ValueError(
-                f"{label}: key {name!r} = {short_repr(value)} not one of {list(key.choices)}")
-        out[name] = value
-    return out
-
-
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
-    """Validate a parsed YAML document; errors name ``source`` and the offending key."""
-    top = _check(data if data is not None else {}, _TOP, source)
-    map_section = dict(top["map"]) if isinstance(top["map"], Mapping) else top["map"]
-    if not isinstance(map_section, dict) or "layout" not in map_section:
-        raise ValueError(f"{source}: map.layout: missing required key 'layout'")
-    layout = map_section.pop("layout")
-    if not isinstance(layout, str) or layout not in LAYOUT_SCHEMAS:
-        raise ValueError(f"{source}: map.layout: key 'layout' = {short_repr(layout)} "
-                         f"not one of {sorted(LAYOUT_SCHEMAS)}")
-    params = _check(map_section, LAYOUT_SCHEMAS[layout], f"{source}: map")
-    if params["building_height_min"] > params["building_height_max"]:
-        raise ValueError(f"{source}: map.building_height_min: key 'building_height_min' "
-                         "must not exceed building_height_max")
-    traffic = _check(top["traffic"], _TRAFFIC, f"{source}: traffic")
-    mix = traffic["mix"]
-    if not isinstance(mix, Mapping) or not mix or any(
-        k not in ("car", "van", "truck") or not isinstance(v, int | float) or isinstance(v, bool)
-        or not math.isfinite(v) or v < 0
-        for k, v in mix.items()
-    ) or sum(mix.values()) <= 0:
-        raise ValueError(f"{source}: traffic.mix: key 'mix' must map car/van/truck to finite "
-                         f"weights >= 0 with a positive sum, got {short_repr(mix)}")
-    if traffic["connected"] > traffic["vehicles"]:
-        raise ValueError(f"{source}: traffic.connected: key 'connected' "
-                         f"({traffic['connected']}) exceeds vehicles ({traffic['vehicles']})")
-    lidar_fields = _check(top["lidar"], _LIDAR, f"{source}: lidar")
-    try:
-        lidar = LidarConfig(**lidar_fields)
-    except ValueError as err:
-        raise ValueError(f"{source}: lidar: {err}") from None
+    """Validate a parsed YAML document; errors name ``source``, the key path and what is
+    allowed."""
+    parsed = validate(ScenarioFile, {} if data is None else data, source)
+    params = asdict(parsed.map)
+    layout = params.pop("layout")
+    traffic = parsed.traffic
     return Scenario(
-        name=top["name"], description=top["description"], layout=layout, map_params=params,
-        vehicles=traffic["vehicles"], parked=traffic["parked"], connected=traffic["connected"],
-        mix={k: float(v) for k, v in mix.items()}, lidar=lidar, duration_s=top["duration_s"],
-        seed=top["seed"], source=source,
+        name=parsed.name, description=parsed.description, layout=layout, map_params=params,
+        vehicles=traffic.vehicles, parked=traffic.parked, connected=traffic.connected,
+        mix=dict(traffic.mix), lidar=LidarConfig(**asdict(parsed.lidar)),
+        duration_s=parsed.duration_s, seed=parsed.seed, source=source,
     )
 
 

@@ -11,12 +11,13 @@ tensors) rather than one shared dict. The detection head is built on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from configkit import config_dataclass, validate
 from models.backbone import BackboneConfig, BEVBackbone
 from models.encoders import ENCODERS
 from models.encoders.pointpillars import PillarConfig, PointPillarsEncoder
@@ -25,22 +26,19 @@ from models.grid import CPU_GRID, OPV2V_GRID, GridSpec
 from models.types import Voxels
 from models.voxelize import PointsLike, VoxelizeConfig, voxelize_batch
 
+#: The ``encoder`` names: the keys of the explicit ``ENCODERS`` registry.
+EncoderName = Literal[tuple(ENCODERS)]  # type: ignore[valid-type]
 
-@dataclass(frozen=True)
+
+@config_dataclass
 class FeatureConfig:
     """Which encoder (a key of ``ENCODERS``) and each stage's section."""
 
-    encoder: str = "pointpillars"
+    encoder: EncoderName = "pointpillars"
     voxelize: VoxelizeConfig = field(default_factory=VoxelizeConfig)
     pillar: PillarConfig = field(default_factory=PillarConfig)
     sparse_voxel: SparseVoxelConfig = field(default_factory=SparseVoxelConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-
-    def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(
-                f"features: unknown encoder {self.encoder!r}; known {sorted(ENCODERS)}"
-            )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,21 +51,8 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "features") -> FeatureConfig:
-        sections = {
-            "voxelize": VoxelizeConfig,
-            "pillar": PillarConfig,
-            "sparse_voxel": SparseVoxelConfig,
-            "backbone": BackboneConfig,
-        }
-        known = {"encoder", *sections}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k == "encoder"}
-        for name, section in sections.items():
-            if name in data:
-                kwargs[name] = section.from_dict(dict(data[name]), f"{where}.{name}")
-        return cls(**kwargs)
+        """Validate a mapping; errors name ``where`` and the key path."""
+        return validate(cls, data, where)
 
     def with_encoder(self, encoder: str) -> FeatureConfig:
         """The same sizes with another encoder."""

@@ -8,30 +8,29 @@ vectors are scattered into a ``(B, C, ny, nx)`` pseudo-image at voxel resolution
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from configkit import Int, config_dataclass, validate
 from models.grid import GridSpec
-from models.types import Voxels, config_from_dict
+from models.types import Voxels
 
 POINT_FEATURES = 4  # x, y, z, intensity
 DECORATIONS = 5  # x_c, y_c, z_c, x_p, y_p
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class PillarConfig:
     """PFN widths: every layer but the last concatenates its per-point output with the pillar
     max (so emits ``n`` channels from ``n // 2`` units); the last emits the pillar max."""
 
-    num_filters: tuple[int, ...] = (64,)
+    num_filters: tuple[Annotated[Int, Field(ge=2)], ...] = Field((64,), min_length=1)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "num_filters", tuple(int(n) for n in self.num_filters))
-        if not self.num_filters or any(n < 2 for n in self.num_filters):
-            raise ValueError(f"pillar: num_filters must be non-empty and >= 2, got {self}")
         if any(n % 2 for n in self.num_filters[:-1]):
             raise ValueError(f"pillar: inner num_filters must be even, got {self.num_filters}")
 
@@ -40,7 +39,7 @@ class PillarConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "pillar") -> PillarConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 class PFNLayer(nn.Module):

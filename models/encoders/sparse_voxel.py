@@ -14,14 +14,16 @@ feeds the same 2D backbone.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from configkit import Float, Int, config_dataclass, validate
 from models.grid import GridSpec
-from models.types import Voxels, config_from_dict
+from models.types import Voxels
 
 POINT_FEATURES = 4  # x, y, z, intensity
 
@@ -45,28 +47,21 @@ def _spconv() -> Any:
     return spconv
 
 
-@dataclass(frozen=True)
+@config_dataclass
 class SparseVoxelConfig:
     """``z_voxel_size`` metres per z bin; ``channels`` per stage (one z-halving per stage after
     the first); ``blocks`` submanifold convolutions per stage."""
 
-    z_voxel_size: float = 0.5
-    channels: tuple[int, ...] = (16, 32, 32)
-    blocks: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        if self.z_voxel_size <= 0 or not self.channels or min(self.channels) < 1:
-            raise ValueError(f"sparse_voxel: bad config {self}")
-        if self.blocks < 0:
-            raise ValueError(f"sparse_voxel: blocks must be >= 0, got {self.blocks}")
+    z_voxel_size: Float = Field(0.5, gt=0)
+    channels: tuple[Annotated[Int, Field(ge=1)], ...] = Field((16, 32, 32), min_length=1)
+    blocks: Int = Field(1, ge=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "sparse_voxel") -> SparseVoxelConfig:
-        return config_from_dict(cls, data, where)
+        return validate(cls, data, where)
 
 
 def _halved(depth: int) -> int:

@@ -43,8 +43,10 @@ def test_bad_lidar_pose_in_frame_yaml(folder: Path, value: str,
     assert ("non-finite value" if value != "1.0e+308" else "is not a pose on a map") in out[0]
 
 
-@pytest.mark.parametrize(("key", "value"), [("range", ".nan"), ("rotation_frequency", "-.inf")])
-def test_nan_in_scenario_file(tmp_path: Path, key: str, value: str,
+@pytest.mark.parametrize(("key", "value", "low", "high"),
+                         [("range", ".nan", 1.0, 500.0),
+                          ("rotation_frequency", "-.inf", 1.0, 100.0)])
+def test_nan_in_scenario_file(tmp_path: Path, key: str, value: str, low: float, high: float,
                               capsys: pytest.CaptureFixture[str]) -> None:
     path = write_scenario(tmp_path / "s.yaml")
     text = path.read_text()
@@ -52,16 +54,16 @@ def test_nan_in_scenario_file(tmp_path: Path, key: str, value: str,
     path.write_text(text[:start] + value + text[text.index("\n", start):])
     code, out = cosim(["scenarios", "inspect", path], capsys)
     shown = "nan" if value == ".nan" else "-inf"
-    assert_one_error_line(code, out, f"{path}: lidar.{key}: key {key!r} = {shown} "
-                                     "must be a finite number")
+    assert_one_error_line(code, out, f"{path}: lidar.{key}: must be a finite number "
+                                     f"(allowed: >= {low} and <= {high}), got {shown}")
 
 
 def test_nan_deadline_in_run_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("frames: 2\nfusion_deadline_s: .nan\n")
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
-    assert_one_error_line(code, out, f"{path}: run config: fusion_deadline_s must be a finite "
-                                     "number, got nan")
+    assert_one_error_line(code, out, f"{path}: fusion_deadline_s: must be a finite number "
+                                     "(allowed: > 0.0 or null), got nan")
 
 
 def test_negative_deadline_in_run_config(tmp_path: Path,
@@ -69,5 +71,5 @@ def test_negative_deadline_in_run_config(tmp_path: Path,
     path = tmp_path / "run.yaml"
     path.write_text("fusion_deadline_s: -1\n")
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
-    assert_one_error_line(code, out, f"{path}: run config: fusion_deadline_s must be > 0 s "
-                                     "(or null: one tick), got -1")
+    assert_one_error_line(code, out, f"{path}: fusion_deadline_s: must be > 0.0 or null, "
+                                     "got -1")

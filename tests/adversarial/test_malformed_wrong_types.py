@@ -22,8 +22,8 @@ def test_run_config_frames_must_be_an_integer(
     path = tmp_path / "run.yaml"
     path.write_text(f"frames: {value}\n")
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
-    assert_one_error_line(code, out, f"{path}: run config: frames must be an integer, "
-                                     f"got {shown}")
+    assert_one_error_line(code, out, f"{path}: frames: must be a valid integer "
+                                     f"(allowed: >= 1 or null), got {shown}")
 
 
 def test_run_config_that_is_not_a_mapping(tmp_path: Path,
@@ -42,7 +42,8 @@ def test_scenario_seed_of_the_wrong_type(tmp_path: Path,
     start = text.index("\nseed: ") + len("\nseed: ")
     path.write_text(text[:start] + "abc" + text[text.index("\n", start):])
     code, out = cosim(["scenarios", "inspect", path], capsys)
-    assert_one_error_line(code, out, f"{path}: seed: key 'seed' must be int, got str 'abc'")
+    assert_one_error_line(code, out, f"{path}: seed: must be a valid integer "
+                                     "(allowed: >= 0 and <= 4294967295), got 'abc'")
 
 
 def test_checkpoint_without_state_dict(tmp_path: Path,

@@ -130,15 +130,15 @@ def test_seeded_determinism_and_link_independence() -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="probability"):
+    with pytest.raises(ValueError, match=r"LossConfig\.p: must be >= 0\.0 and <= 1\.0, got 1\.5"):
         LossConfig("bernoulli", p=1.5)
-    with pytest.raises(ValueError, match="loss model"):
+    with pytest.raises(ValueError, match="LossConfig.model: must be 'none', 'bernoulli' or"):
         LossConfig("gilbert")
     with pytest.raises(ValueError, match="jitter"):
         LatencyConfig(jitter="gamma")
     with pytest.raises(ValueError, match="bandwidth"):
         LinkConfig(bandwidth_mbps=0.0)
-    with pytest.raises(ValueError, match=r"link: loss: unknown key\(s\) \['q'\]"):
+    with pytest.raises(ValueError, match=r"link\.loss: unknown key\(s\) \['q'\]"):
         LinkConfig.from_dict({"loss": {"q": 0.1}})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['speed'\]"):
         LinkConfig.from_dict({"speed": 1})

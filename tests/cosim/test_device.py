@@ -32,7 +32,7 @@ from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 from tests.cosim.test_train import config_dict
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("agents", "channel", "cosim", "models", "scenarios", "bench", "scripts")
+PACKAGES = ("agents", "channel", "configkit", "cosim", "models", "scenarios", "bench", "scripts")
 
 
 @pytest.fixture

@@ -127,7 +127,8 @@ def test_distill_without_corruption_teaches_the_clean_sample(
 def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match="corrupt.*unknown key.*'fog'"):
         TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT, corrupt={"fog": 1}))
-    with pytest.raises(TrainConfigError, match=r"refine_steps: must be <= 10"):
+    with pytest.raises(TrainConfigError,
+                       match=r"distill\.refine_steps: must be >= 0 and <= 10 or null, got 12"):
         TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT,
                                           distill={"teacher": str(teacher), "refine_steps": 12}))
     with pytest.raises(ValueError, match="distill.teacher is needed"):

@@ -172,7 +172,7 @@ def test_config_selects_single_or_several_anchors() -> None:
         HeadConfig.from_dict({"anchors": [{"name": "car"}, {"name": "car"}]})
     with pytest.raises(ValueError, match="neg_iou <= pos_iou"):
         AnchorConfig(name="truck", pos_iou=0.3, neg_iou=0.5)
-    with pytest.raises(ValueError, match="list of anchor"):
+    with pytest.raises(ValueError, match="head.anchors: must be a list, got a dict"):
         HeadConfig.from_dict({"anchors": {"name": "car"}})
 
 

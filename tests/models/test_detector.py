@@ -79,10 +79,12 @@ def test_unknown_keys_name_the_key_and_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"det\.yaml.*max_neighbors"):
         DetectorConfig.from_yaml(path)
     path = write(tmp_path, "name: x\nhead: {nms_threshold: 0.2}\n")
-    with pytest.raises(ValueError, match=r"det\.yaml:head.*nms_threshold"):
+    unknown = r"det\.yaml: head: unknown key\(s\) \['nms_threshold'\]; known keys are .*'nms_iou'"
+    with pytest.raises(ValueError, match=unknown):
         DetectorConfig.from_yaml(path)
     path = write(tmp_path, "name: x\nfeatures: {preset: cpu, pillar: {filters: [8]}}\n")
-    with pytest.raises(ValueError, match=r"det\.yaml:features.pillar.*filters"):
+    with pytest.raises(ValueError,
+                       match=r"det\.yaml: features\.pillar: unknown key\(s\) \['filters'\]"):
         DetectorConfig.from_yaml(path)
 
 
@@ -97,7 +99,8 @@ def test_grids_that_do_not_divide_are_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_fusion_and_missing_presets(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"det\.yaml.*unknown fusion 'sum'.*agf.*attention"):
+    with pytest.raises(ValueError,
+                       match=r"det\.yaml: fusion: must be 'agf', 'attention'.*got 'sum'"):
         DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: sum\n"))
     with pytest.raises(ValueError, match=r"det\.yaml.*fusion_options.*unknown option.*'width'"):
         DetectorConfig.from_yaml(
@@ -118,7 +121,8 @@ def test_unknown_fusion_and_missing_presets(tmp_path: Path) -> None:
 
 
 def test_fuse_at_is_checked(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"det\.yaml.*unknown fuse_at 'head'.*encoder"):
+    expected = r"det\.yaml: fuse_at: must be 'encoder' or 'backbone', got 'head'"
+    with pytest.raises(ValueError, match=expected):
         DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: max\nfuse_at: head\n"))
 
 

@@ -128,5 +128,6 @@ def test_config_dicts_round_trip_and_reject_unknown_keys() -> None:
         FeatureConfig.from_dict({"backbone": {"layers": [1]}})
     with pytest.raises(ValueError, match="'head'"):
         FeatureConfig.from_dict({"head": {}})
-    with pytest.raises(ValueError, match="unknown encoder 'voxelnet'"):
+    expected = r"features\.encoder: must be 'pointpillars' or 'sparse_voxel', got 'voxelnet'"
+    with pytest.raises(ValueError, match=expected):
         FeatureConfig.from_dict({"encoder": "voxelnet"})

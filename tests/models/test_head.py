@@ -89,7 +89,7 @@ def test_grid_candidates_give_the_same_targets() -> None:
     assert torch.equal(full.box_targets, fast.box_targets)
 
 
-def test_config_from_dict_rejects_unknown_keys() -> None:
+def test_head_config_from_dict_rejects_unknown_keys() -> None:
     cfg = HeadConfig.from_dict(
         {"anchor": {"size": [4.0, 1.8, 1.6]}, "assign": {"pos_iou": 0.5}, "nms_iou": 0.2}
     )

@@ -29,8 +29,8 @@ def with_range(name: str, message_range: tuple[float, ...] | None, **changes) ->
     [
         ([-40.0, -80.0, 80.0, 80.0], "must contain the grid"),
         ([-50.0, -80.0, 80.0, 80.0], "3.2 m backbone strides"),
-        ([-80.0, -80.0, 80.0], "expected [x_min, y_min, x_max, y_max]"),
-        (["a", -80.0, 80.0, 80.0], "expected four numbers"),
+        ([-80.0, -80.0, 80.0], "message_range: expected 4 items, got 3"),
+        (["a", -80.0, 80.0, 80.0], "message_range[0]: must be a valid number, got 'a'"),
         ([-80.0, -80.0, math.inf, 80.0], "finite"),
     ],
 )
