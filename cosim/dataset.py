@@ -29,8 +29,9 @@ from models.dataset import (
     shard_paths,
 )
 from scenarios.frame import Frame
+from scenarios.lidar_config import LidarConfig
 from scenarios.opv2v import OPV2VScenario, list_scenarios
-from scenarios.scenario_file import BUILTIN_SCENARIOS
+from scenarios.scenario_file import BUILTIN_SCENARIOS, load_scenario
 from scenarios.source import FrameSource
 from scenarios.synthetic import SyntheticSource
 
@@ -244,3 +245,17 @@ def dataset_info(root: str | Path) -> dict[str, Any]:
         "objects_per_frame": _stats(np.concatenate(objects or [np.zeros(0)])),
         "bytes": int(sum(p.stat().st_size for p in store.root.glob("*.parquet"))),
     }
+
+
+def source_lidars(store: FrameStore) -> dict[str, LidarConfig]:
+    """Each synthetic source's LiDAR (from its scenario file), for the corruption context;
+    sources without one (OPV2V, a moved scenario file) get the default LidarConfig."""
+    out: dict[str, LidarConfig] = {}
+    for entry in store.manifest.get("sources", []):
+        key = entry["source"] if entry.get("seed") is None else f"{entry['source']}/{entry['seed']}"
+        try:
+            out[key] = load_scenario(entry["spec"]).lidar if entry["kind"] == "synthetic" else (
+                LidarConfig())
+        except (OSError, ValueError, KeyError):
+            out[key] = LidarConfig()
+    return out

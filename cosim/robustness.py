@@ -39,6 +39,7 @@ import torch
 
 from channel.links import LinkConfig, LinkModel, LossConfig, id_key
 from channel.pose_error import POSE_ERROR_LEVELS, PoseErrorConfig, PoseErrorModel
+from cosim.dataset import source_lidars
 from cosim.evaluate import EVAL_DATA
 from models.batch import CooperativeSample
 from models.dataset import FrameStore, sample_from_frame, shard_paths
@@ -50,7 +51,6 @@ from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES, CorruptionContex
 from scenarios.frame import Frame
 from scenarios.geometry import relative_transform
 from scenarios.lidar_config import LidarConfig
-from scenarios.scenario_file import load_scenario
 
 KINDS = ("clean", "sensor", "pose", "latency", "loss")
 #: Who carries a sensor corruption: every agent, the ego only, the neighbours only (RCP-Bench's
@@ -193,20 +193,6 @@ def latency_lag(condition: Condition, spacing: float) -> int:
             "(e.g. --every 1 for 100 ms at 10 Hz)"
         )
     return int(round(ratio))
-
-
-def source_lidars(store: FrameStore) -> dict[str, LidarConfig]:
-    """Each synthetic source's LiDAR (from its scenario file), for the corruption context;
-    sources without one (OPV2V, a moved scenario file) get the default LidarConfig."""
-    out: dict[str, LidarConfig] = {}
-    for entry in store.manifest.get("sources", []):
-        key = entry["source"] if entry.get("seed") is None else f"{entry['source']}/{entry['seed']}"
-        try:
-            out[key] = load_scenario(entry["spec"]).lidar if entry["kind"] == "synthetic" else (
-                LidarConfig())
-        except (OSError, ValueError, KeyError):
-            out[key] = LidarConfig()
-    return out
 
 
 def _yaw(pose: np.ndarray) -> float:

@@ -28,9 +28,9 @@ import yaml
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
+from cosim.dataset import source_lidars
 from cosim.evaluate import evaluate_report
 from cosim.replica import Replica
-from cosim.robustness import source_lidars
 from cosim.train_config import TrainConfig
 from cosim.train_log import EPOCH_FIELDS, append_rows, truncate_log
 from cosim.train_schedule import build_optimizer, lr_factor, steps_per_epoch
