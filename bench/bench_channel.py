@@ -74,8 +74,8 @@ def simulate(preset: str, wire_bytes: int, vehicles: int, ticks: int,
 
 def run_share(frames: int) -> dict[str, Any]:
     """The channel's share of a tick in ``cosim run`` (in process, all egos)."""
-    from cosim.driver import run_simulation
-    from cosim.run_config import RunConfig
+    from cosim.sim.driver import run_simulation
+    from cosim.sim.run_config import RunConfig
 
     result = run_simulation(RunConfig(frames=frames, executor="inprocess", all_egos=True,
                                       render_frames=0))

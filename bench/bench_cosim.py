@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cosim.driver import SimulationResult, run_simulation
-from cosim.driver_metrics import STAGES
-from cosim.run_config import DEFAULT_CHECKPOINT, RunConfig
+from cosim.sim.driver import SimulationResult, run_simulation
+from cosim.sim.run_config import DEFAULT_CHECKPOINT, RunConfig
+from cosim.sim.scoring import STAGES
 from models.checkpoint import save_checkpoint
 from models.detector import build_detector
 

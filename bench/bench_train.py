@@ -30,11 +30,11 @@ import ray
 import torch
 from rich.console import Console
 
-from cosim.dataset import build_dataset
-from cosim.ray_setup import init_local
-from cosim.train import train
-from cosim.train_config import TrainConfig
-from cosim.train_ray import train_distributed
+from cosim.common.ray_setup import init_local
+from cosim.training.dataset_build import build_dataset
+from cosim.training.train import train
+from cosim.training.train_config import TrainConfig
+from cosim.training.train_ray import train_distributed
 from models.detector import CooperativeDetector
 from models.detector_config import load_detector_config
 from models.device import resolve_device

@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from cosim.evaluate import eval_dataset
-from cosim.visibility import VISIBILITY_CLASSES, visibility_classes
+from cosim.training.evaluate import eval_dataset
+from cosim.training.visibility import VISIBILITY_CLASSES, visibility_classes
 from models.batch import CooperativeSample
 from models.box_ops import rotated_iou_bev
 from models.checkpoint import load_checkpoint

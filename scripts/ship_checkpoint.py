@@ -24,7 +24,7 @@ import torch
 import typer
 from rich.console import Console
 
-from cosim.evaluate import evaluate_report
+from cosim.training.evaluate import evaluate_report
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detector import build_detector
 

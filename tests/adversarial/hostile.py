@@ -12,7 +12,7 @@ import numpy as np
 
 from agents.steps import EgoResult, Inbound, Vehicle, VehicleSpec
 from channel import CodecConfig, GridHeader, decode_feature, encode_feature
-from cosim.driver_metrics import ground_truth
+from cosim.sim.scoring import ground_truth
 from models.checkpoint import load_checkpoint
 from models.metrics import DetectionAccumulator
 from scenarios.frame import Frame

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.cli import app
+from cosim.cli.app import app
 from scenarios.opv2v_writer import write_opv2v
 from scenarios.source import open_source
 from tests.scenario_files import TINY_TRAFFIC, write_scenario

@@ -8,9 +8,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from cosim.driver import run_simulation
-from cosim.executors import Executor, RayExecutor
-from cosim.run_config import RunConfig
+from cosim.sim.driver import run_simulation
+from cosim.sim.executors import Executor, RayExecutor
+from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.dataset import build_dataset
+from cosim.training.dataset_build import build_dataset
 from tests.scenario_files import TINY_TRAFFIC, write_scenario
 
 

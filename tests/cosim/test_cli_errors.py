@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cosim.cli_errors import error_exit_code, one_line
+from cosim.cli.errors import error_exit_code, one_line
 from scenarios.opv2v_yaml import OPV2VFormatError
 from tests.adversarial.malformed import cosim, ego_files, opv2v_folder
 
@@ -29,7 +29,7 @@ def test_error_line_without_debug(broken_folder: tuple[Path, Path],
 
 
 def test_debug_shows_the_exception(broken_folder: tuple[Path, Path]) -> None:
-    from cosim.cli import app
+    from cosim.cli.app import app
 
     folder, _ = broken_folder
     with pytest.raises(OPV2VFormatError, match="binary body truncated"):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cosim.cli import app
+from cosim.cli.app import app
 from scenarios.opv2v import OPV2VScenario
 from scenarios.synthetic import SyntheticSource
 from tests.scenario_files import write_scenario

@@ -24,7 +24,7 @@ import pytest
 import typer
 import yaml
 
-from cosim.cli import app
+from cosim.cli.app import app
 from tests.cosim.test_train import config_dict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cosim.cli import app
-from cosim.config_kinds import KINDS, detect_kind
+from cosim.cli.app import app
+from cosim.cli.config_kinds import KINDS, detect_kind
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]

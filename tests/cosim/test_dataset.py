@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cosim.cli_dataset import app, parse_seeds
-from cosim.dataset import build_dataset, dataset_info
+from cosim.cli.dataset import app, parse_seeds
+from cosim.training.dataset_build import build_dataset, dataset_info
 from models.dataset import FORMAT_VERSION, DatasetFormatError, FrameStore, shard_paths
 from scenarios.opv2v import OPV2VScenario
 from scenarios.opv2v_writer import write_opv2v

@@ -17,14 +17,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import cosim.train
-from cosim.cli import app
-from cosim.driver import run_simulation
-from cosim.evaluate import evaluate_report
-from cosim.replica import Replica
-from cosim.run_config import RunConfig
-from cosim.train import train
-from cosim.train_config import TrainConfig
+import cosim.training.train
+from cosim.cli.app import app
+from cosim.sim.driver import run_simulation
+from cosim.sim.run_config import RunConfig
+from cosim.training.evaluate import evaluate_report
+from cosim.training.replica import Replica
+from cosim.training.train import train
+from cosim.training.train_config import TrainConfig
 from models.checkpoint import load_checkpoint, read_checkpoint
 from models.device import check_gpu_fraction, cluster_device, resolve_device, to_numpy
 from models.message_bound import message_value_bounds
@@ -111,14 +111,14 @@ def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chosen: list[torch.device] = []
-    real_run = cosim.train.run_training
+    real_run = cosim.training.train.run_training
 
     def spy(config: TrainConfig, replica: Replica, *args: object,
-            **kwargs: object) -> cosim.train.TrainResult:
+            **kwargs: object) -> cosim.training.train.TrainResult:
         chosen.append(replica.device)
         return real_run(config, replica, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(cosim.train, "run_training", spy)
+    monkeypatch.setattr(cosim.training.train, "run_training", spy)
     config = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "run", epochs=1,
                                                steps_per_epoch=2), "test config")
     train(config, device="cpu")  # includes validation: predict -> decode -> numpy
@@ -171,7 +171,7 @@ def test_vehicle_actors_reserve_a_gpu_fraction_on_cuda(monkeypatch: pytest.Monke
     """RayExecutor.start on a cluster with GPUs: each actor asks for --gpus-per-vehicle and
     loads its model on cuda; on a CPU cluster it asks for none (Ray itself is faked here)."""
     import agents.vehicle
-    import cosim.executors as executors
+    import cosim.sim.executors as executors
     from agents.steps import VehicleSpec
 
     asked: list[dict[str, object]] = []

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from cosim.evaluate import eval_dataset
-from cosim.train import train
-from cosim.train_config import TrainConfig, TrainConfigError
+from cosim.training.evaluate import eval_dataset
+from cosim.training.train import train
+from cosim.training.train_config import TrainConfig, TrainConfigError
 from models.checkpoint import load_checkpoint, read_checkpoint
 from models.detector import CooperativeDetector
 from models.distill import file_sha256

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import agents.payloads
-from cosim.driver import SimulationResult, run_simulation
-from cosim.outputs import write_run
-from cosim.run_config import RunConfig
+from cosim.sim.driver import SimulationResult, run_simulation
+from cosim.sim.outputs import write_run
+from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 LATE_AND_LOSSY = {

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cosim.driver import run_simulation
-from cosim.interrupts import graceful_stop
-from cosim.outputs import write_run
-from cosim.run_config import RunConfig
+from cosim.common.interrupts import graceful_stop
+from cosim.sim.driver import run_simulation
+from cosim.sim.outputs import write_run
+from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,8 +69,8 @@ def test_second_signal_abandons_the_tick(base: RunConfig) -> None:
 
 CLI_WITH_SIGTERM = r"""
 import os, signal, sys
-import cosim.driver as driver
-from cosim.cli import app
+import cosim.sim.driver as driver
+from cosim.cli.app import app
 
 step = driver.Simulation.step
 def step_then_sigterm(self, tick, frame, render=False):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 LOCAL_PROBE = r"""
 import json, os, re, subprocess
-from cosim.ray_setup import init_local
+from cosim.common.ray_setup import init_local
 import ray
 init_local(1)
 node = ray.nodes()[0]
@@ -70,7 +70,7 @@ def test_address_with_nothing_listening_fails_at_once(capsys: pytest.CaptureFixt
 
 SILENT_PEER = r"""
 import socket, sys, time
-from cosim.ray_setup import connect
+from cosim.common.ray_setup import connect
 server = socket.socket()
 server.bind(("127.0.0.1", 0))
 server.listen(5)

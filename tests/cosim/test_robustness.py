@@ -14,10 +14,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from cosim.cli_robustness import register
-from cosim.dataset import build_dataset
-from cosim.evaluate import evaluate
-from cosim.robustness import (
+from cosim.cli.robustness import register
+from cosim.experiments.robustness import (
     CLEAN,
     Condition,
     build_conditions,
@@ -26,8 +24,10 @@ from cosim.robustness import (
     loss_config,
     source_runs,
 )
-from cosim.robustness_report import compare_report, render_report, summarize, with_rce
-from cosim.robustness_run import BenchmarkConfig, run_benchmark
+from cosim.experiments.robustness_report import compare_report, render_report, summarize, with_rce
+from cosim.experiments.robustness_run import BenchmarkConfig, run_benchmark
+from cosim.training.dataset_build import build_dataset
+from cosim.training.evaluate import evaluate
 from models.batch import CooperativeSample
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore

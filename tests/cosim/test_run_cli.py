@@ -10,9 +10,10 @@ import ray
 import typer
 from typer.testing import CliRunner
 
-from cosim import cli_run, cli_sweep
-from cosim.cli_run import build_config
-from cosim.run_config import RunConfig
+from cosim.cli.app import run as cli_run
+from cosim.cli.app import sweep as cli_sweep
+from cosim.cli.run import build_config
+from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 runner = CliRunner()
@@ -21,7 +22,7 @@ app = typer.Typer()
 
 @app.callback()
 def _main() -> None:
-    """Test app with the two commands registered the way cosim.cli registers them."""
+    """Test app with the two commands registered the way cosim.cli.app registers them."""
 
 
 cli_run.register(app)
@@ -155,7 +156,7 @@ def _sleepy(i: int) -> int:
 def test_run_bounded_stops_and_keeps_what_finished(ray_local: None) -> None:
     import time
 
-    from cosim.ray_tasks import run_bounded
+    from cosim.experiments.ray_tasks import run_bounded
 
     finished: list[int] = []
     started = time.perf_counter()

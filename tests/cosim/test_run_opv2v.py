@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cosim.cli import app
-from cosim.driver import run_simulation
-from cosim.run_config import RunConfig
+from cosim.cli.app import app
+from cosim.sim.driver import run_simulation
+from cosim.sim.run_config import RunConfig
 from scenarios.opv2v_writer import write_opv2v
 from scenarios.source import is_recorded_source, open_source
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cosim.size_recall import SIZE_CLASSES, SizeRecall, size_classes
-from cosim.visibility import ERROR_KEYS, match_errors
+from cosim.training.size_recall import SIZE_CLASSES, SizeRecall, size_classes
+from cosim.training.visibility import ERROR_KEYS, match_errors
 from models.batch import CooperativeSample
 
 # A car, a van, a truck and a bus (the class comes from the length alone).

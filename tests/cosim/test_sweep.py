@@ -8,8 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cosim.run_config import RunConfig
-from cosim.sweep import (
+from cosim.experiments.sweep import (
     SweepConfig,
     codec_label,
     fusion_checkpoint,
@@ -17,6 +16,7 @@ from cosim.sweep import (
     run_row,
     sweep_runs,
 )
+from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 
 

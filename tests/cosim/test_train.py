@@ -14,11 +14,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from cosim.cli_train import eval_command, train_command
-from cosim.evaluate import EVAL_DATA, eval_dataset, evaluate
-from cosim.train import train, warm_start
-from cosim.train_config import ScheduleConfig, TrainConfig, TrainConfigError
-from cosim.train_schedule import lr_factor
+from cosim.cli.train import eval_command, train_command
+from cosim.training.evaluate import EVAL_DATA, eval_dataset, evaluate
+from cosim.training.train import train, warm_start
+from cosim.training.train_config import ScheduleConfig, TrainConfig, TrainConfigError
+from cosim.training.train_schedule import lr_factor
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.detector import CooperativeDetector, build_detector
 from models.detector_config import load_detector_config

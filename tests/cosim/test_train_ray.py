@@ -15,12 +15,12 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from cosim.cli import app
-from cosim.ray_setup import init_local
-from cosim.replica import Replica
-from cosim.train import train
-from cosim.train_config import TrainConfig
-from cosim.train_ray import train_distributed
+from cosim.cli.app import app
+from cosim.common.ray_setup import init_local
+from cosim.training.replica import Replica
+from cosim.training.train import train
+from cosim.training.train_config import TrainConfig
+from cosim.training.train_ray import train_distributed
 from models.checkpoint import read_checkpoint
 from models.detector import CooperativeDetector
 from tests.cosim.test_train import config_dict

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cosim.visibility import VisibilityRecall, visibility_classes
+from cosim.training.visibility import VisibilityRecall, visibility_classes
 from models.batch import CooperativeSample
 from scenarios.geometry import points_to_frame, yaw_pose
 

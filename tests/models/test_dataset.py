@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cosim.dataset import build_dataset
+from cosim.training.dataset_build import build_dataset
 from models.dataset import CooperativeDataset, collate_samples, sample_from_frame
 from models.grid import CPU_GRID
 from scenarios.frame import AgentObservation, Frame, ObjectSet

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from cosim.progress import progress_bar
-from cosim.replica import Replica
-from cosim.train_config import TrainConfig
-from cosim.train_log import LOG_EVERY, STEP_FIELDS, append_rows
-from cosim.train_schedule import steps_per_epoch
+from cosim.common.progress import progress_bar
+from cosim.training.replica import Replica
+from cosim.training.train_config import TrainConfig
+from cosim.training.train_log import LOG_EVERY, STEP_FIELDS, append_rows
+from cosim.training.train_schedule import steps_per_epoch
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
 from models.distill import DistillWeights, distill_loss, teacher_maps

@@ -2,7 +2,7 @@
 
 Register on the main app with ``cli_run.register(app)``. Every option defaults to "not given":
 the value then comes from ``--config FILE`` (a RunConfig YAML, e.g. ``configs/run/*.yaml`` or a
-previous run's ``config.yaml``), else from :class:`~cosim.run_config.RunConfig`'s default.
+previous run's ``config.yaml``), else from :class:`~cosim.sim.run_config.RunConfig`'s default.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cosim.cli_errors import print_error
-from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
-from cosim.progress import progress_bar
-from cosim.run_config import RunConfig, parse_sparsity
+from cosim.cli.errors import print_error
+from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
+from cosim.common.progress import progress_bar
+from cosim.sim.run_config import RunConfig, parse_sparsity
 from scenarios.safe_yaml import load_yaml_file
 
 console = Console()
@@ -53,8 +53,8 @@ def build_config(config_file: Path | None, **options: Any) -> RunConfig:
 
 def execute(config: RunConfig, out: Path, quiet: bool = False) -> dict[str, Any]:
     """Run with a progress bar, write the run folder, print the table; returns the summary."""
-    from cosim.driver import Simulation
-    from cosim.outputs import summary_table, write_run
+    from cosim.sim.driver import Simulation
+    from cosim.sim.outputs import summary_table, write_run
 
     simulation = Simulation(config)
     with graceful_stop() as stop:
@@ -134,7 +134,7 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bar or table")] = False,
 ) -> None:
     """Simulate cooperative perception over a V2X channel and score the ego's detections."""
-    from cosim.outputs import default_run_dir
+    from cosim.sim.outputs import default_run_dir
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:

@@ -21,7 +21,8 @@ def run_bounded(
     item order. ``progress(done, total)`` runs as each task finishes.
 
     When ``should_stop()`` turns True (polled at least once a second, see
-    :mod:`cosim.interrupts`), the tasks in flight are cancelled and nothing more is submitted;
+    :mod:`cosim.common.interrupts`), the tasks in flight are cancelled and nothing more is
+    submitted;
     the items that did not finish keep ``None`` in the result.
     """
     results: list[Any] = [None] * len(items)

@@ -28,17 +28,17 @@ import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 
 from agents.payloads import payload_kind
-from cosim.ray_setup import init_local
-from cosim.ray_tasks import run_bounded
-from cosim.render import save  # noqa: E402
-from cosim.run_config import (  # noqa: E402
+from cosim.common.ray_setup import init_local
+from cosim.common.render import save  # noqa: E402
+from cosim.experiments.ray_tasks import run_bounded
+from cosim.sim.run_config import (  # noqa: E402
     DEFAULT_CHECKPOINT,
     DEFAULT_SCENARIO,
     RunConfig,
     check_checkpoint,
     sparsity_label,
 )
-from cosim.run_config import parse_sparsity as _parse_sparsity  # noqa: E402
+from cosim.sim.run_config import parse_sparsity as _parse_sparsity  # noqa: E402
 
 KINDS = ("fusion", "no_fusion", "lossless")
 EGO_MODES = ("one", "all")
@@ -100,7 +100,7 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
     x its codec settings x vehicles x ego mode x seed; per vehicles x ego mode x seed one
     no-fusion run (the first fusion's weights, nothing sent) and per fusion one lossless run
     (ideal channel; maps in float32, dense)."""
-    from cosim.driver import detector_config_of
+    from cosim.sim.driver import detector_config_of
 
     base = RunConfig(
         scenario=config.scenario, frames=config.frames, pose_error=config.pose_error,
@@ -135,7 +135,7 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
 
 def run_row(kind: str, config: RunConfig) -> dict[str, Any]:
     """Run one simulation and reduce it to a table row."""
-    from cosim.driver import run_simulation
+    from cosim.sim.driver import run_simulation
 
     summary = run_simulation(config).summary
     m = summary["messages"]
@@ -174,7 +174,7 @@ def run_sweep(
 
     ``runs``: the planned ``sweep_runs(config)`` when the caller already has them (planning
     loads every checkpoint once). Uses the current Ray connection, or starts a local instance
-    and shuts it down after. With ``should_stop`` (see :mod:`cosim.interrupts`) the sweep can
+    and shuts it down after. With ``should_stop`` (see :mod:`cosim.common.interrupts`) the sweep can
     end early: the table then holds the complete runs only.
     """
     runs = sweep_runs(config) if runs is None else runs

@@ -1,7 +1,8 @@
 """Robustness benchmark, one condition at a time: sensor corruptions and communication faults.
 
 A :class:`Condition` is one fault at one level. :func:`condition_samples` cuts the evaluation
-samples of a stored dataset exactly as ``cosim eval`` does (:data:`cosim.evaluate.EVAL_DATA`:
+samples of a stored dataset exactly as ``cosim eval`` does
+(:data:`cosim.training.evaluate.EVAL_DATA`:
 each frame's own ego, up to 4 neighbours within 70 m, the same ground truth for every
 condition and every fusion strategy) and then applies the fault to what the model sees:
 
@@ -21,7 +22,8 @@ condition and every fusion strategy) and then applies the fault to what the mode
   ``channel.LinkModel`` per source, stepped in frame order, one message per neighbour->ego link.
 
 Level 0 of every fault reproduces the clean samples bit for bit. Pure functions: the Ray
-fan-out and the outputs live in :mod:`cosim.robustness_run` and :mod:`cosim.robustness_report`.
+fan-out and the outputs live in :mod:`cosim.experiments.robustness_run` and
+:mod:`cosim.experiments.robustness_report`.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import torch
 
 from channel.links import LinkConfig, LinkModel, LossConfig, id_key
 from channel.pose_error import POSE_ERROR_LEVELS, PoseErrorConfig, PoseErrorModel
-from cosim.dataset import source_lidars
-from cosim.evaluate import EVAL_DATA
+from cosim.training.dataset_build import source_lidars
+from cosim.training.evaluate import EVAL_DATA
 from models.batch import CooperativeSample
 from models.dataset import FrameStore, sample_from_frame, shard_paths
 from models.detector import CooperativeDetector

@@ -22,11 +22,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from cosim.cli_errors import print_error
-from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
-from cosim.progress import progress_bar
-from cosim.ray_setup import connect
-from cosim.run_config import DEFAULT_SCENARIO
+from cosim.cli.errors import print_error
+from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
+from cosim.common.progress import progress_bar
+from cosim.common.ray_setup import connect
+from cosim.sim.run_config import DEFAULT_SCENARIO
 
 console = Console()
 
@@ -78,8 +78,7 @@ def sweep(
     """Bandwidth versus accuracy: AP against wire bytes over codec settings and channels."""
     import ray
 
-    from cosim.outputs import default_run_dir
-    from cosim.sweep import (
+    from cosim.experiments.sweep import (
         SweepConfig,
         fusion_checkpoint,
         mean_over_seeds,
@@ -88,6 +87,7 @@ def sweep(
         run_sweep,
         sweep_runs,
     )
+    from cosim.sim.outputs import default_run_dir
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:

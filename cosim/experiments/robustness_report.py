@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from cosim.render import save  # noqa: E402
-from cosim.robustness import LOSS_MODELS  # noqa: E402
+from cosim.common.render import save  # noqa: E402
+from cosim.experiments.robustness import LOSS_MODELS  # noqa: E402
 from models.metrics import relative_corruption_error  # noqa: E402
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES  # noqa: E402
 

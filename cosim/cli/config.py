@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cosim.cli_errors import print_error
-from cosim.config_kinds import KINDS, check, schema
+from cosim.cli.config_kinds import KINDS, check, schema
+from cosim.cli.errors import print_error
 
 app = typer.Typer(no_args_is_help=True, help="Config files: JSON schemas and validation.")
 console = Console(highlight=False)
@@ -49,3 +49,8 @@ def check_command(
         console.print(f"{path}: {found} ok", soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``config`` command group to the ``cosim`` app."""
+    root.add_typer(app, name="config")

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from cosim.progress import progress_bar
-from cosim.size_recall import SizeRecall
-from cosim.visibility import ClassRecall, VisibilityRecall
+from cosim.common.progress import progress_bar
+from cosim.training.size_recall import SizeRecall
+from cosim.training.visibility import ClassRecall, VisibilityRecall
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
 from models.inference import predict
@@ -107,7 +107,8 @@ def evaluate_report(
     "num_gt", "detections", "false_positives", "score_threshold", "vote_iou",
     "recall_by_visibility",
     "recall_by_size", "data", "protocol"}`` with IoU keys as strings (JSON-ready); recall by
-    visibility (:mod:`cosim.visibility`) and by size class (:mod:`cosim.size_recall`) at IoU
+    visibility (:mod:`cosim.training.visibility`) and by size class
+    (:mod:`cosim.training.size_recall`) at IoU
     0.5, each class row also carrying ``found@0.7`` / ``recall@0.7`` (a box found at 0.5 but
     not 0.7 is a false positive at 0.7) and the median yaw, centre, length and width errors of
     its matches at 0.5."""

@@ -1,4 +1,4 @@
-"""Train a cooperative detector from a :class:`~cosim.train_config.TrainConfig`.
+"""Train a cooperative detector from a :class:`~cosim.training.train_config.TrainConfig`.
 
 A run folder (``config.out``) holds ``config.yaml`` (the config as read), ``steps.csv`` (one row
 per optimiser step: losses, positives, learning rate), ``epochs.csv`` (one row per epoch: mean
@@ -8,10 +8,12 @@ and scheduler state, the epoch) and ``best.pt`` (the epoch of highest validation
 shuffles and augmentation draws (seeded by ``(seed, epoch)``) carry on as if never stopped.
 
 :func:`run_training` is the loop itself, for one process (:func:`train`) or for each worker of a
-Ray Train run (:mod:`cosim.train_ray`): a :class:`~cosim.replica.Replica` says which worker it
+Ray Train run (:mod:`cosim.training.train_ray`): a :class:`~cosim.training.replica.Replica` says
+which worker it
 is, and only worker 0 writes the run folder. The parts it runs: the optimiser and schedule
-(:mod:`cosim.train_schedule`), one step and one epoch (:mod:`cosim.train_step`), the CSV logs
-(:mod:`cosim.train_log`).
+(:mod:`cosim.training.train_schedule`), one step and one epoch (:mod:`cosim.training.train_step`),
+the CSV logs
+(:mod:`cosim.training.train_log`).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import yaml
 from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
-from cosim.dataset import source_lidars
-from cosim.evaluate import evaluate_report
-from cosim.replica import Replica
-from cosim.train_config import TrainConfig
-from cosim.train_log import EPOCH_FIELDS, append_rows, truncate_log
-from cosim.train_schedule import build_optimizer, lr_factor, steps_per_epoch
-from cosim.train_step import TrainStep, train_epoch
+from cosim.training.dataset_build import source_lidars
+from cosim.training.evaluate import evaluate_report
+from cosim.training.replica import Replica
+from cosim.training.train_config import TrainConfig
+from cosim.training.train_log import EPOCH_FIELDS, append_rows, truncate_log
+from cosim.training.train_schedule import build_optimizer, lr_factor, steps_per_epoch
+from cosim.training.train_step import TrainStep, train_epoch
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.dataset import CooperativeDataset, read_manifest
 from models.detector import CooperativeDetector
@@ -124,7 +126,8 @@ def train(
 
     ``stop_after``: end after that epoch (the schedule still spans ``config.epochs``), as an
     interrupted run would. ``command`` is stored in the checkpoints' ``extra``.
-    ``should_stop`` (see :mod:`cosim.interrupts`) is polled after each epoch's checkpoint: the
+    ``should_stop`` (see :mod:`cosim.common.interrupts`) is polled after each epoch's checkpoint:
+    the
     run then ends there with ``interrupted`` in the result and ``summary.json``; a
     ``KeyboardInterrupt`` abandons the epoch under way (``last.pt`` keeps the previous one).
     ``device``: ``auto``, ``cpu`` or ``cuda[:N]`` (:func:`models.device.resolve_device`).

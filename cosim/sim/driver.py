@@ -35,7 +35,10 @@ import pyarrow.compute as pc
 from agents.payloads import payload_kind
 from agents.steps import EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import BroadcastChannel
-from cosim.driver_metrics import (
+from cosim.sim.executors import Executor, VehicleFailure, make_executor
+from cosim.sim.run_config import RunConfig, check_checkpoint
+from cosim.sim.run_log import EPS_S, RunLog
+from cosim.sim.scoring import (
     ap_summary,
     ground_truth,
     medium_summary,
@@ -44,9 +47,6 @@ from cosim.driver_metrics import (
     stage_summary,
     true_positives,
 )
-from cosim.executors import Executor, VehicleFailure, make_executor
-from cosim.run_config import RunConfig, check_checkpoint
-from cosim.run_log import EPS_S, RunLog
 from models.checkpoint import checkpoint_bytes, load_checkpoint
 from models.detector_config import DetectorConfig
 from models.metrics import DetectionAccumulator
@@ -242,7 +242,8 @@ class Simulation:
     ) -> SimulationResult:
         """Start the vehicles, step every tick, stop them; returns the tables and summary.
 
-        ``should_stop`` is polled before each tick (see :mod:`cosim.interrupts`): when it says
+        ``should_stop`` is polled before each tick (see :mod:`cosim.common.interrupts`): when it
+        says
         so, the run ends there. A ``KeyboardInterrupt`` inside a tick abandons that tick
         (its rows and scores are rolled back). Either way the result holds the complete ticks
         and ``summary["interrupted"]`` is True.

@@ -22,7 +22,7 @@ import ray
 from ray.exceptions import ActorDiedError, GetTimeoutError, RayError
 
 from agents.steps import EgoResult, Inbound, SenseResult, Vehicle, VehicleSpec, load_model_bytes
-from cosim.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
+from cosim.common.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
 from models.device import check_gpu_fraction, cluster_device
 from scenarios.frame import Frame
 

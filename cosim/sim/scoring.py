@@ -16,7 +16,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from agents.steps import EGO_STAGES, SENSE_STAGES
-from cosim.run_config import RunConfig
+from cosim.sim.run_config import RunConfig
 from models.box_ops import rotated_iou_bev
 from models.dataset import sample_from_frame
 from models.detector_config import DetectorConfig

@@ -1,6 +1,6 @@
 """``cosim train CONFIG`` and ``cosim eval CHECKPOINT --data DIR``.
 
-Register in ``cosim/cli.py`` with ``app.command("train")(cli_train.train_command)`` and
+Register in ``cosim/cli/app.py`` with ``app.command("train")(cli_train.train_command)`` and
 ``app.command("eval")(cli_train.eval_command)`` (top-level commands, not a sub-app).
 """
 
@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cosim.cli_errors import print_error
-from cosim.evaluate import evaluate_report
-from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
-from cosim.train import train
-from cosim.train_config import TrainConfig
+from cosim.cli.errors import print_error
+from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
+from cosim.training.evaluate import evaluate_report
+from cosim.training.train import train
+from cosim.training.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
 from models.dataset import DatasetFormatError
 from models.detector_config import parse_message_range
@@ -72,7 +72,7 @@ def train_command(
 
     With --resume, --epochs may extend a finished run: the schedule is stretched to the new
     total from the current step (the learning rate rises again if it had decayed). With
-    --workers N the same loop runs on N Ray Train workers (cosim/train_ray.py).
+    --workers N the same loop runs on N Ray Train workers (cosim/training/train_ray.py).
     """
     try:
         cfg = TrainConfig.from_yaml(config)
@@ -102,7 +102,7 @@ def train_command(
     stopped_by = ""
     try:
         if workers > 1:
-            from cosim.train_ray import train_distributed
+            from cosim.training.train_ray import train_distributed
 
             result = train_distributed(
                 cfg, workers, device=device, gpus_per_worker=gpus_per_worker,
@@ -227,3 +227,9 @@ def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str)
         )
     return table
 
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``train`` and ``eval`` to the ``cosim`` app."""
+    root.command("train")(train_command)
+    root.command("eval")(eval_command)

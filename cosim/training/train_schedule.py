@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from cosim.train_config import ScheduleConfig, TrainConfig
+from cosim.training.train_config import ScheduleConfig, TrainConfig
 
 
 def lr_factor(schedule: ScheduleConfig, step: int, total: int) -> float:

@@ -1,6 +1,6 @@
 """``cosim robustness CHECKPOINT``: AP under sensor corruptions and communication faults.
 
-Register in ``cosim/cli.py`` with ``cli_robustness.register(app)``; it also adds
+Register in ``cosim/cli/app.py`` with ``cli_robustness.register(app)``; it also adds
 ``cosim robustness-compare RUN...``, one table across several benchmark runs. Writes
 ``robustness.parquet`` (one row per condition), ``report.md`` (AP@0.5 / AP@0.7 per condition,
 RCE per corruption, mRCE), ``faults.png``, ``corruptions.png`` and ``robustness.yaml`` (the
@@ -21,9 +21,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from cosim.cli_errors import print_error
-from cosim.interrupts import EXIT_INTERRUPTED, graceful_stop
-from cosim.progress import progress_bar
+from cosim.cli.errors import print_error
+from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
+from cosim.common.progress import progress_bar
 
 console = Console()
 
@@ -56,9 +56,9 @@ def robustness_command(
     ] = "auto",
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
-    from cosim.robustness import build_conditions
-    from cosim.robustness_report import summarize, write_outputs
-    from cosim.robustness_run import BenchmarkConfig, check_conditions, run_benchmark
+    from cosim.experiments.robustness import build_conditions
+    from cosim.experiments.robustness_report import summarize, write_outputs
+    from cosim.experiments.robustness_run import BenchmarkConfig, check_conditions, run_benchmark
     from models.checkpoint import read_checkpoint
     from models.dataset import DatasetFormatError
 
@@ -68,7 +68,7 @@ def robustness_command(
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         chosen = build_conditions(tuple(p.strip() for p in conditions.split(",") if p.strip()))
-        from cosim.robustness import CORRUPT_TARGETS
+        from cosim.experiments.robustness import CORRUPT_TARGETS
         from models.device import DEVICE_CHOICES, resolve_device
         from models.refiner import MAX_STEPS
 
@@ -147,7 +147,7 @@ def compare_command(
     given where two folders share a name), columns clean AP@0.5, AP@0.5 per corruption at
     severity 2, mRCE, then the communication faults."""
 
-    from cosim.robustness_report import compare_report, plot_compare
+    from cosim.experiments.robustness_report import compare_report, plot_compare
 
     names = [folder.name for folder in runs]
     tables = {}
@@ -172,5 +172,5 @@ def register(app: typer.Typer) -> None:
     app.command("robustness-compare")(compare_command)
 
 
-if __name__ == "__main__":  # python -m cosim.cli_robustness CHECKPOINT ... (before registration)
+if __name__ == "__main__":  # python -m cosim.cli.robustness CHECKPOINT ... (before registration)
     typer.run(robustness_command)

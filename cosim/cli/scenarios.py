@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cosim.cli_errors import print_error
-from cosim.progress import progress_bar
+from cosim.cli.errors import print_error
+from cosim.common.progress import progress_bar
 from scenarios.frame import Frame
 from scenarios.geometry import matrix_to_pose
 from scenarios.source import FrameSource, close_source, open_source
@@ -147,7 +147,7 @@ def render(
     corruption_seed: Annotated[int, typer.Option(help="Seed of the corruption.")] = 0,
 ) -> None:
     """A BEV picture: each agent's points in its own colour, ground-truth boxes, agents."""
-    from cosim.render import render_corruption_grid, render_frame
+    from cosim.common.render import render_corruption_grid, render_frame
 
     loaded = load_source(source, seed, agents)
     try:
@@ -202,3 +202,8 @@ def export(
         f"wrote {count} frames to {out} ({len(points)} agents, "
         f"{int(np.mean(points))} points per agent in frame 0)"
     )
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``scenarios`` command group to the ``cosim`` app."""
+    root.add_typer(app, name="scenarios")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from cosim.visibility import ClassRecall
+from cosim.training.visibility import ClassRecall
 from models.batch import CooperativeSample
 
 SIZE_CLASSES = ("car", "van", "truck_bus")
@@ -31,7 +31,7 @@ def size_classes(boxes: NDArray[np.floating]) -> NDArray[np.int64]:
 
 
 class SizeRecall(ClassRecall):
-    """:class:`~cosim.visibility.ClassRecall` over :data:`SIZE_CLASSES`."""
+    """:class:`~cosim.training.visibility.ClassRecall` over :data:`SIZE_CLASSES`."""
 
     class_names = SIZE_CLASSES
 

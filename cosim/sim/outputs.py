@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from cosim.driver import RenderItem, SimulationResult  # noqa: E402
-from cosim.driver_metrics import STAGES  # noqa: E402
-from cosim.render import draw_boxes, save  # noqa: E402
+from cosim.common.render import draw_boxes, save  # noqa: E402
+from cosim.sim.driver import RenderItem, SimulationResult  # noqa: E402
+from cosim.sim.scoring import STAGES  # noqa: E402
 from models.grid import GridSpec  # noqa: E402
 
 TABLES = ("messages", "receptions", "detections", "frames", "timings")

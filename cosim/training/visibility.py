@@ -10,7 +10,7 @@ strategy gets the heading, the place and the size of what it found right: what s
 found at IoU 0.5 from one found at 0.7.
 
 :class:`ClassRecall` is the accumulator; :class:`VisibilityRecall` classes boxes by who saw
-them, :class:`cosim.size_recall.SizeRecall` by their size (car / van / truck-bus).
+them, :class:`cosim.training.size_recall.SizeRecall` by their size (car / van / truck-bus).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from typing import Any
 from channel import CodecConfig
 from channel.presets import ChannelConfig, ChannelFile
 from configkit import json_schema
-from cosim.run_config import RunConfig
-from cosim.train_config import TrainConfig
+from cosim.sim.run_config import RunConfig
+from cosim.training.train_config import TrainConfig
 from models.detector_config import DetectorConfig
 from scenarios.safe_yaml import load_yaml_file, short_repr
 from scenarios.scenario_file import ScenarioFile, load_scenario

@@ -19,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cosim.cli_errors import print_error
-from cosim.dataset import build_dataset, dataset_info
-from cosim.progress import progress_bar
+from cosim.cli.errors import print_error
+from cosim.common.progress import progress_bar
+from cosim.training.dataset_build import build_dataset, dataset_info
 from models.dataset import DatasetFormatError
 
 app = typer.Typer(no_args_is_help=True, help="Training datasets: build Parquet shards, inspect.")
@@ -126,3 +126,8 @@ def info(
         stats = summary[key]
         table.add_row(label, f"{stats['min']:.0f}", f"{stats['mean']:.1f}", f"{stats['max']:.0f}")
     console.print(table)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``dataset`` command group to the ``cosim`` app."""
+    root.add_typer(app, name="dataset")

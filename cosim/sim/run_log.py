@@ -11,7 +11,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from agents.steps import REFUSED_STATUSES, EgoResult
-from cosim.executors import VehicleFailure
+from cosim.sim.executors import VehicleFailure
 
 EPS_S = 1e-9  # simulated seconds: a message sent this close before t counts as sent at t
 

@@ -2,10 +2,11 @@
 
 :class:`ray.train.torch.TorchTrainer` starts N workers (one CPU each, plus ``gpus_per_worker``
 GPUs on CUDA) and a torch process group between them (gloo on the CPU, NCCL on CUDA); each runs
-:func:`cosim.train.run_training` as rank r of N.
+:func:`cosim.training.train.run_training` as rank r of N.
 
 Data: each worker builds the same :class:`~models.dataset.CooperativeDataset` over the Parquet
-shards and takes its share of every epoch's seeded shuffle (:meth:`cosim.replica.Replica.shard`,
+shards and takes its share of every epoch's seeded shuffle
+(:meth:`cosim.training.replica.Replica.shard`,
 a DistributedSampler). Chosen over Ray Data's ``read_parquet`` because a training sample is
 not a row: it is an ego and its neighbours cut from one frame's agent rows, with seeded
 augmentation and Diff-KD corruption applied per sample, which the dataset already does (and
@@ -43,10 +44,10 @@ import ray
 import torch
 from rich.console import Console
 
-from cosim.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
-from cosim.replica import Replica
-from cosim.train import TrainResult, run_training
-from cosim.train_config import TrainConfig
+from cosim.common.ray_setup import DEFAULT_CONNECT_TIMEOUT_S, start_ray
+from cosim.training.replica import Replica
+from cosim.training.train import TrainResult, run_training
+from cosim.training.train_config import TrainConfig
 from models.device import check_gpu_fraction, cluster_device
 
 DEFAULT_MAX_FAILURES = 3
@@ -111,7 +112,7 @@ def _worker_loop(settings: dict[str, Any]) -> None:
 
 
 def _epochs(run: Path) -> list[dict[str, Any]]:
-    """The rows of ``epochs.csv`` (numbers, as :func:`cosim.train.train` returns them) when
+    """The rows of ``epochs.csv`` (numbers, as :func:`cosim.training.train.train` returns them) when
     this machine sees the run folder, else none."""
     path = run / "epochs.csv"
     if not path.is_file():

@@ -19,10 +19,10 @@ import pyarrow as pa
 import ray
 import torch
 
-from cosim.ray_setup import connect, init_local
-from cosim.ray_tasks import run_bounded
-from cosim.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
-from cosim.robustness_report import COLUMNS, with_rce
+from cosim.common.ray_setup import connect, init_local
+from cosim.experiments.ray_tasks import run_bounded
+from cosim.experiments.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
+from cosim.experiments.robustness_report import COLUMNS, with_rce
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore
 from models.device import cluster_device, resolve_device
@@ -136,7 +136,7 @@ def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,
                   should_stop: Callable[[], bool] | None = None) -> pa.Table:
     """The result table (one row per condition, with RCE@0.5 against the clean row).
 
-    ``should_stop`` (see :mod:`cosim.interrupts`) may end it early: the table then holds the
+    ``should_stop`` (see :mod:`cosim.common.interrupts`) may end it early: the table then holds the
     finished conditions only (RCE NaN when the clean one is not among them)."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")

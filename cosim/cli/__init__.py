@@ -1,0 +1,1 @@
+"""The `cosim` command line: the typer app (`app.py`) and one module per command group."""

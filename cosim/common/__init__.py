@@ -1,0 +1,1 @@
+"""What every layer of `cosim` uses: progress bars, rendering, interrupts, Ray start-up."""

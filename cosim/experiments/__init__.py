@@ -1,0 +1,1 @@
+"""Experiments over many runs: the bandwidth sweep and the robustness benchmark."""

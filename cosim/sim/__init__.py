@@ -1,0 +1,1 @@
+"""One simulation: the tick loop (driver), executors, run config, log, outputs and scoring."""
