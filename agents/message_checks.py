@@ -79,8 +79,13 @@ class MessageExpectation:
             return cls(tuple(model.message_shape), grid, max_boxes=max_boxes)
         low, high = bounds
         slack = VALUE_SLACK * (high - low) + 1e-6
-        return cls(tuple(model.message_shape), grid, (low - slack).astype(np.float32),
-                   (high + slack).astype(np.float32), max_boxes=max_boxes)
+        return cls(
+            tuple(model.message_shape),
+            grid,
+            (low - slack).astype(np.float32),
+            (high + slack).astype(np.float32),
+            max_boxes=max_boxes,
+        )
 
 
 def check_link(header: Header | PayloadHeader, sender: int, t_send: float) -> str | None:
@@ -141,8 +146,10 @@ def check_values(
     if over.any() or under.any():
         c = int(np.argmax(over | under))
         value = float(hi[c] if over[c] else lo[c])
-        return (f"channel {c} value {value:.4g} outside what the model can produce "
-                f"[{float(expect.low[c]):.4g}, {float(expect.high[c]):.4g}]")
+        return (
+            f"channel {c} value {value:.4g} outside what the model can produce "
+            f"[{float(expect.low[c]):.4g}, {float(expect.high[c]):.4g}]"
+        )
     return None
 
 
@@ -161,9 +168,11 @@ def check_message(
     header = decoded.header
     if header.shape != expect.shape or header.grid != expect.grid:
         return f"message {header.shape} on {header.grid.as_list()}, expected {expect.shape}"
-    return (check_link(header, sender, t_send)
-            or check_pose(header.pose, ego_pose, expect.max_range_m)
-            or check_values(decoded.feature, expect, _extremes(decoded)))
+    return (
+        check_link(header, sender, t_send)
+        or check_pose(header.pose, ego_pose, expect.max_range_m)
+        or check_values(decoded.feature, expect, _extremes(decoded))
+    )
 
 
 def _extremes(
@@ -189,8 +198,7 @@ def check_boxes(
     sizes = boxes[:, 3:6]
     if not ((sizes > 0) & (sizes <= MAX_BOX_SIZE_M)).all():
         i = int(np.argmax(~((sizes > 0) & (sizes <= MAX_BOX_SIZE_M)).all(axis=1)))
-        return (f"box {i} size {np.round(sizes[i], 3).tolist()} outside "
-                f"(0, {MAX_BOX_SIZE_M:g}] m")
+        return f"box {i} size {np.round(sizes[i], 3).tolist()} outside (0, {MAX_BOX_SIZE_M:g}] m"
     far = np.hypot(boxes[:, 0], boxes[:, 1]) > max_range_m
     if far.any():
         return f"box {int(np.argmax(far))} lies beyond {max_range_m:g} m of its sender"
@@ -212,8 +220,9 @@ def check_payload(
     """:func:`check_message` for an early (points) or late (boxes) fusion message: the link,
     the pose, and for boxes :func:`check_boxes` (points are bounded by their encoding)."""
     header = decoded.header
-    reason = (check_link(header, sender, t_send)
-              or check_pose(header.pose, ego_pose, expect.max_range_m))
+    reason = check_link(header, sender, t_send) or check_pose(
+        header.pose, ego_pose, expect.max_range_m
+    )
     if reason is not None or isinstance(decoded, DecodedCloud):
         return reason
     return check_boxes(decoded.boxes, decoded.scores, expect.max_boxes, expect.max_range_m)

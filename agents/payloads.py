@@ -126,8 +126,9 @@ class Payload(Protocol):
         """Bytes -> the codec's decoded message; raises CodecError."""
         ...
 
-    def check(self, decoded: Any, sender: int, t_send: float,
-              ego_pose: NDArray[np.float64]) -> str | None:
+    def check(
+        self, decoded: Any, sender: int, t_send: float, ego_pose: NDArray[np.float64]
+    ) -> str | None:
         """:mod:`agents.message_checks` on a decoded message: None or the reason to reject."""
         ...
 
@@ -153,8 +154,9 @@ class _Base:
     refine_steps: int | None = None
     refine_neighbours: bool = False
 
-    def check(self, decoded: Any, sender: int, t_send: float,
-              ego_pose: NDArray[np.float64]) -> str | None:
+    def check(
+        self, decoded: Any, sender: int, t_send: float, ego_pose: NDArray[np.float64]
+    ) -> str | None:
         """Points and boxes: :func:`agents.message_checks.check_payload` (maps override)."""
         return check_payload(decoded, sender, t_send, ego_pose, self.expect)
 
@@ -180,11 +182,13 @@ class MapPayload(_Base):
         return message, 4 * own.numel()
 
     def decode(self, data: bytes) -> Any:
-        return decode_feature(data, expected_shape=self.expect.shape,
-                              expected_grid=self.expect.grid)
+        return decode_feature(
+            data, expected_shape=self.expect.shape, expected_grid=self.expect.grid
+        )
 
-    def check(self, decoded: Any, sender: int, t_send: float,
-              ego_pose: NDArray[np.float64]) -> str | None:
+    def check(
+        self, decoded: Any, sender: int, t_send: float, ego_pose: NDArray[np.float64]
+    ) -> str | None:
         return check_message(decoded, sender, t_send, ego_pose, self.expect)
 
     def item(self, decoded: Any) -> tuple[torch.Tensor, NDArray[np.bool_] | None]:
@@ -195,11 +199,20 @@ class MapPayload(_Base):
     def detect(self, own: torch.Tensor, neighbours: Sequence[Neighbour]) -> EgoDetections:
         # The cues AGF reads: how old the map is, whether it was warped with a pose from an
         # earlier tick, and the pose-error level every vehicle of the run reports.
-        maps = [NeighbourFeature(n.data[0], n.neighbour_to_ego, n.data[1], age_s=n.age_s,
-                                 stale=n.stale, pose_sigma=self.pose_error.std_xy_m)
-                for n in neighbours]
-        return fuse_and_detect(self.model, self.model.own_map(own), maps, self.refine_steps,
-                               self.refine_neighbours)
+        maps = [
+            NeighbourFeature(
+                n.data[0],
+                n.neighbour_to_ego,
+                n.data[1],
+                age_s=n.age_s,
+                stale=n.stale,
+                pose_sigma=self.pose_error.std_xy_m,
+            )
+            for n in neighbours
+        ]
+        return fuse_and_detect(
+            self.model, self.model.own_map(own), maps, self.refine_steps, self.refine_neighbours
+        )
 
 
 class PointsPayload(_Base):
@@ -223,8 +236,13 @@ class PointsPayload(_Base):
 
     def detect(self, own: NDArray[np.float32], neighbours: Sequence[Neighbour]) -> EgoDetections:
         """``cosim eval``'s early fusion (:func:`models.inference.detect_early`)."""
-        return detect_early(self.model, own, [n.data for n in neighbours],
-                            self.transforms(neighbours), self.refine_steps)
+        return detect_early(
+            self.model,
+            own,
+            [n.data for n in neighbours],
+            self.transforms(neighbours),
+            self.refine_steps,
+        )
 
 
 class BoxesPayload(_Base):
@@ -252,20 +270,30 @@ class BoxesPayload(_Base):
         t0 = time.perf_counter()
         transforms = self.transforms(neighbours)
         merged = detect_late(
-            self.model, own, [(n.data, t) for n, t in zip(neighbours, transforms, strict=True)])
+            self.model, own, [(n.data, t) for n, t in zip(neighbours, transforms, strict=True)]
+        )
         coverage = np.zeros(self.model.map_grid.bev_shape, np.uint8)
-        return EgoDetections(merged, self.model.select_neighbours(transforms), coverage,
-                             timings={"fuse": time.perf_counter() - t0})
+        return EgoDetections(
+            merged,
+            self.model.select_neighbours(transforms),
+            coverage,
+            timings={"fuse": time.perf_counter() - t0},
+        )
 
 
 PAYLOADS: dict[str, type[_Base]] = {
-    "map": MapPayload, "points": PointsPayload, "boxes": BoxesPayload,
+    "map": MapPayload,
+    "points": PointsPayload,
+    "boxes": BoxesPayload,
 }
 
 
 def make_payload(
-    model: CooperativeDetector, codec: CodecConfig, pose_error: PoseErrorConfig,
-    refine_steps: int | None = None, refine_neighbours: bool = False,
+    model: CooperativeDetector,
+    codec: CodecConfig,
+    pose_error: PoseErrorConfig,
+    refine_steps: int | None = None,
+    refine_neighbours: bool = False,
 ) -> Payload:
     """The payload strategy of ``model``'s fusion (:func:`payload_kind`)."""
     expect = MessageExpectation.for_model(model, grid_header(model.message_grid))
@@ -274,7 +302,10 @@ def make_payload(
 
 
 def receive(
-    payload: Payload, data: bytes | None, sender: int, t_send: float,
+    payload: Payload,
+    data: bytes | None,
+    sender: int,
+    t_send: float,
     ego_pose: NDArray[np.float64],
 ) -> Received:
     """Decode and check one message the link delivered from ``sender`` sent at ``t_send``;

@@ -142,9 +142,7 @@ def load_model_bytes(blob: bytes, device: str = "cpu") -> CooperativeDetector:
     return model.eval()
 
 
-def sense_points(
-    obs: AgentObservation, frame_index: int, spec: VehicleSpec
-) -> NDArray[np.float32]:
+def sense_points(obs: AgentObservation, frame_index: int, spec: VehicleSpec) -> NDArray[np.float32]:
     """The agent's sweep, corrupted when ``spec`` says so, seeded by (seed, frame, agent)."""
     if spec.corruption is None or spec.severity == 0:
         return obs.points
@@ -168,8 +166,9 @@ class Vehicle:
         if spec.refine_skip_above is not None:
             self.model.set_refine_skip(spec.refine_skip_above)
         self.spec = spec
-        self.payload = make_payload(self.model, spec.codec, spec.pose_error, spec.refine_steps,
-                                    spec.refine_neighbours)
+        self.payload = make_payload(
+            self.model, spec.codec, spec.pose_error, spec.refine_steps, spec.refine_neighbours
+        )
         self.pose_model = PoseErrorModel(spec.pose_error, spec.seed)
         self._own: tuple[int, Any, NDArray[np.float64]] | None = None
         self.inbox: ReceiveBuffer[tuple[Any, NDArray[np.float64]]] = ReceiveBuffer(spec.max_age_s)
@@ -199,14 +198,20 @@ class Vehicle:
         reported, noise = self.pose_model.perturb(self.agent_id, obs.lidar_pose)
         message, raw_bytes = None, 0
         if self.spec.send:
-            message, raw_bytes = self.payload.encode(own, reported, float(frame.timestamp),
-                                                     self.agent_id)
+            message, raw_bytes = self.payload.encode(
+                own, reported, float(frame.timestamp), self.agent_id
+            )
         t3 = time.perf_counter()
         self._own = (tick, own, obs.lidar_pose)  # the ego's own frame: exact
         result = SenseResult(
-            agent_id=self.agent_id, tick=tick, t=float(frame.timestamp), reported_pose=reported,
-            noise=noise, xy=(float(obs.lidar_pose[0, 3]), float(obs.lidar_pose[1, 3])),
-            wire_bytes=len(message) if message is not None else 0, raw_bytes=raw_bytes,
+            agent_id=self.agent_id,
+            tick=tick,
+            t=float(frame.timestamp),
+            reported_pose=reported,
+            noise=noise,
+            xy=(float(obs.lidar_pose[0, 3]), float(obs.lidar_pose[1, 3])),
+            wire_bytes=len(message) if message is not None else 0,
+            raw_bytes=raw_bytes,
             num_points=int(points.shape[0]),
             timings={"sense": t1 - t0, "encode": t2 - t1, "codec": t3 - t2},
         )
@@ -238,35 +243,58 @@ class Vehicle:
         for inbound, data in messages:
             age = t_now - inbound.t_send
             if newest[inbound.sender] is not inbound:
-                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
-                                            "superseded"))
+                receptions.append(
+                    Reception(inbound.seq, inbound.sender, inbound.t_send, age, "superseded")
+                )
                 continue
             got = receive(self.payload, data, inbound.sender, inbound.t_send, own_pose)
             if got.status != "ok":
-                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
-                                            got.status, got.error))
-            elif not self.inbox.offer(inbound.sender, inbound.seq, inbound.t_send,
-                                      (got.item, got.sender_pose)):
-                receptions.append(Reception(inbound.seq, inbound.sender, inbound.t_send, age,
-                                            "superseded"))
+                receptions.append(
+                    Reception(
+                        inbound.seq, inbound.sender, inbound.t_send, age, got.status, got.error
+                    )
+                )
+            elif not self.inbox.offer(
+                inbound.sender, inbound.seq, inbound.t_send, (got.item, got.sender_pose)
+            ):
+                receptions.append(
+                    Reception(inbound.seq, inbound.sender, inbound.t_send, age, "superseded")
+                )
         arrived = {inbound.seq for inbound, _ in messages}
         held = self.inbox.current(t_now)
         neighbours = [
-            Neighbour(h.item[0], neighbour_to_ego(h.item[1], own_pose),
-                      age_s=max(0.0, t_now - h.t_send), stale=h.t_send < t_now)
+            Neighbour(
+                h.item[0],
+                neighbour_to_ego(h.item[1], own_pose),
+                age_s=max(0.0, t_now - h.t_send),
+                stale=h.t_send < t_now,
+            )
             for h in held
         ]
         t1 = time.perf_counter()
         result = self.payload.detect(own, neighbours)
         picked = set(result.chosen.tolist())
         for i, h in enumerate(held):
-            receptions.append(Reception(h.seq, h.sender, h.t_send, t_now - h.t_send,
-                                        "fused" if i in picked else "not_selected",
-                                        held=h.seq not in arrived))
+            receptions.append(
+                Reception(
+                    h.seq,
+                    h.sender,
+                    h.t_send,
+                    t_now - h.t_send,
+                    "fused" if i in picked else "not_selected",
+                    held=h.seq not in arrived,
+                )
+            )
         receptions.sort(key=lambda r: r.seq)
         dets = result.detections
         return EgoResult(
-            self.agent_id, tick, np.asarray(dets.boxes, np.float32).reshape(-1, 7),
-            np.asarray(dets.scores, np.float32).reshape(-1), tuple(receptions), result.coverage,
-            {"decode": t1 - t0, **result.timings}, result.gamma, result.steps_run,
+            self.agent_id,
+            tick,
+            np.asarray(dets.boxes, np.float32).reshape(-1, 7),
+            np.asarray(dets.scores, np.float32).reshape(-1),
+            tuple(receptions),
+            result.coverage,
+            {"decode": t1 - t0, **result.timings},
+            result.gamma,
+            result.steps_run,
         )

@@ -30,13 +30,23 @@ SIZES = {"int8_topk10": 39_192, "fp16_dense": 102_811}
 
 def positions(count: int) -> dict[int, tuple[float, float]]:
     """``count`` vehicles around a junction at the origin (metres, world frame)."""
-    spots = [(0.0, 0.0), (-20.0, -2.0), (-45.0, -2.0), (2.0, 25.0), (2.0, 60.0),
-             (30.0, 2.0), (70.0, 2.0), (-2.0, -30.0), (-2.0, -80.0)]
+    spots = [
+        (0.0, 0.0),
+        (-20.0, -2.0),
+        (-45.0, -2.0),
+        (2.0, 25.0),
+        (2.0, 60.0),
+        (30.0, 2.0),
+        (70.0, 2.0),
+        (-2.0, -30.0),
+        (-2.0, -80.0),
+    ]
     return {i + 1: spots[i % len(spots)] for i in range(count)}
 
 
-def simulate(preset: str, wire_bytes: int, vehicles: int, ticks: int,
-             seed: int = 0) -> tuple[float, dict[str, Any]]:
+def simulate(
+    preset: str, wire_bytes: int, vehicles: int, ticks: int, seed: int = 0
+) -> tuple[float, dict[str, Any]]:
     """Wall seconds of the channel calls for one run, and what happened on the channel."""
     channel = load_preset(preset).make_channel(seed)
     where = positions(vehicles)
@@ -56,16 +66,21 @@ def simulate(preset: str, wire_bytes: int, vehicles: int, ticks: int,
     log = channel.log_table().to_pydict()
     txs = channel.transmission_table().to_pydict()
     busy = channel.busy_table(dt).column("busy_ratio").to_numpy()
-    latency = [a - s for a, s in zip(log["t_arrival"], log["t_send"], strict=True)
-               if a is not None]
+    latency = [a - s for a, s in zip(log["t_arrival"], log["t_send"], strict=True) if a is not None]
     events = len(txs["tx"]) + len(log["seq"])
     return wall, {
-        "events": events, "queued": len(txs["tx"]),
-        "on_air": txs["status"].count("sent"), "replaced": txs["status"].count("replaced"),
+        "events": events,
+        "queued": len(txs["tx"]),
+        "on_air": txs["status"].count("sent"),
+        "replaced": txs["status"].count("replaced"),
         "receptions": len(log["seq"]),
-        "delivered": sum(1 for d, a in zip(log["dropped"], log["t_delivered"], strict=True)
-                         if d is None and a is not None),
-        "collision": log["dropped"].count("collision"), "too_old": log["dropped"].count("too_old"),
+        "delivered": sum(
+            1
+            for d, a in zip(log["dropped"], log["t_delivered"], strict=True)
+            if d is None and a is not None
+        ),
+        "collision": log["dropped"].count("collision"),
+        "too_old": log["dropped"].count("too_old"),
         "busy_ratio_mean": float(busy.mean()),
         "latency_p50_ms": float(np.percentile(latency, 50) * 1e3) if latency else None,
         "latency_p99_ms": float(np.percentile(latency, 99) * 1e3) if latency else None,
@@ -77,16 +92,20 @@ def run_share(frames: int) -> dict[str, Any]:
     from cosim.sim.driver import run_simulation
     from cosim.sim.run_config import RunConfig
 
-    result = run_simulation(RunConfig(frames=frames, executor="inprocess", all_egos=True,
-                                      render_frames=0))
+    result = run_simulation(
+        RunConfig(frames=frames, executor="inprocess", all_egos=True, render_frames=0)
+    )
     rows = [r for r in result.timings.to_pylist() if r["agent"] == -1]
     channel = [r["seconds"] for r in rows if r["stage"] == "channel"]
     tick = [r["seconds"] for r in rows if r["stage"] == "tick_wall"]
-    return {"ticks": frames, "vehicles": len(result.summary["vehicles"]),
-            "channel_ms_per_tick": 1e3 * float(np.mean(channel)),
-            "tick_wall_ms": 1e3 * float(np.mean(tick)),
-            "channel_share": float(np.sum(channel) / np.sum(tick)),
-            "busy_ratio_mean": result.summary["medium"]["busy_ratio"]["mean"]}
+    return {
+        "ticks": frames,
+        "vehicles": len(result.summary["vehicles"]),
+        "channel_ms_per_tick": 1e3 * float(np.mean(channel)),
+        "tick_wall_ms": 1e3 * float(np.mean(tick)),
+        "channel_share": float(np.sum(channel) / np.sum(tick)),
+        "busy_ratio_mean": result.summary["medium"]["busy_ratio"]["mean"],
+    }
 
 
 def main() -> None:
@@ -96,8 +115,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run", type=int, default=0, help="also time N ticks of cosim run")
     args = parser.parse_args()
-    out: dict[str, Any] = {"machine": platform.processor() or platform.machine(),
-                           "vehicles": args.vehicles, "ticks": args.ticks, "channel": {}}
+    out: dict[str, Any] = {
+        "machine": platform.processor() or platform.machine(),
+        "vehicles": args.vehicles,
+        "ticks": args.ticks,
+        "channel": {},
+    }
     for preset in ("dsrc", "cv2x"):
         for name, size in SIZES.items():
             walls, stats = [], {}
@@ -106,7 +129,9 @@ def main() -> None:
                 walls.append(wall)
             best = min(walls)
             out["channel"][f"{preset}/{name}"] = {
-                **stats, "wall_s": best, "events_per_s": stats["events"] / best,
+                **stats,
+                "wall_s": best,
+                "events_per_s": stats["events"] / best,
                 "ms_per_tick": 1e3 * best / args.ticks,
             }
     if args.run:

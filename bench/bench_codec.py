@@ -114,8 +114,9 @@ def run(level: int, repeats: int) -> dict[str, object]:
     results: dict[str, dict[str, float]] = {}
     # Per-channel bounds as a model would give them (here: twice the map's own range).
     high = feature.reshape(SHAPE[0], -1).max(axis=1) * 2.0 + 1.0
-    expect = MessageExpectation(SHAPE, GRID, np.full(SHAPE[0], -0.01, np.float32),
-                                high.astype(np.float32))
+    expect = MessageExpectation(
+        SHAPE, GRID, np.full(SHAPE[0], -0.01, np.float32), high.astype(np.float32)
+    )
     ego_pose = np.eye(4)
     ego_pose[0, 3] = 30.0
 
@@ -126,8 +127,9 @@ def run(level: int, repeats: int) -> dict[str, object]:
     for name, base in OPTIONS.items():
         cfg = CodecConfig(base.dtype, base.sparsity, zstd_level=level)
         msg = encode_feature(feature, pose, 0.0, 1, GRID, cfg)
-        enc_s = median_seconds(lambda c=cfg: encode_feature(feature, pose, 0.0, 1, GRID, c),
-                               repeats)
+        enc_s = median_seconds(
+            lambda c=cfg: encode_feature(feature, pose, 0.0, 1, GRID, c), repeats
+        )
         dec_s = median_seconds(lambda m=msg: decode_feature(m), repeats)
         checked = decode_feature(msg, expected_shape=SHAPE, expected_grid=GRID)
         check_s = median_seconds(lambda d=checked: validate(d), repeats)

@@ -74,8 +74,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         checkpoint, trained = _checkpoint(args.checkpoint, Path(folder))
-        config = RunConfig(checkpoint=checkpoint, frames=args.frames, agents=args.agents,
-                           channel=args.channel, render_frames=0)
+        config = RunConfig(
+            checkpoint=checkpoint,
+            frames=args.frames,
+            agents=args.agents,
+            channel=args.channel,
+            render_frames=0,
+        )
         in_process = run_simulation(config.replace(executor="inprocess"))
         on_ray = run_simulation(config.replace(executor="ray"))
     a, b = _figures(in_process), _figures(on_ray)
@@ -96,9 +101,11 @@ def main() -> None:
         "ray": b,
         # > 0: Ray slower than in process (s per frame, start-up excluded); target <= 0.15.
         "ray_overhead": a["frames_per_s"] / b["frames_per_s"] - 1.0,
-        "ray_overhead_steady": (a["steady_frames_per_s"] / b["steady_frames_per_s"] - 1.0
-                                if a["steady_frames_per_s"] and b["steady_frames_per_s"]
-                                else None),
+        "ray_overhead_steady": (
+            a["steady_frames_per_s"] / b["steady_frames_per_s"] - 1.0
+            if a["steady_frames_per_s"] and b["steady_frames_per_s"]
+            else None
+        ),
     }
     print(json.dumps(report, indent=2))
 

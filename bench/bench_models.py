@@ -142,8 +142,14 @@ def bench_trained(path: str, repeats: int, device: torch.device) -> dict[str, An
         out = head_out()  # warm-up
         dets, detect_ms, _ = _timed(lambda: model.detect(out), repeats)
         _, _, total_ms = _timed(lambda: model.detect(head_out()), repeats)
-    return {"checkpoint": path, "model": config.name, "points": int(cloud.shape[0]),
-            "total_ms": total_ms, "detect_ms": detect_ms, "detections": len(dets[0].boxes)}
+    return {
+        "checkpoint": path,
+        "model": config.name,
+        "points": int(cloud.shape[0]),
+        "total_ms": total_ms,
+        "detect_ms": detect_ms,
+        "detections": len(dets[0].boxes),
+    }
 
 
 def bench_one(
@@ -158,11 +164,15 @@ def bench_one(
     grid, config = FEATURE_PRESETS[preset]
     head = head or HeadConfig()
     torch.manual_seed(0)
-    detector = CooperativeDetector(
-        DetectorConfig(
-            f"{preset}_{encoder}", grid, config.with_encoder(encoder), head, fusion="attention"
+    detector = (
+        CooperativeDetector(
+            DetectorConfig(
+                f"{preset}_{encoder}", grid, config.with_encoder(encoder), head, fusion="attention"
+            )
         )
-    ).to(device).eval()
+        .to(device)
+        .eval()
+    )
     net = detector.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
@@ -186,10 +196,20 @@ def bench_one(
         _, _, row["total_median_ms"] = _timed(detect_one, repeats)
         sample = cooperative_sample(net.encoder.voxel_grid)
         for fuse_at in FUSE_POINTS:
-            coop = CooperativeDetector(
-                DetectorConfig(f"{preset}_{encoder}", grid, config.with_encoder(encoder), head,
-                               fusion="attention", fuse_at=fuse_at)
-            ).to(device).eval()
+            coop = (
+                CooperativeDetector(
+                    DetectorConfig(
+                        f"{preset}_{encoder}",
+                        grid,
+                        config.with_encoder(encoder),
+                        head,
+                        fusion="attention",
+                        fuse_at=fuse_at,
+                    )
+                )
+                .to(device)
+                .eval()
+            )
             coop([sample])  # warm-up
             _, row[f"coop4_{fuse_at}_forward_ms"], _ = _timed(
                 lambda model=coop: model([sample]), repeats
@@ -207,10 +227,20 @@ def bench_one(
         encode_stage = row["voxelize_ms"] + row["encoder_ms"]
         row["refine_k2_over_encode_stage"] = row["refine_k2_ms"] / encode_stage
         for name, refine in (("agf", None), ("agf_pkd", RefinerConfig())):
-            agf = CooperativeDetector(
-                DetectorConfig(f"{preset}_{encoder}_{name}", grid, config.with_encoder(encoder),
-                               fusion="agf", fuse_at="encoder", refiner=refine)
-            ).to(device).eval()
+            agf = (
+                CooperativeDetector(
+                    DetectorConfig(
+                        f"{preset}_{encoder}_{name}",
+                        grid,
+                        config.with_encoder(encoder),
+                        fusion="agf",
+                        fuse_at="encoder",
+                        refiner=refine,
+                    )
+                )
+                .to(device)
+                .eval()
+            )
             predict(agf, [sample], score_threshold=0.0)  # warm-up
             _, row[f"coop4_{name}_predict_ms"], _ = _timed(
                 lambda model=agf: predict(model, [sample], score_threshold=0.0), repeats
@@ -223,11 +253,16 @@ def bench_one(
     row["bev_out"] = list(out.shape[1:])
     row["params"] = sum(p.numel() for p in detector.parameters())
     if message_range is not None:
-        row.update(_bench_window(grid, config.with_encoder(encoder), head, message_range,
-                                 sample, repeats, device))
+        row.update(
+            _bench_window(
+                grid, config.with_encoder(encoder), head, message_range, sample, repeats, device
+            )
+        )
         row["window_total_ms"] = row["total_ms"] + (
-            row["window_voxelize_ms"] + row["window_encoder_ms"]
-            - row["voxelize_ms"] - row["encoder_ms"]
+            row["window_voxelize_ms"]
+            + row["window_encoder_ms"]
+            - row["voxelize_ms"]
+            - row["encoder_ms"]
         )
     if train:
         net.train()
@@ -254,10 +289,21 @@ def _bench_window(
     device: torch.device,
 ) -> dict[str, Any]:
     """The encode stage on the sender's window and the 4-agent predict fused at the encoder."""
-    coop = CooperativeDetector(
-        DetectorConfig("window", grid, features, head, fusion="attention", fuse_at="encoder",
-                       message_range=message_range)
-    ).to(device).eval()
+    coop = (
+        CooperativeDetector(
+            DetectorConfig(
+                "window",
+                grid,
+                features,
+                head,
+                fusion="attention",
+                fuse_at="encoder",
+                message_range=message_range,
+            )
+        )
+        .to(device)
+        .eval()
+    )
     net = coop.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"message_range": list(message_range)}
@@ -279,21 +325,30 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also time a forward+backward step")
     parser.add_argument("--presets", nargs="+", default=sorted(FEATURE_PRESETS))
     parser.add_argument("--encoders", nargs="+", default=["pointpillars", "sparse_voxel"])
-    parser.add_argument("--head", default=None,
-                        help="detector preset whose head (and message_range) to use")
+    parser.add_argument(
+        "--head", default=None, help="detector preset whose head (and message_range) to use"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (voxelize: CPU)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="also time this trained model's detect path ('trained')")
+    parser.add_argument(
+        "--checkpoint", default=None, help="also time this trained model's detect path ('trained')"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     chosen = None if args.head is None else load_detector_config(args.head)
     head = None if chosen is None else chosen.head
     rows = [
-        bench_one(p, e, args.repeats, args.train, head,
-                  chosen.message_range
-                  if chosen is not None and chosen.grid == FEATURE_PRESETS[p][0] else None,
-                  device)
+        bench_one(
+            p,
+            e,
+            args.repeats,
+            args.train,
+            head,
+            chosen.message_range
+            if chosen is not None and chosen.grid == FEATURE_PRESETS[p][0]
+            else None,
+            device,
+        )
         for p in args.presets
         for e in args.encoders
     ]
@@ -306,8 +361,11 @@ def main() -> None:
                 "torch": torch.__version__,
                 "machine": platform.processor() or platform.machine(),
                 "per_agent_frame": rows,
-                **({"trained": bench_trained(args.checkpoint, args.repeats, device)}
-                   if args.checkpoint else {}),
+                **(
+                    {"trained": bench_trained(args.checkpoint, args.repeats, device)}
+                    if args.checkpoint
+                    else {}
+                ),
             },
             indent=2,
         )

@@ -44,9 +44,9 @@ def main() -> None:
     src = SyntheticSource.from_scenario(
         args.scenario, num_cavs=args.cavs, num_frames=args.frames + args.warmup
     )
-    stages: dict[str, list[float]] = {k: [] for k in
-                                      ("total", "traffic_step", "mesh_build", "ray_setup",
-                                       "ray_cast", "hit_count")}
+    stages: dict[str, list[float]] = {
+        k: [] for k in ("total", "traffic_step", "mesh_build", "ray_setup", "ray_cast", "hit_count")
+    }
     points: list[int] = []
     for index in range(args.frames + args.warmup):
         start = time.perf_counter()
@@ -55,9 +55,14 @@ def main() -> None:
         if index < args.warmup:
             continue
         t = src.lidar.timings
-        for key, value in (("total", total), ("traffic_step", src.last_traffic_seconds),
-                           ("mesh_build", t.mesh_build), ("ray_setup", t.ray_setup),
-                           ("ray_cast", t.ray_cast), ("hit_count", t.hit_count)):
+        for key, value in (
+            ("total", total),
+            ("traffic_step", src.last_traffic_seconds),
+            ("mesh_build", t.mesh_build),
+            ("ray_setup", t.ray_setup),
+            ("ray_cast", t.ray_cast),
+            ("hit_count", t.hit_count),
+        ):
             stages[key].append(value)
         points += [len(obs.points) for obs in frame.agents.values()]
     report = {
@@ -68,8 +73,11 @@ def main() -> None:
         "rays_per_agent": src.lidar.rays_per_sweep,
         "one_core": {"pinned_affinity": pinned, "threads_env": os.environ["OMP_NUM_THREADS"]},
         **{key: _stats(values) for key, values in stages.items()},
-        "points_per_agent": {"median": int(np.median(points)), "min": int(np.min(points)),
-                             "max": int(np.max(points))},
+        "points_per_agent": {
+            "median": int(np.median(points)),
+            "min": int(np.min(points)),
+            "max": int(np.max(points)),
+        },
     }
     print(json.dumps(report, indent=2))
 

@@ -42,15 +42,25 @@ from models.device import resolve_device
 ALLREDUCE_REPEATS = 20
 
 
-def bench_config(model: str, data: Path, out: Path, steps: int, batch: int,
-                 threads: int) -> TrainConfig:
+def bench_config(
+    model: str, data: Path, out: Path, steps: int, batch: int, threads: int
+) -> TrainConfig:
     """Two short epochs of ``steps`` steps at per-worker batch ``batch``, no validation."""
-    return TrainConfig.from_dict({
-        "model": model, "data": {"train": str(data), "egos": "all"},
-        "optimizer": {"name": "adamw", "lr": 0.001}, "schedule": {"name": "onecycle"},
-        "epochs": 2, "steps_per_epoch": steps, "batch_size": batch, "seed": 0,
-        "threads": threads, "out": str(out),
-    }, "bench_train")
+    return TrainConfig.from_dict(
+        {
+            "model": model,
+            "data": {"train": str(data), "egos": "all"},
+            "optimizer": {"name": "adamw", "lr": 0.001},
+            "schedule": {"name": "onecycle"},
+            "epochs": 2,
+            "steps_per_epoch": steps,
+            "batch_size": batch,
+            "seed": 0,
+            "threads": threads,
+            "out": str(out),
+        },
+        "bench_train",
+    )
 
 
 def second_epoch_rate(run: Path) -> float:
@@ -91,7 +101,8 @@ def allreduce_ms(workers: int, numel: int, device: str, storage: Path) -> float:
     storage.mkdir(parents=True, exist_ok=True)
     out = storage / "allreduce_ms.json"
     trainer = TorchTrainer(
-        _time_allreduce, train_loop_config={"numel": numel, "device": device, "out": str(out)},
+        _time_allreduce,
+        train_loop_config={"numel": numel, "device": device, "out": str(out)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
         run_config=RunConfig(name="allreduce", storage_path=str(storage)),
@@ -127,13 +138,25 @@ def main() -> None:
         try:
             for w in counts:
                 threads[str(w)] = max(1, cores // w)
-                config = bench_config(args.model, data, scratch / f"run{w}",
-                                      args.steps, args.batch_size // w, threads[str(w)])
+                config = bench_config(
+                    args.model,
+                    data,
+                    scratch / f"run{w}",
+                    args.steps,
+                    args.batch_size // w,
+                    threads[str(w)],
+                )
                 if w == 1:
                     train(config, device=device, console=quiet)
                 else:
-                    train_distributed(config, w, device=device, storage=scratch / "ray_store",
-                                      max_failures=0, console=quiet)
+                    train_distributed(
+                        config,
+                        w,
+                        device=device,
+                        storage=scratch / "ray_store",
+                        max_failures=0,
+                        console=quiet,
+                    )
                 rates[str(w)] = second_epoch_rate(scratch / f"run{w}")
             model = CooperativeDetector(load_detector_config(args.model))
             numel = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -142,15 +165,26 @@ def main() -> None:
             ray.shutdown()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    print(json.dumps({
-        "machine": platform.machine(), "cores": cores, "device": device,
-        "torch": torch.__version__, "model": args.model, "global_batch": args.batch_size,
-        "steps_timed": args.steps, "threads_per_worker": threads,
-        "samples_per_s": {w: round(r, 3) for w, r in rates.items()},
-        "speedup": {w: round(r / rates[str(counts[0])], 3) for w, r in rates.items()},
-        "allreduce_workers": max(counts), "gradient_mb": round(numel * 4 / 2**20, 2),
-        "allreduce_ms": round(reduce_ms, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "cores": cores,
+                "device": device,
+                "torch": torch.__version__,
+                "model": args.model,
+                "global_batch": args.batch_size,
+                "steps_timed": args.steps,
+                "threads_per_worker": threads,
+                "samples_per_s": {w: round(r, 3) for w, r in rates.items()},
+                "speedup": {w: round(r / rates[str(counts[0])], 3) for w, r in rates.items()},
+                "allreduce_workers": max(counts),
+                "gradient_mb": round(numel * 4 / 2**20, 2),
+                "allreduce_ms": round(reduce_ms, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,26 +39,30 @@ from channel.links import LinkModel
 from channel.medium import XY, Medium, MediumConfig, Transmission
 from channel.pose_error import PoseNoise
 
-TX_SCHEMA = pa.schema([
-    pa.field("tx", pa.int64(), nullable=False),
-    pa.field("sender", pa.int64(), nullable=False),
-    pa.field("t_send", pa.float64(), nullable=False),
-    pa.field("wire_bytes", pa.int64(), nullable=False),
-    pa.field("raw_bytes", pa.int64(), nullable=False),
-    pa.field("frames", pa.int64(), nullable=False),
-    pa.field("backoff_slots", pa.int64(), nullable=False),
-    pa.field("t_start", pa.float64()),  # null: never went on the air
-    pa.field("t_end", pa.float64()),
-    pa.field("air_s", pa.float64(), nullable=False),
-    pa.field("listeners", pa.int64(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),  # sent | replaced | queued_at_end
-])
-BUSY_SCHEMA = pa.schema([
-    pa.field("t", pa.float64(), nullable=False),  # start of the tick window
-    pa.field("vehicle", pa.int64(), nullable=False),
-    pa.field("busy_ratio", pa.float64(), nullable=False),
-    pa.field("heard", pa.int64(), nullable=False),  # transmissions on the air in the window
-])
+TX_SCHEMA = pa.schema(
+    [
+        pa.field("tx", pa.int64(), nullable=False),
+        pa.field("sender", pa.int64(), nullable=False),
+        pa.field("t_send", pa.float64(), nullable=False),
+        pa.field("wire_bytes", pa.int64(), nullable=False),
+        pa.field("raw_bytes", pa.int64(), nullable=False),
+        pa.field("frames", pa.int64(), nullable=False),
+        pa.field("backoff_slots", pa.int64(), nullable=False),
+        pa.field("t_start", pa.float64()),  # null: never went on the air
+        pa.field("t_end", pa.float64()),
+        pa.field("air_s", pa.float64(), nullable=False),
+        pa.field("listeners", pa.int64(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),  # sent | replaced | queued_at_end
+    ]
+)
+BUSY_SCHEMA = pa.schema(
+    [
+        pa.field("t", pa.float64(), nullable=False),  # start of the tick window
+        pa.field("vehicle", pa.int64(), nullable=False),
+        pa.field("busy_ratio", pa.float64(), nullable=False),
+        pa.field("heard", pa.int64(), nullable=False),  # transmissions on the air in the window
+    ]
+)
 
 
 @dataclass
@@ -76,8 +80,13 @@ class BroadcastChannel(ReceptionLog[int]):
     """Broadcasts in simulated time over one shared medium (see the module docstring); each
     reception waits in its receiver's inbox with its transmission's seq."""
 
-    def __init__(self, link: LinkModel | None = None, medium: MediumConfig | None = None,
-                 max_age_s: float | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        link: LinkModel | None = None,
+        medium: MediumConfig | None = None,
+        max_age_s: float | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__(max_age_s)
         self.link = link or LinkModel()
         self.medium = Medium(medium, self.link.config.bandwidth_mbps, seed)
@@ -98,8 +107,14 @@ class BroadcastChannel(ReceptionLog[int]):
             self._ticks.append((float(t), snapshot))
 
     def broadcast(
-        self, message: bytes | int, sender: int, t_send: float, listeners: Iterable[int],
-        *, pose_noise: PoseNoise | None = None, raw_bytes: int | None = None,
+        self,
+        message: bytes | int,
+        sender: int,
+        t_send: float,
+        listeners: Iterable[int],
+        *,
+        pose_noise: PoseNoise | None = None,
+        raw_bytes: int | None = None,
     ) -> tuple[Transmission, Transmission | None]:
         """Queue ``message`` (bytes, or just its size) for every vehicle in ``listeners``;
         returns the transmission and the unsent one it replaced (None if none)."""
@@ -142,16 +157,29 @@ class BroadcastChannel(ReceptionLog[int]):
             distance = math.dist(tx.sender_xy, rx)
             dropped, latency = self.link.receive(tx.sender, receiver, distance)
             if dropped != "out_of_range" and any(
-                    o.sender == receiver or max_m is None or math.dist(o.sender_xy, rx) <= max_m
-                    for o in overlaps if o.sender != tx.sender):
+                o.sender == receiver or max_m is None or math.dist(o.sender_xy, rx) <= max_m
+                for o in overlaps
+                if o.sender != tx.sender
+            ):
                 dropped = "collision"
             assert tx.end is not None and tx.start is not None
             record = LogRecord(
-                seq=len(self._records), sender=tx.sender, receiver=receiver, t_send=tx.t_send,
-                t_arrival=None if dropped else tx.end + latency, t_delivered=None,
-                raw_bytes=meta.raw_bytes, wire_bytes=tx.wire_bytes, distance_m=distance,
-                pose_dx=meta.noise.dx, pose_dy=meta.noise.dy, pose_dyaw=meta.noise.dyaw,
-                dropped=dropped, tx=tx.seq, t_tx_start=tx.start, t_tx_end=tx.end,
+                seq=len(self._records),
+                sender=tx.sender,
+                receiver=receiver,
+                t_send=tx.t_send,
+                t_arrival=None if dropped else tx.end + latency,
+                t_delivered=None,
+                raw_bytes=meta.raw_bytes,
+                wire_bytes=tx.wire_bytes,
+                distance_m=distance,
+                pose_dx=meta.noise.dx,
+                pose_dy=meta.noise.dy,
+                pose_dyaw=meta.noise.dyaw,
+                dropped=dropped,
+                tx=tx.seq,
+                t_tx_start=tx.start,
+                t_tx_end=tx.end,
             )
             self._records.append(record)
             if record.t_arrival is not None:
@@ -188,13 +216,23 @@ class BroadcastChannel(ReceptionLog[int]):
     def transmission_table(self) -> pa.Table:
         """One row per message queued, :data:`TX_SCHEMA`; ``queued_at_end`` if it is still
         waiting for the medium."""
-        rows = [{
-            "tx": tx.seq, "sender": tx.sender, "t_send": tx.t_send, "wire_bytes": tx.wire_bytes,
-            "raw_bytes": tx.meta.raw_bytes, "frames": tx.frames,
-            "backoff_slots": tx.backoff_slots, "t_start": tx.start, "t_end": tx.end,
-            "air_s": tx.air_s, "listeners": len(tx.meta.listeners),
-            "status": "queued_at_end" if tx.status == "queued" else tx.status,
-        } for tx in self.medium.transmissions]
+        rows = [
+            {
+                "tx": tx.seq,
+                "sender": tx.sender,
+                "t_send": tx.t_send,
+                "wire_bytes": tx.wire_bytes,
+                "raw_bytes": tx.meta.raw_bytes,
+                "frames": tx.frames,
+                "backoff_slots": tx.backoff_slots,
+                "t_start": tx.start,
+                "t_end": tx.end,
+                "air_s": tx.air_s,
+                "listeners": len(tx.meta.listeners),
+                "status": "queued_at_end" if tx.status == "queued" else tx.status,
+            }
+            for tx in self.medium.transmissions
+        ]
         return pa.Table.from_pylist(rows, schema=TX_SCHEMA)
 
     def busy_table(self, tick_s: float) -> pa.Table:
@@ -213,11 +251,19 @@ class BroadcastChannel(ReceptionLog[int]):
             window = [tx for tx in on_air[lo:hi] if tx.end > t0 and tx.end > tx.start]
             for vehicle in sorted(positions):
                 me = positions[vehicle]
-                spans = sorted((max(tx.start, t0), min(tx.end, t1)) for tx in window
-                               if tx.sender == vehicle or cfg.hears(me, tx.sender_xy))
-                rows.append({"t": t0, "vehicle": vehicle,
-                             "busy_ratio": _union(spans) / tick_s if tick_s > 0 else 0.0,
-                             "heard": len(spans)})
+                spans = sorted(
+                    (max(tx.start, t0), min(tx.end, t1))
+                    for tx in window
+                    if tx.sender == vehicle or cfg.hears(me, tx.sender_xy)
+                )
+                rows.append(
+                    {
+                        "t": t0,
+                        "vehicle": vehicle,
+                        "busy_ratio": _union(spans) / tick_s if tick_s > 0 else 0.0,
+                        "heard": len(spans),
+                    }
+                )
         return pa.Table.from_pylist(rows, schema=BUSY_SCHEMA)
 
 

@@ -73,8 +73,10 @@ class GridHeader:
             raise ValueError(f"grid: all five numbers must be finite, got {values}")
         if self.cell_size <= 0 or self.x_max <= self.x_min or self.y_max <= self.y_min:
             raise ValueError(f"grid: need x_min < x_max, y_min < y_max, cell_size > 0: {values}")
-        cells = ((self.x_max - self.x_min) / self.cell_size,
-                 (self.y_max - self.y_min) / self.cell_size)
+        cells = (
+            (self.x_max - self.x_min) / self.cell_size,
+            (self.y_max - self.y_min) / self.cell_size,
+        )
         if not all(math.isfinite(c) and c < 2**31 for c in cells):
             raise ValueError(f"grid: {cells} cells is not a usable size")
 
@@ -87,8 +89,13 @@ class GridHeader:
         )
 
     def as_list(self) -> list[float]:
-        return [float(self.x_min), float(self.y_min), float(self.x_max), float(self.y_max),
-                float(self.cell_size)]
+        return [
+            float(self.x_min),
+            float(self.y_min),
+            float(self.x_max),
+            float(self.y_max),
+            float(self.cell_size),
+        ]
 
 
 DType = Literal[DTYPES]  # type: ignore[valid-type]
@@ -177,8 +184,9 @@ def encode_feature(
     config = config or CodecConfig()
     feature = np.asarray(feature)
     if feature.dtype != np.float32 or feature.ndim != 3 or 0 in feature.shape:
-        raise CodecError(f"feature must be non-empty float32 (C, H, W), got "
-                         f"{feature.dtype} {feature.shape}")
+        raise CodecError(
+            f"feature must be non-empty float32 (C, H, W), got {feature.dtype} {feature.shape}"
+        )
     if not np.isfinite(feature).all():
         bad = int(np.size(feature) - np.count_nonzero(np.isfinite(feature)))
         raise CodecError(f"feature contains {bad} NaN/inf value(s); refusing to encode")
@@ -202,14 +210,16 @@ def encode_feature(
             parts = [pack_mask(mask), encode_values(values, config.dtype)]
     except ValueError as err:
         raise CodecError(str(err)) from err
-    header = msgpack.packb({
-        **origin,
-        "grid": grid.as_list(),
-        "shape": [channels, height, width],
-        "dtype": config.dtype,
-        "sparse": mask is not None,
-        "n": int(values.shape[1]),
-    })
+    header = msgpack.packb(
+        {
+            **origin,
+            "grid": grid.as_list(),
+            "shape": [channels, height, width],
+            "dtype": config.dtype,
+            "sparse": mask is not None,
+            "n": int(values.shape[1]),
+        }
+    )
     raw_payload = parts[0] if len(parts) == 1 else b"".join(parts)
     return frame_message(MAGIC, header, raw_payload, config.zstd_level)
 
@@ -221,8 +231,11 @@ def _parse_header(header_bytes: bytes) -> Header:
     h = header_map(header_bytes, _HEADER_KEYS)
     sender, t_send, pose_m = parse_origin(h)
     grid, shape = h["grid"], h["shape"]
-    if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+    ):
         raise CodecError(f"header: shape must be three positive ints, got {describe(shape)}")
     if not isinstance(grid, list) or len(grid) != 5 or not all(isinstance(v, float) for v in grid):
         raise CodecError(f"header: grid must be five floats, got {describe(grid)}")
@@ -234,16 +247,30 @@ def _parse_header(header_bytes: bytes) -> Header:
     if grid_h.shape != (height, width):
         raise CodecError(f"header: grid is {grid_h.shape} cells but shape says {(height, width)}")
     if h["dtype"] not in DTYPES or not isinstance(h["sparse"], bool):
-        raise CodecError(f"header: bad dtype {describe(h['dtype'])} "
-                         f"or sparse flag {describe(h['sparse'])}")
-    n_cells = h["n"]
-    if (not isinstance(n_cells, int) or isinstance(n_cells, bool)
-            or not 0 <= n_cells <= height * width
-            or (not h["sparse"] and n_cells != height * width)):
         raise CodecError(
-            f"header: {describe(n_cells)} sent cells is impossible for {height}x{width}")
-    return Header(FORMAT_VERSION, sender, t_send, pose_m, grid_h, (channels, height, width),
-                  h["dtype"], h["sparse"], n_cells)
+            f"header: bad dtype {describe(h['dtype'])} or sparse flag {describe(h['sparse'])}"
+        )
+    n_cells = h["n"]
+    if (
+        not isinstance(n_cells, int)
+        or isinstance(n_cells, bool)
+        or not 0 <= n_cells <= height * width
+        or (not h["sparse"] and n_cells != height * width)
+    ):
+        raise CodecError(
+            f"header: {describe(n_cells)} sent cells is impossible for {height}x{width}"
+        )
+    return Header(
+        FORMAT_VERSION,
+        sender,
+        t_send,
+        pose_m,
+        grid_h,
+        (channels, height, width),
+        h["dtype"],
+        h["sparse"],
+        n_cells,
+    )
 
 
 def peek_header(data: bytes, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Header:
@@ -275,8 +302,9 @@ def decode_feature(
     reported as a :class:`CodecError` too, so a receiver catching it is never taken down.
     """
     try:
-        return _decode(data, max_decompressed_bytes, max_message_bytes, expected_shape,
-                       expected_grid)
+        return _decode(
+            data, max_decompressed_bytes, max_message_bytes, expected_shape, expected_grid
+        )
     except CodecError:
         raise
     except Exception as err:  # a decoder bug must not become a crash of the receiver
@@ -296,14 +324,17 @@ def _decode(
     if expected_shape is not None and header.shape != tuple(expected_shape):
         raise GridMismatchError(f"message map is {header.shape}, expected {tuple(expected_shape)}")
     if expected_grid is not None and header.grid != expected_grid:
-        raise GridMismatchError(f"message grid is {header.grid.as_list()}, "
-                                f"expected {expected_grid.as_list()}")
+        raise GridMismatchError(
+            f"message grid is {header.grid.as_list()}, expected {expected_grid.as_list()}"
+        )
     if expected_shape is not None:
         c, h, w = expected_shape
         max_decompressed_bytes = min(max_decompressed_bytes, 4 * c * h * w)
     if header.raw_nbytes > max_decompressed_bytes:
-        raise CodecError(f"oversized: a {header.shape} float32 map is {header.raw_nbytes} bytes, "
-                         f"above the cap of {max_decompressed_bytes}")
+        raise CodecError(
+            f"oversized: a {header.shape} float32 map is {header.raw_nbytes} bytes, "
+            f"above the cap of {max_decompressed_bytes}"
+        )
     mask_bytes = packed_mask_nbytes((height, width)) if header.sparse else 0
     params = param_nbytes(header.dtype, channels)
     value_bytes = channels * header.n_cells * value_itemsize(header.dtype)
@@ -313,7 +344,8 @@ def _decode(
         mask = unpack_mask(raw[:mask_bytes], (height, width))
         if int(np.count_nonzero(mask)) != header.n_cells:
             raise CodecError(
-                f"mask has {np.count_nonzero(mask)} cells, header says {header.n_cells}")
+                f"mask has {np.count_nonzero(mask)} cells, header says {header.n_cells}"
+            )
     else:
         mask = np.ones((height, width), dtype=bool)
     try:

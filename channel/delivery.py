@@ -50,24 +50,26 @@ DROP_REASONS = ("out_of_range", "lost", "collision", "too_old")
 # Age comparisons allow for float error in sums of tick times (0.1 + 0.2 != 0.3).
 AGE_EPS_S = 1e-9
 
-LOG_SCHEMA = pa.schema([
-    pa.field("seq", pa.int64(), nullable=False),
-    pa.field("sender", pa.int64(), nullable=False),
-    pa.field("receiver", pa.int64(), nullable=False),
-    pa.field("t_send", pa.float64(), nullable=False),
-    pa.field("t_arrival", pa.float64()),
-    pa.field("t_delivered", pa.float64()),
-    pa.field("raw_bytes", pa.int64(), nullable=False),
-    pa.field("wire_bytes", pa.int64(), nullable=False),
-    pa.field("distance_m", pa.float64(), nullable=False),
-    pa.field("pose_dx", pa.float64(), nullable=False),
-    pa.field("pose_dy", pa.float64(), nullable=False),
-    pa.field("pose_dyaw", pa.float64(), nullable=False),
-    pa.field("dropped", pa.string()),
-    pa.field("tx", pa.int64(), nullable=False),
-    pa.field("t_tx_start", pa.float64()),
-    pa.field("t_tx_end", pa.float64()),
-])
+LOG_SCHEMA = pa.schema(
+    [
+        pa.field("seq", pa.int64(), nullable=False),
+        pa.field("sender", pa.int64(), nullable=False),
+        pa.field("receiver", pa.int64(), nullable=False),
+        pa.field("t_send", pa.float64(), nullable=False),
+        pa.field("t_arrival", pa.float64()),
+        pa.field("t_delivered", pa.float64()),
+        pa.field("raw_bytes", pa.int64(), nullable=False),
+        pa.field("wire_bytes", pa.int64(), nullable=False),
+        pa.field("distance_m", pa.float64(), nullable=False),
+        pa.field("pose_dx", pa.float64(), nullable=False),
+        pa.field("pose_dy", pa.float64(), nullable=False),
+        pa.field("pose_dyaw", pa.float64(), nullable=False),
+        pa.field("dropped", pa.string()),
+        pa.field("tx", pa.int64(), nullable=False),
+        pa.field("t_tx_start", pa.float64()),
+        pa.field("t_tx_end", pa.float64()),
+    ]
+)
 
 
 @dataclass
@@ -202,11 +204,22 @@ class DeliveryQueue(ReceptionLog[bytes | None]):
         outcome = self.link.transmit(sender, receiver, t_send, wire, sender_xy, receiver_xy)
         noise = pose_noise or PoseNoise()
         record = LogRecord(
-            seq=len(self._records), sender=int(sender), receiver=int(receiver),
-            t_send=float(t_send), t_arrival=outcome.arrival, t_delivered=None,
-            raw_bytes=int(raw_bytes or 0), wire_bytes=wire, distance_m=outcome.distance_m,
-            pose_dx=noise.dx, pose_dy=noise.dy, pose_dyaw=noise.dyaw, dropped=outcome.dropped,
-            tx=len(self._records), t_tx_start=outcome.tx_start, t_tx_end=outcome.tx_end,
+            seq=len(self._records),
+            sender=int(sender),
+            receiver=int(receiver),
+            t_send=float(t_send),
+            t_arrival=outcome.arrival,
+            t_delivered=None,
+            raw_bytes=int(raw_bytes or 0),
+            wire_bytes=wire,
+            distance_m=outcome.distance_m,
+            pose_dx=noise.dx,
+            pose_dy=noise.dy,
+            pose_dyaw=noise.dyaw,
+            dropped=outcome.dropped,
+            tx=len(self._records),
+            t_tx_start=outcome.tx_start,
+            t_tx_end=outcome.tx_end,
         )
         self._records.append(record)
         if outcome.arrival is not None:
@@ -215,8 +228,11 @@ class DeliveryQueue(ReceptionLog[bytes | None]):
 
     def arrived(self, receiver: int, t_now: float) -> list[Delivery]:
         """Messages for ``receiver`` that arrived by ``t_now`` and are not too old, in order."""
-        return [Delivery(payload, record) for record, payload in self._due(receiver, t_now)
-                if not self._too_old(record, t_now)]
+        return [
+            Delivery(payload, record)
+            for record, payload in self._due(receiver, t_now)
+            if not self._too_old(record, t_now)
+        ]
 
     def write_log(self, path: str | Path) -> Path:
         """Write the log table to Parquet at ``path``; returns the path."""
@@ -230,5 +246,13 @@ def empty_log() -> pa.Table:
     return LOG_SCHEMA.empty_table()
 
 
-__all__ = ["DROP_REASONS", "LOG_SCHEMA", "Delivery", "DeliveryQueue", "LogRecord", "ReceptionLog",
-           "empty_log", "message_size"]
+__all__ = [
+    "DROP_REASONS",
+    "LOG_SCHEMA",
+    "Delivery",
+    "DeliveryQueue",
+    "LogRecord",
+    "ReceptionLog",
+    "empty_log",
+    "message_size",
+]

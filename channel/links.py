@@ -105,8 +105,11 @@ class LatencyConfig:
 
     def sample_jitter(self, rng: np.random.Generator) -> float:
         """One jitter draw (seconds); draws exactly one variate whatever the kind."""
-        z = float(rng.standard_normal()) if self.jitter in ("normal-truncated", "lognormal") \
+        z = (
+            float(rng.standard_normal())
+            if self.jitter in ("normal-truncated", "lognormal")
             else float(rng.random())
+        )
         if self.jitter == "none":
             return 0.0
         if self.jitter == "uniform":
@@ -175,8 +178,7 @@ class LinkModel:
         key = (int(sender), int(receiver))
         state = self._links.get(key)
         if state is None:
-            seq = np.random.SeedSequence(
-                self.seed, spawn_key=(0, id_key(key[0]), id_key(key[1])))
+            seq = np.random.SeedSequence(self.seed, spawn_key=(0, id_key(key[0]), id_key(key[1])))
             state = _LinkState(np.random.default_rng(seq))
             self._links[key] = state
         return state
@@ -196,16 +198,27 @@ class LinkModel:
             raise ValueError(f"bad message: t_send={t_send}, wire_bytes={wire_bytes}")
         state = self._state(sender, receiver)
         tx_start = max(float(t_send), state.busy_until)
-        tx_time = 0.0 if cfg.bandwidth_mbps is None else 8.0 * wire_bytes / (
-            cfg.bandwidth_mbps * 1e6)
+        tx_time = (
+            0.0 if cfg.bandwidth_mbps is None else 8.0 * wire_bytes / (cfg.bandwidth_mbps * 1e6)
+        )
         tx_end = tx_start + tx_time
         state.busy_until = tx_end
         distance = math.hypot(receiver_xy[0] - sender_xy[0], receiver_xy[1] - sender_xy[1])
         ge_bad = state.ge_bad
         dropped, latency = self._draw(state, distance)
         arrival = None if dropped else tx_end + latency
-        return LinkOutcome(int(sender), int(receiver), float(t_send), int(wire_bytes), distance,
-                           tx_start, tx_end, arrival, dropped, ge_bad)
+        return LinkOutcome(
+            int(sender),
+            int(receiver),
+            float(t_send),
+            int(wire_bytes),
+            distance,
+            tx_start,
+            tx_end,
+            arrival,
+            dropped,
+            ge_bad,
+        )
 
     def receive(self, sender: int, receiver: int, distance_m: float) -> tuple[str | None, float]:
         """One reception on link ``sender -> receiver`` of a message whose timing is decided

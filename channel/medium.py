@@ -76,8 +76,11 @@ class MediumConfig:
             return 0.0
         n = self.frames(wire_bytes)
         bps = float(rate_mbps) * 1e6
-        return (n * (self.phy_overhead_s + 8.0 * self.frame_header_bytes / bps)
-                + 8.0 * int(wire_bytes) / bps + (n - 1) * self.sifs_s)
+        return (
+            n * (self.phy_overhead_s + 8.0 * self.frame_header_bytes / bps)
+            + 8.0 * int(wire_bytes) / bps
+            + (n - 1) * self.sifs_s
+        )
 
     def hears(self, a: XY, b: XY) -> bool:
         """Whether a transmitter at ``a`` senses one at ``b`` busy."""
@@ -110,8 +113,9 @@ class Transmission:
 class Medium:
     """The CSMA scheduler: submit messages, advance simulated time, read the air."""
 
-    def __init__(self, config: MediumConfig | None = None, rate_mbps: float | None = None,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, config: MediumConfig | None = None, rate_mbps: float | None = None, seed: int = 0
+    ) -> None:
         self.config = config or MediumConfig()
         self.rate_mbps = rate_mbps
         self.seed = int(seed)
@@ -136,8 +140,9 @@ class Medium:
         """Current world x, y of every node (carrier sense uses them from now on)."""
         self.positions.update({int(k): (float(v[0]), float(v[1])) for k, v in positions.items()})
 
-    def submit(self, sender: int, t_send: float, wire_bytes: int,
-               meta: Any = None) -> tuple[Transmission, Transmission | None]:
+    def submit(
+        self, sender: int, t_send: float, wire_bytes: int, meta: Any = None
+    ) -> tuple[Transmission, Transmission | None]:
         """Queue a message; returns it and the unsent message it replaced (or None).
 
         Runs the medium up to ``t_send`` first, so a message that started before is not
@@ -149,9 +154,16 @@ class Medium:
         if old is not None:
             old.status = "replaced"  # the back-off counter is the station's: it carries on
         xy = self.positions.get(sender, (0.0, 0.0))
-        tx = Transmission(len(self.transmissions), sender, float(t_send), int(wire_bytes),
-                          self.config.frames(wire_bytes),
-                          self.config.air_time(wire_bytes, self.rate_mbps), xy, meta=meta)
+        tx = Transmission(
+            len(self.transmissions),
+            sender,
+            float(t_send),
+            int(wire_bytes),
+            self.config.frames(wire_bytes),
+            self.config.air_time(wire_bytes, self.rate_mbps),
+            xy,
+            meta=meta,
+        )
         if sender not in self._backoff:
             self._backoff[sender] = int(self._rng(sender).integers(0, self.config.cw + 1))
         tx.backoff_slots = self._backoff[sender]
@@ -163,8 +175,11 @@ class Medium:
         busy = self._last_end.get(tx.sender, -math.inf)
         me = self.positions.get(tx.sender, tx.sender_xy)
         for other, end in self._last_end.items():
-            if end > busy and other != tx.sender and self.config.hears(
-                    me, self.positions.get(other, (0.0, 0.0))):
+            if (
+                end > busy
+                and other != tx.sender
+                and self.config.hears(me, self.positions.get(other, (0.0, 0.0)))
+            ):
                 busy = end
         return max(tx.t_send, busy)
 
@@ -188,8 +203,7 @@ class Medium:
                     continue
                 me = self.positions.get(s, self._queue[s].sender_xy)
                 if any(cfg.hears(me, self._queue[w].sender_xy) for w in winners):
-                    counted = math.floor((first - idle[s] - cfg.aifs_s) / cfg.slot_s
-                                         + TIME_EPS_S)
+                    counted = math.floor((first - idle[s] - cfg.aifs_s) / cfg.slot_s + TIME_EPS_S)
                     self._backoff[s] -= min(max(counted, 0), self._backoff[s])
             for s in winners:
                 tx = self._queue.pop(s)

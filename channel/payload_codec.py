@@ -115,7 +115,10 @@ def quantize_points(
 
 
 def encode_cloud(
-    points: NDArray[np.floating], pose: NDArray[np.float64], t_send: float, sender_id: int,
+    points: NDArray[np.floating],
+    pose: NDArray[np.float64],
+    t_send: float,
+    sender_id: int,
     zstd_level: int = 3,
 ) -> bytes:
     """Code a cloud ``(N, 4)`` (sender LiDAR frame) and its reported pose into one message;
@@ -129,8 +132,12 @@ def encode_cloud(
 
 
 def encode_boxes(
-    boxes: NDArray[np.floating], scores: NDArray[np.floating], pose: NDArray[np.float64],
-    t_send: float, sender_id: int, zstd_level: int = 3,
+    boxes: NDArray[np.floating],
+    scores: NDArray[np.floating],
+    pose: NDArray[np.float64],
+    t_send: float,
+    sender_id: int,
+    zstd_level: int = 3,
 ) -> bytes:
     """Code detections (``(n, 7)`` boxes in the sender LiDAR frame, ``(n,)`` scores) and the
     reported pose into one message. Refuses NaN/inf and mismatched shapes."""
@@ -138,8 +145,9 @@ def encode_boxes(
     boxes = np.asarray(boxes, dtype=np.float32)
     scores = np.asarray(scores, dtype=np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 7 or scores.shape != (boxes.shape[0],):
-        raise CodecError(f"boxes must be (n, 7) with (n,) scores, got {boxes.shape} and "
-                         f"{scores.shape}")
+        raise CodecError(
+            f"boxes must be (n, 7) with (n,) scores, got {boxes.shape} and {scores.shape}"
+        )
     if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
         raise CodecError("boxes or scores hold NaN/inf; refusing to encode")
     header = msgpack.packb({**origin, "n": int(boxes.shape[0])})
@@ -168,7 +176,9 @@ def _guarded(decode: Callable[[], T]) -> T:
 
 
 def decode_cloud(
-    data: bytes, *, max_points: int = DEFAULT_MAX_POINTS,
+    data: bytes,
+    *,
+    max_points: int = DEFAULT_MAX_POINTS,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> DecodedCloud:
     """A points message -> float32 ``(n, 4)`` in the sender's frame; raises only CodecError."""
@@ -184,7 +194,8 @@ def decode_cloud(
         points = np.empty((n, 4), np.float32)
         points[:, :3] = (xyz.T.astype(np.float64) / CM_PER_M).astype(np.float32)
         points[:, 3] = np.frombuffer(raw, np.uint8, offset=6 * n).astype(np.float32) / (
-            INTENSITY_STEPS)
+            INTENSITY_STEPS
+        )
         header = PayloadHeader("points", sender, t_send, pose, n, cut)
         return DecodedCloud(header, points, len(data))
 
@@ -192,7 +203,9 @@ def decode_cloud(
 
 
 def decode_boxes(
-    data: bytes, *, max_boxes: int = DEFAULT_MAX_BOXES,
+    data: bytes,
+    *,
+    max_boxes: int = DEFAULT_MAX_BOXES,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> DecodedBoxes:
     """A boxes message -> float32 ``(n, 7)`` boxes and ``(n,)`` scores in the sender's frame;
@@ -208,8 +221,9 @@ def decode_boxes(
         scores = np.frombuffer(raw, "<f4", offset=28 * n).astype(np.float32)
         if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
             raise CodecError("payload contains NaN/inf values")
-        return DecodedBoxes(PayloadHeader("boxes", sender, t_send, pose, n), boxes, scores,
-                            len(data))
+        return DecodedBoxes(
+            PayloadHeader("boxes", sender, t_send, pose, n), boxes, scores, len(data)
+        )
 
     return _guarded(run)
 

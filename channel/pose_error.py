@@ -88,11 +88,13 @@ def rot_z(angle: float) -> NDArray[np.float64]:
 def _roll_pitch_matrix(roll: float, pitch: float) -> NDArray[np.float64]:
     """``A(roll, pitch)`` of OpenCOOD's ``x_to_world`` with yaw = 0 (CARLA convention)."""
     cr, sr, cp, sp = math.cos(roll), math.sin(roll), math.cos(pitch), math.sin(pitch)
-    return np.array([
-        [cp, sp * sr, -sp * cr],
-        [0.0, cr, sr],
-        [sp, -cp * sr, cp * cr],
-    ])
+    return np.array(
+        [
+            [cp, sp * sr, -sp * cr],
+            [0.0, cr, sr],
+            [sp, -cp * sr, cp * cr],
+        ]
+    )
 
 
 def apply_pose_noise(pose: NDArray[np.float64], noise: PoseNoise) -> NDArray[np.float64]:
@@ -107,7 +109,8 @@ def apply_pose_noise(pose: NDArray[np.float64], noise: PoseNoise) -> NDArray[np.
         roll = math.atan2(-rot[2, 1], rot[2, 2])
         yaw = math.atan2(rot[1, 0], rot[0, 0])
         new_rot = rot_z(yaw + noise.dyaw) @ _roll_pitch_matrix(
-            roll + noise.droll, pitch + noise.dpitch)
+            roll + noise.droll, pitch + noise.dpitch
+        )
     else:
         new_rot = rot_z(noise.dyaw) @ rot
     out[:3, :3] = new_rot

@@ -52,6 +52,7 @@ from configkit import Float, Section, Str, config_dataclass, validate
 #: Seconds a receiver keeps a message; None: messages never expire.
 MaxAge = Annotated[Float, Field(ge=0.0)]
 
+
 @config_dataclass
 class ChannelFile:
     """A channel as a preset file writes it: the link's sections at the top level, beside the

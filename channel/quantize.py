@@ -85,9 +85,9 @@ def encode_values(values: NDArray[np.float32], dtype: str) -> bytes:
     return scale.astype("<f4").tobytes() + zero_point.tobytes() + q.tobytes()
 
 
-def decode_values(data: bytes, dtype: str, channels: int, count: int) -> tuple[
-    NDArray[np.float32], NDArray[np.float32] | None
-]:
+def decode_values(
+    data: bytes, dtype: str, channels: int, count: int
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
     """Inverse of :func:`encode_values`: ``((C, N) float32, per-channel scale or None)``.
 
     The caller has checked ``len(data)``; a bad int8 scale raises ``ValueError``.

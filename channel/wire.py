@@ -91,9 +91,7 @@ def frame_message(magic: bytes, header: bytes, raw_payload: bytes, zstd_level: i
     return msgpack.packb([magic, FORMAT_VERSION, header, payload, _digest(header, payload)])
 
 
-def unframe(
-    data: Any, max_message_bytes: int, magic: bytes = MAGIC
-) -> tuple[bytes, bytes]:
+def unframe(data: Any, max_message_bytes: int, magic: bytes = MAGIC) -> tuple[bytes, bytes]:
     """Check magic (the expected kind), version and checksum; return (header bytes,
     compressed payload). Raises only :class:`CodecError` for what it refuses."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -107,12 +105,14 @@ def unframe(
     except Exception as err:  # msgpack raises several types for bad input; all mean the same
         raise CodecError(f"truncated or malformed message framing ({type(err).__name__})") from err
     if not isinstance(outer, list) or len(outer) != 5 or outer[0] != magic:
-        raise CodecError(f"not a v2x {MAGIC_KINDS.get(magic, 'unknown')} message "
-                         "(bad magic or layout)")
+        raise CodecError(
+            f"not a v2x {MAGIC_KINDS.get(magic, 'unknown')} message (bad magic or layout)"
+        )
     _, version, header, payload, checksum = outer
     if type(version) is not int or version != FORMAT_VERSION:
-        raise CodecError(f"unknown format version {describe(version)}; "
-                         f"this decoder reads {FORMAT_VERSION}")
+        raise CodecError(
+            f"unknown format version {describe(version)}; this decoder reads {FORMAT_VERSION}"
+        )
     if not all(isinstance(x, bytes) for x in (header, payload, checksum)):
         raise CodecError("malformed message: header, payload and checksum must be bytes")
     if _digest(header, payload) != checksum:
@@ -173,8 +173,10 @@ def decompress_exact(payload: bytes, expected: int) -> bytes:
     except zstandard.ZstdError as err:
         raise CodecError(f"payload is not a zstandard frame ({err})") from err
     if declared != expected:
-        raise CodecError(f"oversized or inconsistent payload: frame declares {declared} bytes, "
-                         f"header implies {expected}")
+        raise CodecError(
+            f"oversized or inconsistent payload: frame declares {declared} bytes, "
+            f"header implies {expected}"
+        )
     try:
         raw = zstandard.ZstdDecompressor().decompress(
             payload, max_output_size=expected, allow_extra_data=False

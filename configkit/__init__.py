@@ -21,6 +21,15 @@ from configkit.validation import (
 )
 
 __all__ = [
-    "STRICT", "Bool", "Float", "Int", "Section", "Str", "config_dataclass", "describe",
-    "json_schema", "key_path", "validate",
+    "STRICT",
+    "Bool",
+    "Float",
+    "Int",
+    "Section",
+    "Str",
+    "config_dataclass",
+    "describe",
+    "json_schema",
+    "key_path",
+    "validate",
 ]

@@ -38,7 +38,7 @@ def config_dataclass(cls: type[T]) -> type[T]:
         if args:  # by name, so an error names the field and not its position
             names = [f.name for f in dataclasses.fields(built) if f.init]
             kwargs = {**dict(zip(names, args, strict=False)), **kwargs}
-            args = args[len(names):]
+            args = args[len(names) :]
         try:
             validating_init(self, *args, **kwargs)
         except ValidationError as err:  # direct construction: the same wording as a file's
@@ -111,10 +111,17 @@ def describe(err: ValidationError, where: str, cls: Any = None) -> str:
             tag = str(item.get("ctx", {}).get("discriminator", "")).strip("'")
             grouped.setdefault(("missing", loc), []).append(tag)
             continue
-        if kind in ("unexpected_keyword_argument", "extra_forbidden", "missing",
-                    "missing_argument"):
-            group = "unknown" if kind in ("unexpected_keyword_argument", "extra_forbidden") \
+        if kind in (
+            "unexpected_keyword_argument",
+            "extra_forbidden",
+            "missing",
+            "missing_argument",
+        ):
+            group = (
+                "unknown"
+                if kind in ("unexpected_keyword_argument", "extra_forbidden")
                 else "missing"
+            )
             if group == "missing" and isinstance(loc[-1], int):  # a tuple of fixed length
                 group = "short"
             grouped.setdefault((group, loc[:-1]), []).append(str(loc[-1]))
@@ -164,10 +171,23 @@ def _file_loc(schema: dict[str, Any] | None, loc: Sequence[Any]) -> tuple[Any, .
 def _is_branch(part: Any) -> bool:
     """Union branches and validator names pydantic puts in a location (not keys of the file)."""
     return isinstance(part, str) and (
-        part.startswith(("function-", "tagged-union")) or part in (
-            "int", "float", "str", "bool", "list", "tuple", "dict", "none", "None",
-            "constrained-int", "constrained-float", "constrained-str",
-        ) or "[" in part
+        part.startswith(("function-", "tagged-union"))
+        or part
+        in (
+            "int",
+            "float",
+            "str",
+            "bool",
+            "list",
+            "tuple",
+            "dict",
+            "none",
+            "None",
+            "constrained-int",
+            "constrained-float",
+            "constrained-str",
+        )
+        or "[" in part
     )
 
 
@@ -186,12 +206,14 @@ def _one(item: Any, loc: tuple[Any, ...], where: str, schema: dict[str, Any] | N
     if item["type"] == "union_tag_invalid":
         tag = str(item.get("ctx", {}).get("discriminator", "")).strip("'")
         expected = item.get("ctx", {}).get("expected_tags", "")
-        return (f"{_label(where, (*loc, tag))}: must be one of {expected}, "
-                f"got {short_repr(item.get('ctx', {}).get('tag'))}")
+        return (
+            f"{_label(where, (*loc, tag))}: must be one of {expected}, "
+            f"got {short_repr(item.get('ctx', {}).get('tag'))}"
+        )
     if item["type"] in ("value_error", "assertion_error"):
         msg = msg.split(", ", 1)[1] if ", " in msg else msg
         if loc and msg.startswith(f"{loc[-1]}: "):  # the class named itself: the path says it
-            msg = msg[len(str(loc[-1])) + 2:]
+            msg = msg[len(str(loc[-1])) + 2 :]
         head, sep, rest = msg.partition(": ")
         if sep and head in (_keys_of(schema, _node_at(schema, loc)) or ()):
             loc, msg = (*loc, head), rest  # "scale: need low <= high" is about key scale
@@ -281,8 +303,12 @@ def _allowed(node: dict[str, Any] | None) -> str:
     if "const" in node:
         return repr(node["const"])
     parts = []
-    for key, sign in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
-                      ("exclusiveMaximum", "<")):
+    for key, sign in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
         if key in node:
             parts.append(f"{sign} {node[key]}")
     if parts:

@@ -141,8 +141,9 @@ def load_checkpoint(
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # missing/unexpected keys or wrong shapes: say which, briefly
         lines = [line.strip() for line in str(err).splitlines() if line.strip()][1:4]
-        raise ValueError(f"{path}: weights do not fit config {config.name!r}: "
-                         f"{' '.join(lines)[:400]}") from None
+        raise ValueError(
+            f"{path}: weights do not fit config {config.name!r}: {' '.join(lines)[:400]}"
+        ) from None
     model.to(map_location)
     model.eval()
     return model, config, payload

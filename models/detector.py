@@ -261,8 +261,8 @@ class CooperativeDetector(nn.Module):
         chosen: list[NDArray[np.int64]] = []
         for items in neighbours:
             nbrs = [as_neighbour(n) for n in items] if self.config.is_feature_fusion else []
-            transforms = np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros(
-                (0, 4, 4)
+            transforms = (
+                np.stack([n.neighbour_to_ego for n in nbrs]) if nbrs else np.zeros((0, 4, 4))
             )
             idx = self.select_neighbours(transforms)
             chosen.append(idx)
@@ -356,9 +356,13 @@ class CooperativeDetector(nn.Module):
             sigmas, ages = s.neighbour_pose_sigma, s.neighbour_age_s
             neighbours.append(
                 [
-                    NeighbourFeature(sent[start + j], s.neighbour_to_ego[i],
-                                     age_s=float(ages[i]), stale=bool(ages[i] > 0),
-                                     pose_sigma=float(sigmas[i]))
+                    NeighbourFeature(
+                        sent[start + j],
+                        s.neighbour_to_ego[i],
+                        age_s=float(ages[i]),
+                        stale=bool(ages[i] > 0),
+                        pose_sigma=float(sigmas[i]),
+                    )
                     for j, i in enumerate(idx)
                 ]
             )

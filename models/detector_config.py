@@ -86,9 +86,7 @@ def _feature_preset(value: Any) -> Any:
     preset's sections with the mapping's sections replacing them whole (no deep merge)."""
     if isinstance(value, str):
         if value not in FEATURE_PRESETS:
-            raise ValueError(
-                f"unknown feature preset {value!r}; known {sorted(FEATURE_PRESETS)}"
-            )
+            raise ValueError(f"unknown feature preset {value!r}; known {sorted(FEATURE_PRESETS)}")
         return FEATURE_PRESETS[value][1]
     if isinstance(value, dict) and "preset" in value:
         data = dict(value)
@@ -128,9 +126,13 @@ class DetectorConfig:
 
     name: Str = Field("cpu_max", min_length=1)
     grid: GridField = CPU_GRID
-    features: FeaturesField = Field(CPU_FEATURES, description=(
-        "a FEATURE_PRESETS name, a FeatureConfig mapping, or a mapping with 'preset' whose "
-        "other sections replace that preset's whole"))
+    features: FeaturesField = Field(
+        CPU_FEATURES,
+        description=(
+            "a FEATURE_PRESETS name, a FeatureConfig mapping, or a mapping with 'preset' whose "
+            "other sections replace that preset's whole"
+        ),
+    )
     head: Section[HeadConfig] = field(default_factory=HeadConfig)
     fusion: FusionName = "max"
     fuse_at: FusePoint = "backbone"
@@ -236,8 +238,7 @@ def _check_message_range(config: DetectorConfig, where: str) -> None:
     gx0, gy0, _, gx1, gy1, _ = config.grid.point_range
     if x0 > gx0 or y0 > gy0 or x1 < gx1 or y1 < gy1:
         raise ValueError(
-            f"{where}: {[x0, y0, x1, y1]} must contain the grid's x/y range "
-            f"{[gx0, gy0, gx1, gy1]}"
+            f"{where}: {[x0, y0, x1, y1]} must contain the grid's x/y range {[gx0, gy0, gx1, gy1]}"
         )
     step = config.grid.voxel_size[0] * config.features.backbone.input_multiple
     for edge, grid_edge in zip((x0, y0, x1, y1), (gx0, gy0, gx1, gy1), strict=True):

@@ -29,9 +29,11 @@ def resolve_device(name: str, flag: str = "--device") -> torch.device:
         except RuntimeError as err:
             raise ValueError(f"{flag} {name!r}: {err}") from None
         if not torch.cuda.is_available():
-            raise ValueError(f"{flag} {name!r}: this machine has no CUDA device torch can use "
-                             f"(torch {torch.__version__} is a CPU build or no GPU is visible); "
-                             "use --device cpu or auto")
+            raise ValueError(
+                f"{flag} {name!r}: this machine has no CUDA device torch can use "
+                f"(torch {torch.__version__} is a CPU build or no GPU is visible); "
+                "use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"{flag} {name!r}: only {torch.cuda.device_count()} CUDA device(s)")
         return device

@@ -63,8 +63,11 @@ class DistillLoss:
 
     def row(self) -> dict[str, float]:
         """The weighted terms as plain floats, for the step log."""
-        return {f.name: float(getattr(self, f.name).detach()) for f in dataclasses.fields(self)
-                if f.name not in ("total", "num_positive")}
+        return {
+            f.name: float(getattr(self, f.name).detach())
+            for f in dataclasses.fields(self)
+            if f.name not in ("total", "num_positive")
+        }
 
 
 def file_sha256(path: str | Path) -> str:
@@ -129,8 +132,12 @@ def distill_loss(
     output = student.head(student.bev(passed.fused.features))
     head_loss = student.loss(samples, output, normaliser_of)
     zero = head_loss.total.new_zeros(())
-    terms: dict[str, Any] = {"diffusion": zero, "feature": zero, "autoencoder": zero,
-                             "adapter": zero}
+    terms: dict[str, Any] = {
+        "diffusion": zero,
+        "feature": zero,
+        "autoencoder": zero,
+        "adapter": zero,
+    }
     refiner = student.refiner
     if refiner is not None:
         if teacher is None:

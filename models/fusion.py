@@ -188,8 +188,9 @@ class AdaptiveGatedFusion(FusionStrategy):
             nn.Conv2d(opts.hidden, 1, 1),
         )
 
-    def gate_map(self, ego: torch.Tensor, agg: torch.Tensor, cue_map: torch.Tensor,
-                 count: torch.Tensor) -> torch.Tensor:
+    def gate_map(
+        self, ego: torch.Tensor, agg: torch.Tensor, cue_map: torch.Tensor, count: torch.Tensor
+    ) -> torch.Tensor:
         """``g`` ``(B, 1, H, W)`` in (0, 1) before the no-neighbour override."""
         return torch.sigmoid(self.gate(torch.cat([ego, agg, cue_map, count], dim=1)))
 
@@ -239,14 +240,13 @@ def fusion_options(name: str, options: dict[str, Any] | None, where: str = "fusi
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown} for fusion {name!r}; "
-                         f"known {sorted(known)}")
+        raise ValueError(
+            f"{where}: unknown option(s) {unknown} for fusion {name!r}; known {sorted(known)}"
+        )
     return validate(cls, options, where)
 
 
-def build_fusion(
-    name: str, channels: int, options: dict[str, Any] | None = None
-) -> FusionStrategy:
+def build_fusion(name: str, channels: int, options: dict[str, Any] | None = None) -> FusionStrategy:
     """The strategy registered as ``name`` for ``channels``-wide BEV features, with its
     ``options`` (the model config's ``fusion_options``)."""
     parsed = fusion_options(name, options)

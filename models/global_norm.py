@@ -26,8 +26,12 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"GlobalBatchNorm: expected (N, C, ...), got {tuple(input.shape)}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()
-                and dist.get_world_size() > 1):
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
             return super().forward(x)
         c = x.shape[1]
         dims = [0, *range(2, x.dim())]
@@ -39,8 +43,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(
-                    self.num_batches_tracked)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked)
+                )
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())
                 unbiased = var.detach() * n / (n - 1).clamp(min=1)
                 self.running_var.mul_(1 - m).add_(m * unbiased)
@@ -56,9 +63,14 @@ def use_global_batch_norm(module: nn.Module) -> nn.Module:
     the same parameters and running statistics."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
-            norm = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats,
-                                   device=child.weight.device if child.affine else None)
+            norm = GlobalBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+                device=child.weight.device if child.affine else None,
+            )
             norm.load_state_dict(child.state_dict())
             norm.train(child.training)
             setattr(module, name, norm)

@@ -70,8 +70,7 @@ def detect_features(
             nbr_steps = model.refiner.config.steps if refine_steps is None else refine_steps
         fused = model.fuse_neighbours(ego, neighbours, nbr_steps)
         t2 = time.perf_counter()
-        detections = model.detect(model.head(model.bev(fused.features)), score_threshold,
-                                  nms_iou)
+        detections = model.detect(model.head(model.bev(fused.features)), score_threshold, nms_iou)
         t3 = time.perf_counter()
     timings = {"refine": (t1 - t0) / b, "fuse": (t2 - t1) / b, "head": (t3 - t2) / b}
     return [
@@ -97,7 +96,10 @@ def fuse_and_detect(
     """One ego's own map ``(C, H, W)`` and its decoded neighbours -> refine, warp, fuse, head:
     :func:`detect_features` for a batch of one."""
     return detect_features(
-        model, ego_feature, [neighbours], refine_steps=refine_steps,
+        model,
+        ego_feature,
+        [neighbours],
+        refine_steps=refine_steps,
         refine_neighbours=refine_neighbours,
     )[0]
 
@@ -121,14 +123,21 @@ def detect_early(
     :func:`fuse_and_detect` with no neighbour map; the merge and encode are timed as ``fuse``.
     """
     t0 = time.perf_counter()
-    sample = CooperativeSample(own_points, tuple(neighbour_clouds), neighbour_to_ego,
-                               np.zeros((0, 7), np.float32))
+    sample = CooperativeSample(
+        own_points, tuple(neighbour_clouds), neighbour_to_ego, np.zeros((0, 7), np.float32)
+    )
     merged = encode_points(model, model.merged_cloud(sample))
     merge_s = time.perf_counter() - t0
     result = fuse_and_detect(model, merged, [], refine_steps)
     timings = {**result.timings, "fuse": result.timings.get("fuse", 0.0) + merge_s}
-    return EgoDetections(result.detections, model.select_neighbours(neighbour_to_ego),
-                         result.coverage, result.gamma, result.steps_run, timings)
+    return EgoDetections(
+        result.detections,
+        model.select_neighbours(neighbour_to_ego),
+        result.coverage,
+        result.gamma,
+        result.steps_run,
+        timings,
+    )
 
 
 def detect_alone(
@@ -159,7 +168,11 @@ def predict(
             return _predict_late(model, samples, score_threshold, nms_iou)
         ego_maps, neighbours = model.encode_samples(samples)
         results = detect_features(
-            model, ego_maps, neighbours, refine_steps, score_threshold=score_threshold,
+            model,
+            ego_maps,
+            neighbours,
+            refine_steps,
+            score_threshold=score_threshold,
             nms_iou=nms_iou,
         )
         return [r.detections for r in results]
@@ -173,9 +186,7 @@ def _predict_late(
 ) -> list[Detections]:
     chosen = [model.select_neighbours(s.neighbour_to_ego) for s in samples]
     clouds = [s.ego_points for s in samples]
-    clouds += [
-        s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx
-    ]
+    clouds += [s.neighbour_points[i] for s, idx in zip(samples, chosen, strict=True) for i in idx]
     per_agent = detect_alone(model, clouds, score_threshold, nms_iou)
     results, start = [], len(samples)
     for b, (s, idx) in enumerate(zip(samples, chosen, strict=True)):

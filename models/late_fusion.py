@@ -73,6 +73,11 @@ def detect_late(
     ]
     cfg = model.anchor_head.config  # what cosim eval --vote-iou overrides
     return merge_late(
-        own, chosen, model.grid, model.config.ego_clearance,
-        cfg.nms_iou if nms_iou is None else nms_iou, cfg.max_detections, cfg.vote_iou,
+        own,
+        chosen,
+        model.grid,
+        model.config.ego_clearance,
+        cfg.nms_iou if nms_iou is None else nms_iou,
+        cfg.max_detections,
+        cfg.vote_iou,
     )

@@ -66,10 +66,12 @@ def pillar_bounds(encoder: PointPillarsEncoder) -> tuple[NDArray[np.float64], ND
     x0, y0, z0, x1, y1, z1 = encoder.grid.point_range
     vx, vy, _ = encoder.grid.voxel_size
     dz = z1 - z0
-    lo = torch.tensor([x0, y0, z0, INTENSITY_RANGE[0], -vx, -vy, -dz, -vx / 2, -vy / 2],
-                      dtype=torch.float64)
-    hi = torch.tensor([x1, y1, z1, INTENSITY_RANGE[1], vx, vy, dz, vx / 2, vy / 2],
-                      dtype=torch.float64)
+    lo = torch.tensor(
+        [x0, y0, z0, INTENSITY_RANGE[0], -vx, -vy, -dz, -vx / 2, -vy / 2], dtype=torch.float64
+    )
+    hi = torch.tensor(
+        [x1, y1, z1, INTENSITY_RANGE[1], vx, vy, dz, vx / 2, vy / 2], dtype=torch.float64
+    )
     for layer in encoder.layers:
         out_lo, out_hi = _pfn_interval(layer, lo, hi)
         if layer.last:

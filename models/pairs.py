@@ -48,7 +48,8 @@ class PairConfig:
     target: Target = "all"
     # m and degrees (the OpenCOOD levels)
     pose_error_levels: tuple[Annotated[Float, Field(ge=0.0, le=2.0)], ...] = Field(
-        (0.0, 0.2, 0.4), min_length=1)
+        (0.0, 0.2, 0.4), min_length=1
+    )
     # max severity in epoch 1, 2, ...; the last repeats
     curriculum: tuple[Severity, ...] = Field((1, 2, 3), min_length=1)
 
@@ -62,8 +63,9 @@ class PairConfig:
         return self.curriculum[min(max(epoch, 1), len(self.curriculum)) - 1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "corrupt") -> PairConfig:
@@ -108,12 +110,19 @@ def make_pair(
     target = config.target if config.target != "random" else TARGETS[int(rng.integers(3))]
     corrupt_seed = int(rng.integers(2**31))
     levels = config.pose_error_levels
-    sigmas = np.array([levels[int(rng.integers(len(levels)))] for _ in sample.neighbour_ids],
-                      dtype=np.float32)
-    transforms = np.stack(
-        [perturb_transform(t, float(s), rng) for t, s in zip(sample.neighbour_to_ego, sigmas,
-                                                              strict=True)]
-    ) if sample.num_neighbours else np.zeros((0, 4, 4))
+    sigmas = np.array(
+        [levels[int(rng.integers(len(levels)))] for _ in sample.neighbour_ids], dtype=np.float32
+    )
+    transforms = (
+        np.stack(
+            [
+                perturb_transform(t, float(s), rng)
+                for t, s in zip(sample.neighbour_to_ego, sigmas, strict=True)
+            ]
+        )
+        if sample.num_neighbours
+        else np.zeros((0, 4, 4))
+    )
     if clean_draw < config.clean_fraction:
         name, severity = "none", 0
 

@@ -47,4 +47,3 @@ class Voxels:
             self.coords.to(device),
             self.batch_size,
         )
-

@@ -187,8 +187,10 @@ def corrupt(
     p = _check_points(points)
     if severity == 0 or p.shape[0] == 0:
         return p.copy()
-    rng = rng_or_seed if isinstance(rng_or_seed, np.random.Generator) else (
-        np.random.default_rng(rng_or_seed)
+    rng = (
+        rng_or_seed
+        if isinstance(rng_or_seed, np.random.Generator)
+        else (np.random.default_rng(rng_or_seed))
     )
     ctx = CorruptionContext() if context is None else context
     out = CORRUPTIONS[name](p, CORRUPTION_TABLE[name].at(int(severity)), rng, ctx)

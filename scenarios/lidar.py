@@ -160,7 +160,9 @@ class LidarSimulator:
             for k in range(n_agents)
         ]
         self.timings = ScanTimings(
-            mesh_build=t1 - t0, ray_setup=t2 - t1, ray_cast=t3 - t2,
+            mesh_build=t1 - t0,
+            ray_setup=t2 - t1,
+            ray_cast=t3 - t2,
             hit_count=time.perf_counter() - t3,
         )
         return scans

@@ -84,7 +84,8 @@ def _numbers(value: Any, length: int, where: str) -> NDArray[np.float64]:
     """A list of ``length`` finite numbers, or an OPV2VFormatError saying what is wrong."""
     if not isinstance(value, list | tuple):
         raise OPV2VFormatError(
-            f"{where}: expected a list of {length} numbers, got {short_repr(value)}")
+            f"{where}: expected a list of {length} numbers, got {short_repr(value)}"
+        )
     if len(value) != length:
         raise OPV2VFormatError(f"{where}: expected {length} numbers, got {len(value)}")
     for item in value:
@@ -106,7 +107,8 @@ def _pose(data: Mapping[str, Any], key: str, where: str) -> NDArray[np.float64] 
     if np.abs(values[:3]).max() > MAX_POSE_METRES or np.abs(values[3:]).max() > MAX_POSE_DEGREES:
         raise OPV2VFormatError(
             f"{where}: {key}: {values.tolist()} is not a pose on a map (|x, y, z| <= "
-            f"{MAX_POSE_METRES:g} m, |angles| <= {MAX_POSE_DEGREES:g} deg)")
+            f"{MAX_POSE_METRES:g} m, |angles| <= {MAX_POSE_DEGREES:g} deg)"
+        )
     return pose_to_matrix(values)
 
 
@@ -149,7 +151,8 @@ def parse_cav_yaml(data: Mapping[str, Any], where: str) -> CavRecord:
             object_id = int(key)
         except (TypeError, ValueError):
             raise OPV2VFormatError(
-                f"{where}: vehicle id {short_repr(key)} is not an integer") from None
+                f"{where}: vehicle id {short_repr(key)} is not an integer"
+            ) from None
         vehicles[object_id], speeds[object_id] = vehicle_box(entry, f"{where}: vehicle {key}")
     rsu = data.get("RSU")
     if rsu is not None and not isinstance(rsu, bool):

@@ -158,8 +158,11 @@ def _decode_body(raw: bytes, header: PCDHeader, path: Path | str) -> np.ndarray:
             raise _fail(path, f"binary body truncated: {len(body)} bytes, need {need}")
         if len(body) != need:
             held = len(body) / dtype.itemsize
-            raise _fail(path, f"binary body holds {len(body)} bytes ({held:.6g} points); "
-                              f"header says {n} points x {dtype.itemsize} bytes = {need}")
+            raise _fail(
+                path,
+                f"binary body holds {len(body)} bytes ({held:.6g} points); "
+                f"header says {n} points x {dtype.itemsize} bytes = {need}",
+            )
         return np.frombuffer(body[:need], dtype=dtype).copy()
     return _decode_compressed(body, header, dtype, path)
 
@@ -244,8 +247,11 @@ def read_pcd(path: str | Path) -> NDArray[np.float32]:
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise _fail(path, f"{len(bad)} point(s) with NaN/inf x, y, z or intensity "
-                          f"(first at point {int(bad[0])}); every point must be finite")
+        raise _fail(
+            path,
+            f"{len(bad)} point(s) with NaN/inf x, y, z or intensity "
+            f"(first at point {int(bad[0])}); every point must be finite",
+        )
     return out
 
 

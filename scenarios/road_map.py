@@ -157,8 +157,9 @@ def junction_map(params: dict[str, Any], arm_angles_deg: list[float], seed: int)
         for k in range(lanes):
             off = (k + 0.5) * width
             outbound[a, k] = add("outbound", _line(stop_r * u - off * n, arm_len * u - off * n))
-            inbound[a, k] = add("inbound", _line(arm_len * u + off * n, stop_r * u + off * n),
-                                signal_group=a)
+            inbound[a, k] = add(
+                "inbound", _line(arm_len * u + off * n, stop_r * u + off * n), signal_group=a
+            )
             loop = add("uturn", _uturn(arm_len * u, off, ang - np.pi / 2))
             segments[outbound[a, k]].successors.append(loop)
             segments[loop].successors.append(inbound[a, k])
@@ -186,8 +187,9 @@ def junction_map(params: dict[str, Any], arm_angles_deg: list[float], seed: int)
         for side in (1.0, -1.0):
             n = side * _unit(ang + np.pi / 2)
             neighbour = (ang + side * np.pi / 2) % (2 * np.pi)
-            has_neighbour = any(abs((b - neighbour + np.pi) % (2 * np.pi) - np.pi) < 0.1
-                                for b in angles)
+            has_neighbour = any(
+                abs((b - neighbour + np.pi) % (2 * np.pi) - np.pi) < 0.1 for b in angles
+            )
             start = edge if has_neighbour else 0.0
             buildings += _building_row(rng, edge * n, u, n, start, arm_len - 10.0, heights)
             # Parking strip between the outer lane and the kerb; traffic direction on this side.
@@ -196,8 +198,14 @@ def junction_map(params: dict[str, Any], arm_angles_deg: list[float], seed: int)
                 xy = pos * u + (lanes * width + parking_w / 2) * n
                 spots.append([xy[0], xy[1], yaw])
     extent = arm_len + 40.0
-    return RoadMap("junction", segments, np.array(buildings).reshape(-1, 7),
-                   np.array(spots).reshape(-1, 3), len(angles), extent)
+    return RoadMap(
+        "junction",
+        segments,
+        np.array(buildings).reshape(-1, 7),
+        np.array(spots).reshape(-1, 3),
+        len(angles),
+        extent,
+    )
 
 
 def highway_map(params: dict[str, Any], seed: int) -> RoadMap:
@@ -224,8 +232,11 @@ def highway_map(params: dict[str, Any], seed: int) -> RoadMap:
         segments[west].successors.append(west_loop)
         segments[west_loop].successors.append(east)
     shoulder = median / 2 + lanes * width
-    spots = [[x, side * (shoulder + 1.5), 0.0 if side < 0 else np.pi]
-             for x in np.arange(-half_len + 30.0, half_len - 30.0, 7.0) for side in (-1.0, 1.0)]
+    spots = [
+        [x, side * (shoulder + 1.5), 0.0 if side < 0 else np.pi]
+        for x in np.arange(-half_len + 30.0, half_len - 30.0, 7.0)
+        for side in (-1.0, 1.0)
+    ]
     heights = (float(params["building_height_min"]), float(params["building_height_max"]))
     buildings: list[list[float]] = []
     barrier = shoulder + 4.0
@@ -237,12 +248,24 @@ def highway_map(params: dict[str, Any], seed: int) -> RoadMap:
             y = side * (barrier + 0.25)
             buildings.append([pos + length / 2, y, 2.0, length, 0.5, 4.0, 0.0])
             pos += length + float(rng.uniform(20.0, 60.0))
-        for row in _building_row(rng, np.array([-half_len, side * (barrier + 15.0)]),
-                                 np.array([1.0, 0.0]), np.array([0.0, side]), 0.0,
-                                 2 * half_len, heights):
+        for row in _building_row(
+            rng,
+            np.array([-half_len, side * (barrier + 15.0)]),
+            np.array([1.0, 0.0]),
+            np.array([0.0, side]),
+            0.0,
+            2 * half_len,
+            heights,
+        ):
             buildings.append(row)
-    return RoadMap("highway", segments, np.array(buildings).reshape(-1, 7),
-                   np.array(spots).reshape(-1, 3), 0, half_len + 60.0)
+    return RoadMap(
+        "highway",
+        segments,
+        np.array(buildings).reshape(-1, 7),
+        np.array(spots).reshape(-1, 3),
+        0,
+        half_len + 60.0,
+    )
 
 
 LAYOUT_ARMS = {"intersection": [0.0, 90.0, 180.0, 270.0], "t_junction": [0.0, 180.0, 270.0]}

@@ -72,8 +72,9 @@ class HighwayMap:
 
 def _check_heights(low: float, high: float) -> None:
     if low > high:
-        raise ValueError(f"building_height_min ({low}) must not exceed building_height_max "
-                         f"({high})")
+        raise ValueError(
+            f"building_height_min ({low}) must not exceed building_height_max ({high})"
+        )
 
 
 #: Map parameters allowed for each layout (besides ``layout`` itself).
@@ -94,7 +95,8 @@ class TrafficSection:
     parked: Annotated[Int, Field(ge=0, le=200)]
     connected: Annotated[Int, Field(ge=2, le=7)]
     mix: dict[VehicleKind, Annotated[Float, Field(ge=0.0)]] = field(
-        default_factory=lambda: {"car": 0.7, "van": 0.2, "truck": 0.1})
+        default_factory=lambda: {"car": 0.7, "van": 0.2, "truck": 0.1}
+    )
 
     def __post_init__(self) -> None:
         if not self.mix or sum(self.mix.values()) <= 0:
@@ -104,11 +106,18 @@ class TrafficSection:
 
 
 _LIDAR_BOUNDS: dict[str, tuple[float, float]] = {
-    "channels": (1, 128), "range": (1.0, 500.0), "upper_fov": (-90.0, 90.0),
-    "lower_fov": (-90.0, 90.0), "points_per_second": (1_000, 10_000_000),
-    "rotation_frequency": (1.0, 100.0), "mount_height": (0.0, 10.0), "noise_stddev": (0.0, 5.0),
-    "atmosphere_attenuation_rate": (0.0, 1.0), "dropoff_general_rate": (0.0, 1.0),
-    "dropoff_intensity_limit": (0.0, 1.0), "dropoff_zero_intensity": (0.0, 1.0),
+    "channels": (1, 128),
+    "range": (1.0, 500.0),
+    "upper_fov": (-90.0, 90.0),
+    "lower_fov": (-90.0, 90.0),
+    "points_per_second": (1_000, 10_000_000),
+    "rotation_frequency": (1.0, 100.0),
+    "mount_height": (0.0, 10.0),
+    "noise_stddev": (0.0, 5.0),
+    "atmosphere_attenuation_rate": (0.0, 1.0),
+    "dropoff_general_rate": (0.0, 1.0),
+    "dropoff_intensity_limit": (0.0, 1.0),
+    "dropoff_zero_intensity": (0.0, 1.0),
 }
 
 
@@ -178,10 +187,18 @@ def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
     layout = params.pop("layout")
     traffic = parsed.traffic
     return Scenario(
-        name=parsed.name, description=parsed.description, layout=layout, map_params=params,
-        vehicles=traffic.vehicles, parked=traffic.parked, connected=traffic.connected,
-        mix=dict(traffic.mix), lidar=LidarConfig(**asdict(parsed.lidar)),
-        duration_s=parsed.duration_s, seed=parsed.seed, source=source,
+        name=parsed.name,
+        description=parsed.description,
+        layout=layout,
+        map_params=params,
+        vehicles=traffic.vehicles,
+        parked=traffic.parked,
+        connected=traffic.connected,
+        mix=dict(traffic.mix),
+        lidar=LidarConfig(**asdict(parsed.lidar)),
+        duration_s=parsed.duration_s,
+        seed=parsed.seed,
+        source=source,
     )
 
 

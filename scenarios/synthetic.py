@@ -64,7 +64,13 @@ class SyntheticSource:
             sc.lidar, self.road.buildings, ground_half_size=self.road.extent + sc.lidar.range
         )
         traffic = Traffic(
-            self.road, sc.vehicles, sc.parked, sc.connected, sc.mix, sc.seed, dt=1.0 / RATE_HZ,
+            self.road,
+            sc.vehicles,
+            sc.parked,
+            sc.connected,
+            sc.mix,
+            sc.seed,
+            dt=1.0 / RATE_HZ,
             signal_green=float(sc.map_params.get("signal_green", 10.0)),
             signal_clearance=float(sc.map_params.get("signal_clearance", 4.0)),
         )
@@ -130,13 +136,18 @@ class SyntheticSource:
         scans = self.lidar.scan(state.boxes, lidar_poses, own, rngs)
         agents = {
             a: AgentObservation(
-                agent_id=a, lidar_pose=lidar_poses[k], points=scans[k].points,
-                speed=float(state.speeds[own[k]]), vehicle_pose=vehicle_poses[k],
+                agent_id=a,
+                lidar_pose=lidar_poses[k],
+                points=scans[k].points,
+                speed=float(state.speeds[own[k]]),
+                vehicle_pose=vehicle_poses[k],
             )
             for k, a in enumerate(self.agent_ids)
         }
         objects = ObjectSet(
-            state.ids, state.boxes, state.categories,
+            state.ids,
+            state.boxes,
+            state.categories,
             {a: scans[k].hits for k, a in enumerate(self.agent_ids)},
         )
         return Frame(index / RATE_HZ, index, agents, objects, self.ego_id)

@@ -124,10 +124,16 @@ class Traffic:
                     break
             taken.append((lane.index, float(s)))
         lanes = [seg for seg in road.segments if seg.kind in ("inbound", "outbound")]
-        slots = [(seg.index, float(s)) for seg in lanes
-                 for s in np.arange(10.0, seg.length - 10.0, SLOT_SPACING)]
-        slots = [(g, s) for g, s in slots
-                 if all(g != tg or abs(s - ts) > SLOT_SPACING for tg, ts in taken)]
+        slots = [
+            (seg.index, float(s))
+            for seg in lanes
+            for s in np.arange(10.0, seg.length - 10.0, SLOT_SPACING)
+        ]
+        slots = [
+            (g, s)
+            for g, s in slots
+            if all(g != tg or abs(s - ts) > SLOT_SPACING for tg, ts in taken)
+        ]
         if len(slots) < n - connected:
             raise ValueError(f"traffic: {n} vehicles do not fit the map ({len(slots)} free slots)")
         for k in self.rng.permutation(len(slots))[: n - connected]:
@@ -138,8 +144,11 @@ class Traffic:
         self.v = self.rng.uniform(0.4, 0.9, n) * self.v0
         for i in range(n):
             gap = self._leader(i, self._occupancy(), set())[0]
-            self.v[i] = min(self.v[i], np.sqrt(2.0 * 2.5 * max(gap - 1.0, 0.0)),
-                            self.road.segments[self.seg[i]].speed_limit)
+            self.v[i] = min(
+                self.v[i],
+                np.sqrt(2.0 * 2.5 * max(gap - 1.0, 0.0)),
+                self.road.segments[self.seg[i]].speed_limit,
+            )
 
     def _park(self, count: int, first_id: int) -> TrafficState:
         spots = self.road.parking_spots

@@ -88,15 +88,22 @@ def _diff_table(a: Path, b: Path, out: list[str]) -> dict[str, Any]:
         bad = [i for i, (x, y) in enumerate(zip(xs, ys, strict=False)) if not _same(x, y)]
         if bad:
             i = bad[0]
-            out.append(f"{name}.{col}: {len(bad)} rows differ, first row {i}: "
-                       f"{xs[i]!r} != {ys[i]!r}")
+            out.append(
+                f"{name}.{col}: {len(bad)} rows differ, first row {i}: {xs[i]!r} != {ys[i]!r}"
+            )
     return {"rows": ta.num_rows, "columns": columns, "skipped": sorted(skip)}
 
 
 def _names(before: Path, after: Path, patterns: tuple[str, ...]) -> list[str]:
     """Paths (relative, sorted) matching ``patterns`` in either folder."""
-    return sorted({p.relative_to(folder).as_posix() for folder in (before, after)
-                   for pattern in patterns for p in folder.glob(pattern)})
+    return sorted(
+        {
+            p.relative_to(folder).as_posix()
+            for folder in (before, after)
+            for pattern in patterns
+            for p in folder.glob(pattern)
+        }
+    )
 
 
 def compare(before: Path, after: Path) -> dict[str, Any]:
@@ -128,14 +135,28 @@ def compare(before: Path, after: Path) -> dict[str, Any]:
             differences.append(f"{name}: bytes differ")
     if pictures:
         compared["bev"] = {"pictures": len(pictures)}
-    return {"before": str(before), "after": str(after), "identical": not differences,
-            "compared": compared, "differences": differences}
+    return {
+        "before": str(before),
+        "after": str(after),
+        "identical": not differences,
+        "compared": compared,
+        "differences": differences,
+    }
 
 
 def rerun(reference: Path, into: Path) -> None:
     """``cosim run`` with the reference's own config.yaml, into ``into``, no progress output."""
-    command = [sys.executable, "-m", "cosim", "run", "--config", str(reference / "config.yaml"),
-               "--out", str(into), "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "cosim",
+        "run",
+        "--config",
+        str(reference / "config.yaml"),
+        "--out",
+        str(into),
+        "--quiet",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr}")
@@ -143,10 +164,14 @@ def rerun(reference: Path, into: Path) -> None:
 
 def main(
     before: Annotated[Path, typer.Argument(help="reference output folder")],
-    after: Annotated[Path | None, typer.Argument(help="run folder to compare; "
-                                                      "omit with --rerun")] = None,
-    rerun_reference: Annotated[bool, typer.Option(
-        "--rerun", help="run cosim run with BEFORE/config.yaml into a temp folder and compare")
+    after: Annotated[
+        Path | None, typer.Argument(help="run folder to compare; omit with --rerun")
+    ] = None,
+    rerun_reference: Annotated[
+        bool,
+        typer.Option(
+            "--rerun", help="run cosim run with BEFORE/config.yaml into a temp folder and compare"
+        ),
     ] = False,
 ) -> None:
     """Compare two output folders (or a fresh cosim run rerun of one); exit 1 on a difference."""

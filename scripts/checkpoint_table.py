@@ -19,8 +19,16 @@ import typer
 
 from models.checkpoint import read_checkpoint
 
-COLUMNS = ("AP@0.3", "AP@0.5", "AP@0.7", "global AP@0.5 / 0.7", "ego-seen recall",
-           "neighbour-only recall @0.5 / 0.7", "truck/bus recall", "boxes / frame")
+COLUMNS = (
+    "AP@0.3",
+    "AP@0.5",
+    "AP@0.7",
+    "global AP@0.5 / 0.7",
+    "ego-seen recall",
+    "neighbour-only recall @0.5 / 0.7",
+    "truck/bus recall",
+    "boxes / frame",
+)
 
 
 def row(report: dict[str, Any]) -> list[str]:
@@ -29,30 +37,41 @@ def row(report: dict[str, Any]) -> list[str]:
     seen = report["recall_by_visibility"]
     ego, nbr = seen["ego"], seen["neighbours_only"]
     truck = report["recall_by_size"].get("truck_bus", {}).get("recall", float("nan"))
-    return [f"{ap['0.3']:.3f}", f"{ap['0.5']:.3f}", f"{ap['0.7']:.3f}",
-            f"{glob['0.5']:.3f} / {glob['0.7']:.3f}", f"{ego['recall']:.3f}",
-            f"{nbr['recall']:.3f} / {nbr['recall@0.7']:.3f}", f"{truck:.3f}",
-            f"{report['detections'] / report['frames']:.1f}"]
+    return [
+        f"{ap['0.3']:.3f}",
+        f"{ap['0.5']:.3f}",
+        f"{ap['0.7']:.3f}",
+        f"{glob['0.5']:.3f} / {glob['0.7']:.3f}",
+        f"{ego['recall']:.3f}",
+        f"{nbr['recall']:.3f} / {nbr['recall@0.7']:.3f}",
+        f"{truck:.3f}",
+        f"{report['detections'] / report['frames']:.1f}",
+    ]
 
 
 def shipped_reports(path: Path) -> dict[str, dict[str, Any]]:
     """Split name -> test report stored in a shipped checkpoint (scripts/ship_checkpoint.py)."""
     reports = read_checkpoint(path)["extra"].get("test_reports")
     if not reports:
-        raise typer.BadParameter(f"{path}: no test_reports in its extra (not shipped by "
-                                 "scripts/ship_checkpoint.py)")
+        raise typer.BadParameter(
+            f"{path}: no test_reports in its extra (not shipped by scripts/ship_checkpoint.py)"
+        )
     return reports
 
 
 def main(
     checkpoints: Annotated[list[Path], typer.Argument(help="Shipped checkpoints.")],
-    report: Annotated[list[str] | None, typer.Option(
-        help="NAME=PATTERN: cosim eval --out JSON files, {split} replaced by the split name.")]
-    = None,
+    report: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATTERN: cosim eval --out JSON files, {split} replaced by the split name."
+        ),
+    ] = None,
 ) -> None:
     """Print one markdown table per test split found in the first checkpoint."""
     rows: dict[str, dict[str, dict[str, Any]]] = {
-        path.stem: shipped_reports(path) for path in checkpoints}
+        path.stem: shipped_reports(path) for path in checkpoints
+    }
     splits = list(next(iter(rows.values())))
     for item in report or []:
         name, _, pattern = item.partition("=")

@@ -192,8 +192,10 @@ def main() -> None:
                         if iou[0] >= 0.5:
                             per_way_err[(key, way)].append(signed_errors(b[j], gt[g : g + 1]))
 
-    print(f"{args.checkpoint} ({config.fusion}, fuse_at {config.fuse_at}) on {args.data}: "
-          f"{len(indices)} samples")
+    print(
+        f"{args.checkpoint} ({config.fusion}, fuse_at {config.fuse_at}) on {args.data}: "
+        f"{len(indices)} samples"
+    )
     print("\n1. GT found at IoU >= 0.5: share reaching 0.7 as is and after each repair")
     print(f"{'seen by':<16}{'found':>7}" + "".join(f"{r:>19}" for r in REPAIRS))
     for name in VISIBILITY_CLASSES[:2]:
@@ -207,15 +209,23 @@ def main() -> None:
         arr = np.concatenate(errors[name]) if errors[name] else np.zeros((0, 5))
         if not len(arr):
             continue
-        row = [np.median(arr[:, 0]), np.median(arr[:, 1]), np.median(np.abs(arr[:, 0])),
-               np.median(np.abs(arr[:, 1])), np.median(arr[:, 2]), np.median(arr[:, 3]),
-               np.median(arr[:, 4])]
+        row = [
+            np.median(arr[:, 0]),
+            np.median(arr[:, 1]),
+            np.median(np.abs(arr[:, 0])),
+            np.median(np.abs(arr[:, 1])),
+            np.median(arr[:, 2]),
+            np.median(arr[:, 3]),
+            np.median(arr[:, 4]),
+        ]
         print(f"{name:<16}" + "".join(f"{v:>11.3f}" for v in row))
     if not intermediate:
         return
     print("\n2. neighbour-only GT, detected from that neighbour's evidence alone, five ways")
-    print(f"{'rotation':<16}{'way':<14}{'boxes':>6}{'R@0.5':>8}{'R@0.7':>8}"
-          f"{'|along|':>9}{'|across|':>9}{'length':>8}{'width':>8}{'yaw':>7}")
+    print(
+        f"{'rotation':<16}{'way':<14}{'boxes':>6}{'R@0.5':>8}{'R@0.7':>8}"
+        f"{'|along|':>9}{'|across|':>9}{'length':>8}{'width':>8}{'yaw':>7}"
+    )
     for bucket in ("turn < 5 deg", "turn 5-20 deg", "turn 20-45 deg", "all"):
         for way in ways:
             values = np.asarray(per_way.get((bucket, way), []))
@@ -224,9 +234,13 @@ def main() -> None:
             errs = per_way_err.get((bucket, way), [])
             arr = np.concatenate(errs) if errs else np.zeros((0, 5))
             med = [np.median(np.abs(arr[:, k])) if len(arr) else math.nan for k in range(5)]
-            print(f"{bucket:<16}{way:<14}{len(values):>6}{(values >= 0.5).mean():>8.3f}"
-                  f"{(values >= 0.7).mean():>8.3f}" + "".join(f"{v:>9.2f}" for v in med[:2])
-                  + "".join(f"{v:>8.2f}" for v in med[2:4]) + f"{med[4]:>7.1f}")
+            print(
+                f"{bucket:<16}{way:<14}{len(values):>6}{(values >= 0.5).mean():>8.3f}"
+                f"{(values >= 0.7).mean():>8.3f}"
+                + "".join(f"{v:>9.2f}" for v in med[:2])
+                + "".join(f"{v:>8.2f}" for v in med[2:4])
+                + f"{med[4]:>7.1f}"
+            )
 
 
 if __name__ == "__main__":

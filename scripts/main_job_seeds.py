@@ -28,8 +28,20 @@ def run_once(seed: int, cooperate: bool, out: Path, extra: list[str]) -> dict[st
     """One ``cosim run``; returns its summary.json (reused when the folder already has one)."""
     summary = out / "summary.json"
     if not summary.is_file():
-        command = [sys.executable, "-m", "cosim", "run", "--seed", str(seed), "--executor",
-                   "inprocess", "--quiet", "--out", str(out), *extra]
+        command = [
+            sys.executable,
+            "-m",
+            "cosim",
+            "run",
+            "--seed",
+            str(seed),
+            "--executor",
+            "inprocess",
+            "--quiet",
+            "--out",
+            str(out),
+            *extra,
+        ]
         if not cooperate:
             command.append("--no-cooperate")
         console.print(" ".join(command[2:]))
@@ -40,9 +52,12 @@ def run_once(seed: int, cooperate: bool, out: Path, extra: list[str]) -> dict[st
 def main(
     seeds: Annotated[str, typer.Option(help="Comma-separated world seeds.")] = "0,1,2,3,4",
     out: Annotated[Path, typer.Option(help="Folder for the runs and seeds.json.")] = Path(
-        "runs/main_job_seeds"),
-    extra: Annotated[list[str] | None, typer.Option(
-        help="Extra `cosim run` option, repeat (e.g. --extra=--checkpoint=x.pt).")] = None,
+        "runs/main_job_seeds"
+    ),
+    extra: Annotated[
+        list[str] | None,
+        typer.Option(help="Extra `cosim run` option, repeat (e.g. --extra=--checkpoint=x.pt)."),
+    ] = None,
 ) -> None:
     """Per-seed and mean AP of the main job with and without cooperation, as JSON."""
     picked = [int(s) for s in seeds.split(",") if s.strip()]
@@ -54,12 +69,19 @@ def main(
             summary = run_once(seed, cooperate, out / f"seed{seed}_{tag}", extra or [])
             row.update({f"{tag}_{k}": summary[k] for k in KEYS})
         rows.append(row)
-    means = {f"{tag}_{k}": float(np.mean([r[f"{tag}_{k}"] for r in rows]))
-             for tag in ("coop", "alone") for k in KEYS}
+    means = {
+        f"{tag}_{k}": float(np.mean([r[f"{tag}_{k}"] for r in rows]))
+        for tag in ("coop", "alone")
+        for k in KEYS
+    }
     means["gain_ap@0.5"] = means["coop_ap@0.5"] - means["alone_ap@0.5"]
     closest = min(rows, key=lambda r: abs(r["coop_ap@0.5"] - means["coop_ap@0.5"]))["seed"]
-    result = {"runs": rows, "mean": means, "seed_closest_to_mean": closest,
-              "command": "python scripts/main_job_seeds.py " + " ".join(sys.argv[1:])}
+    result = {
+        "runs": rows,
+        "mean": means,
+        "seed_closest_to_mean": closest,
+        "command": "python scripts/main_job_seeds.py " + " ".join(sys.argv[1:]),
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "seeds.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

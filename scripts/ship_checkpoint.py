@@ -44,14 +44,22 @@ def run_timings(run: Path) -> dict[str, Any]:
 
 
 def main(
-    run: Annotated[Path, typer.Argument(
-        help="Training run folder (holds best.pt, summary.json), or a checkpoint file.")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Training run folder (holds best.pt, summary.json), or a checkpoint file."
+        ),
+    ],
     out: Annotated[Path, typer.Argument(help="Shipped checkpoint to write.")],
     strategy: Annotated[str, typer.Option(help="Fusion strategy name recorded in extra.")],
     test: Annotated[list[Path], typer.Option(help="Test split to evaluate on; repeat.")],
-    as_model: Annotated[str | None, typer.Option(
-        help="Ship the weights under this detector preset instead (same weights, e.g. late "
-             "fusion of a no-fusion run).")] = None,
+    as_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Ship the weights under this detector preset instead (same weights, e.g. late "
+            "fusion of a no-fusion run)."
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads for the evaluation.")] = 2,
 ) -> None:
     """Copy RUN/best.pt (or the checkpoint RUN) to OUT with provenance and test reports in its
@@ -65,8 +73,11 @@ def main(
         rehomed.load_state_dict(model.state_dict(), strict=True)
         model, config = rehomed.eval(), rehomed.config
     extra = dict(payload["extra"])
-    extra.update(timings, strategy=strategy,
-                 derived_from=f"{source}" + (f" under {as_model}" if as_model else ""))
+    extra.update(
+        timings,
+        strategy=strategy,
+        derived_from=f"{source}" + (f" under {as_model}" if as_model else ""),
+    )
     reports = {}
     for split in test:
         console.print(f"evaluating {out.name} on {split}")
@@ -74,8 +85,10 @@ def main(
         report.update(checkpoint=str(out), model=config.name, epoch=payload["epoch"])
         reports[split.name] = report
         ap, ap_global = report["ap"], report["ap_global_sort"]
-        console.print(f"  AP@0.3/0.5/0.7 {ap['0.3']:.3f} / {ap['0.5']:.3f} / {ap['0.7']:.3f}"
-                      f"  (global sort {ap_global['0.5']:.3f} @0.5)")
+        console.print(
+            f"  AP@0.3/0.5/0.7 {ap['0.3']:.3f} / {ap['0.5']:.3f} / {ap['0.7']:.3f}"
+            f"  (global sort {ap_global['0.5']:.3f} @0.5)"
+        )
     extra["test_reports"] = reports
     extra["eval_commands"] = [f"cosim eval {out} --data {split}" for split in test]
     save_checkpoint(out, model, config, payload["metrics"], None, payload["epoch"], extra)

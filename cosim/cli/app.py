@@ -18,7 +18,8 @@ for command_module in (run, sweep, robustness, train, scenarios, dataset, config
 @app.callback()
 def main(
     debug: bool = typer.Option(
-        False, "--debug", help="show the traceback of an error instead of one error: line"),
+        False, "--debug", help="show the traceback of an error instead of one error: line"
+    ),
 ) -> None:
     """v2x-cosim: simulate, train and evaluate cooperative LiDAR perception."""
     set_debug(debug)

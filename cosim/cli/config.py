@@ -33,8 +33,10 @@ def schema_command(
 @app.command("check")
 def check_command(
     files: Annotated[list[Path], typer.Argument(help="Config YAML file(s) to validate.")],
-    kind: Annotated[str | None, typer.Option(
-        "--kind", help="Validate as this kind instead of guessing it. " + KIND_HELP)] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Validate as this kind instead of guessing it. " + KIND_HELP),
+    ] = None,
 ) -> None:
     """Validate config files; print each one's kind and "ok", or the error (file, key path,
     what is allowed) and exit 2."""

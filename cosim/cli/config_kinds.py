@@ -44,18 +44,34 @@ def _mapping(path: Path) -> dict[str, Any]:
 
 #: Every kind, most specific first (the order breaks ties when guessing a kind by its keys).
 KINDS: dict[str, Kind] = {
-    "scenario": Kind(ScenarioFile, "scenario definition (map, traffic, LiDAR)",
-                     ("scenarios/builtin",), load_scenario),
+    "scenario": Kind(
+        ScenarioFile,
+        "scenario definition (map, traffic, LiDAR)",
+        ("scenarios/builtin",),
+        load_scenario,
+    ),
     "train": Kind(TrainConfig, "training run", ("configs/train",), TrainConfig.from_yaml),
-    "model": Kind(DetectorConfig, "detector / model (grid, features, head, fusion, refiner)",
-                  ("models/configs",), DetectorConfig.from_yaml),
-    "channel": Kind(ChannelFile, "channel preset (range, loss, latency, medium, pose error)",
-                    ("channel/presets",),
-                    lambda p: ChannelConfig.from_dict(_mapping(p), str(p))),
-    "codec": Kind(CodecConfig, "feature codec (dtype, sparsity, zstd level)", (),
-                  lambda p: CodecConfig.from_dict(_mapping(p), str(p))),
-    "run": Kind(RunConfig, "simulation run (cosim run --config)", ("configs/run",),
-                RunConfig.from_yaml),
+    "model": Kind(
+        DetectorConfig,
+        "detector / model (grid, features, head, fusion, refiner)",
+        ("models/configs",),
+        DetectorConfig.from_yaml,
+    ),
+    "channel": Kind(
+        ChannelFile,
+        "channel preset (range, loss, latency, medium, pose error)",
+        ("channel/presets",),
+        lambda p: ChannelConfig.from_dict(_mapping(p), str(p)),
+    ),
+    "codec": Kind(
+        CodecConfig,
+        "feature codec (dtype, sparsity, zstd level)",
+        (),
+        lambda p: CodecConfig.from_dict(_mapping(p), str(p)),
+    ),
+    "run": Kind(
+        RunConfig, "simulation run (cosim run --config)", ("configs/run",), RunConfig.from_yaml
+    ),
 }
 
 
@@ -85,8 +101,10 @@ def detect_kind(path: Path) -> str:
     scores = {name: (len(keys & _keys(kind)), -len(_keys(kind))) for name, kind in KINDS.items()}
     best = max(scores, key=lambda name: scores[name])
     if scores[best][0] == 0:
-        raise ValueError(f"{path}: cannot tell which config kind this is (keys "
-                         f"{sorted(map(str, keys))}); pass --kind, one of {list(KINDS)}")
+        raise ValueError(
+            f"{path}: cannot tell which config kind this is (keys "
+            f"{sorted(map(str, keys))}); pass --kind, one of {list(KINDS)}"
+        )
     return best
 
 

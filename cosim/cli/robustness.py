@@ -31,28 +31,42 @@ console = Console()
 def robustness_command(
     checkpoint: Annotated[Path, typer.Argument(help="Detector checkpoint (.pt).")],
     data: Annotated[Path, typer.Option(help="Test dataset folder (cosim dataset build).")] = (
-        Path("data/test")),
-    out: Annotated[Path | None, typer.Option(
-        help="Output folder [default: runs/robustness-<model name>]")] = None,
-    frames: Annotated[int | None, typer.Option(
-        min=1, help="First N frames of each scenario/seed (default: all).")] = None,
-    conditions: Annotated[str, typer.Option(
-        help="Comma-separated groups: sensor, comm (= pose, latency, loss).")] = "sensor,comm",
-    parallel: Annotated[int, typer.Option(
-        min=0, help="Conditions at once, one CPU each (0 = in-process).")] = 2,
+        Path("data/test")
+    ),
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder [default: runs/robustness-<model name>]")
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option(min=1, help="First N frames of each scenario/seed (default: all).")
+    ] = None,
+    conditions: Annotated[
+        str, typer.Option(help="Comma-separated groups: sensor, comm (= pose, latency, loss).")
+    ] = "sensor,comm",
+    parallel: Annotated[
+        int, typer.Option(min=0, help="Conditions at once, one CPU each (0 = in-process).")
+    ] = 2,
     executor: Annotated[str, typer.Option(help="ray or inprocess.")] = "ray",
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of corruptions, pose error, loss.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads per condition.")] = 1,
-    corrupt: Annotated[str, typer.Option(
-        help="Who carries a sensor corruption: all, ego or neighbours (RCP-Bench).")] = "all",
-    refine_steps: Annotated[int | None, typer.Option(
-        help="PKD refiner DDIM steps 0-10 [default: the checkpoint's].")] = None,
-    refine_skip_above: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
+    corrupt: Annotated[
+        str,
+        typer.Option(help="Who carries a sensor corruption: all, ego or neighbours (RCP-Bench)."),
+    ] = "all",
+    refine_steps: Annotated[
+        int | None, typer.Option(help="PKD refiner DDIM steps 0-10 [default: the checkpoint's].")
     ] = None,
-    device: Annotated[str, typer.Option(
-        help="Models on auto (a GPU when the machine or Ray cluster has one), cpu or cuda.")
+    refine_skip_above: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this."
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Models on auto (a GPU when the machine or Ray cluster has one), cpu or cuda."
+        ),
     ] = "auto",
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
@@ -73,16 +87,23 @@ def robustness_command(
         from models.refiner import MAX_STEPS
 
         if corrupt not in CORRUPT_TARGETS:
-            raise ValueError(f"--corrupt must be one of {', '.join(CORRUPT_TARGETS)}, "
-                             f"got {corrupt!r}")
+            raise ValueError(
+                f"--corrupt must be one of {', '.join(CORRUPT_TARGETS)}, got {corrupt!r}"
+            )
         if refine_steps is not None and not 0 <= refine_steps <= MAX_STEPS:
             raise ValueError(f"--refine-steps must be in 0..{MAX_STEPS}, got {refine_steps}")
-        config = BenchmarkConfig(data=str(data), frames=frames, seed=seed, threads=threads,
-                                 corrupt=corrupt, refine_steps=refine_steps,
-                                 refine_skip_above=refine_skip_above, device=device)
+        config = BenchmarkConfig(
+            data=str(data),
+            frames=frames,
+            seed=seed,
+            threads=threads,
+            corrupt=corrupt,
+            refine_steps=refine_steps,
+            refine_skip_above=refine_skip_above,
+            device=device,
+        )
         if device not in DEVICE_CHOICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, "
-                             f"got {device!r}")
+            raise ValueError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}")
         if mode == "inprocess":
             resolve_device(device)  # fails here, naming the flag, on a machine without CUDA
         check_conditions(config, chosen)
@@ -94,35 +115,57 @@ def robustness_command(
         raise typer.Exit(2) from err
     folder = out or Path("runs") / f"robustness-{name}"
     folder.mkdir(parents=True, exist_ok=True)
-    settings = dict(dataclasses.asdict(config), checkpoint=str(checkpoint), executor=mode,
-                    parallel=parallel, conditions=[c.label for c in chosen])
+    settings = dict(
+        dataclasses.asdict(config),
+        checkpoint=str(checkpoint),
+        executor=mode,
+        parallel=parallel,
+        conditions=[c.label for c in chosen],
+    )
     (folder / "robustness.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     with graceful_stop() as stop:
         with progress_bar(console, transient=True) as progress:
             task = progress.add_task("robustness conditions", total=len(chosen))
             try:
-                table = run_benchmark(checkpoint, config, chosen, mode, max(parallel, 1),
-                                      address,
-                                      lambda done, _: progress.update(task, completed=done),
-                                      should_stop=stop)
+                table = run_benchmark(
+                    checkpoint,
+                    config,
+                    chosen,
+                    mode,
+                    max(parallel, 1),
+                    address,
+                    lambda done, _: progress.update(task, completed=done),
+                    should_stop=stop,
+                )
             except ValueError as err:  # e.g. --device cuda on a cluster without GPUs
                 print_error(console, err)
                 raise typer.Exit(2) from err
     interrupted = table.num_rows < len(chosen)
-    (folder / "robustness_summary.json").write_text(json.dumps(
-        {"interrupted": interrupted, "conditions": table.num_rows,
-         "conditions_planned": len(chosen)}, indent=2))
+    (folder / "robustness_summary.json").write_text(
+        json.dumps(
+            {
+                "interrupted": interrupted,
+                "conditions": table.num_rows,
+                "conditions_planned": len(chosen),
+            },
+            indent=2,
+        )
+    )
     if interrupted:  # keep the finished conditions; the report needs them all
         if table.num_rows:
             pq.write_table(table, folder / "robustness.parquet")
-        console.print(f"interrupted ({stop.name or 'SIGINT'}): wrote the {table.num_rows} "
-                      f"finished condition(s) of {len(chosen)} to {folder}", soft_wrap=True)
+        console.print(
+            f"interrupted ({stop.name or 'SIGINT'}): wrote the {table.num_rows} "
+            f"finished condition(s) of {len(chosen)} to {folder}",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED)
     written = write_outputs(table, folder, f"robustness of {name} on {data.name}")
     console.print(_summary_table(table.to_pylist()))
     summary = summarize(table)
-    console.print(f"mRCE@0.5 severity 2: {summary['mrce_sev2']:.4f}; all: "
-                  f"{summary['mrce_all']:.4f}")
+    console.print(
+        f"mRCE@0.5 severity 2: {summary['mrce_sev2']:.4f}; all: {summary['mrce_all']:.4f}"
+    )
     console.print("wrote " + ", ".join(str(p) for p in written))
 
 
@@ -131,17 +174,26 @@ def _summary_table(rows: list[dict]) -> Table:
     for name in ("condition", "AP@0.5", "AP@0.7", "RCE@0.5", "neighbours"):
         table.add_column(name, justify="left" if name == "condition" else "right")
     for r in rows:
-        table.add_row(r["label"], f"{r['ap@0.5']:.4f}", f"{r['ap@0.7']:.4f}",
-                      f"{r['rce@0.5']:.4f}", f"{r['mean_neighbours']:.2f}")
+        table.add_row(
+            r["label"],
+            f"{r['ap@0.5']:.4f}",
+            f"{r['ap@0.7']:.4f}",
+            f"{r['rce@0.5']:.4f}",
+            f"{r['mean_neighbours']:.2f}",
+        )
     return table
 
 
 def compare_command(
-    runs: Annotated[list[Path], typer.Argument(
-        help="Output folders of cosim robustness (each holds robustness.parquet).")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Output folders of cosim robustness (each holds robustness.parquet)."),
+    ],
     out: Annotated[Path | None, typer.Option(help="Also write the markdown here.")] = None,
-    plot: Annotated[Path | None, typer.Option(
-        help="Also draw AP@0.5 of every run against each fault level (PNG).")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also draw AP@0.5 of every run against each fault level (PNG)."),
+    ] = None,
 ) -> None:
     """One table across benchmark runs: rows are the runs (named by folder, or by the path as
     given where two folders share a name), columns clean AP@0.5, AP@0.5 per corruption at

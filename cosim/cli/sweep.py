@@ -48,32 +48,48 @@ def _integers(text: str, option: str) -> tuple[int, ...]:
 
 def sweep(
     scenario: Annotated[str, typer.Argument(help="scenario name, YAML or OPV2V folder")] = (
-        DEFAULT_SCENARIO),
-    fusions: Annotated[str, typer.Option(
-        help="comma-separated checkpoints: shipped names (early, late, max, attention, none) "
-             "or .pt paths; early sends points, late boxes (a fixed format: --dtypes and "
-             "--sparsities apply to map-sending checkpoints only)")] = "attention",
-    vehicles: Annotated[str | None, typer.Option(
-        help="comma-separated numbers of connected vehicles (synthetic) [default: the "
-             "scenario's]")] = None,
-    egos: Annotated[str, typer.Option(
-        help="comma-separated ego modes: one (one ego is scored), all (every vehicle fuses "
-             "and is scored)")] = "one",
+        DEFAULT_SCENARIO
+    ),
+    fusions: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated checkpoints: shipped names (early, late, max, attention, none) "
+            "or .pt paths; early sends points, late boxes (a fixed format: --dtypes and "
+            "--sparsities apply to map-sending checkpoints only)"
+        ),
+    ] = "attention",
+    vehicles: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated numbers of connected vehicles (synthetic) [default: the "
+            "scenario's]"
+        ),
+    ] = None,
+    egos: Annotated[
+        str,
+        typer.Option(
+            help="comma-separated ego modes: one (one ego is scored), all (every vehicle fuses "
+            "and is scored)"
+        ),
+    ] = "one",
     frames: Annotated[int, typer.Option(help="ticks per run")] = 10,
     dtypes: Annotated[str, typer.Option(help="comma-separated codec dtypes")] = "float16,int8",
-    sparsities: Annotated[str, typer.Option(
-        help="comma-separated: none, topk:F, threshold:T")] = "none,topk:0.1",
+    sparsities: Annotated[
+        str, typer.Option(help="comma-separated: none, topk:F, threshold:T")
+    ] = "none,topk:0.1",
     channels: Annotated[str, typer.Option(help="comma-separated channel presets")] = "dsrc,cv2x",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1",
     pose_error: Annotated[float | None, typer.Option(help="pose error sigma")] = None,
     corruption: Annotated[str | None, typer.Option(help="sensor corruption name")] = None,
     severity: Annotated[int, typer.Option(help="corruption severity 1-3")] = 2,
-    references: Annotated[bool, typer.Option(
-        help="also run no-fusion and lossless-fusion references")] = True,
+    references: Annotated[
+        bool, typer.Option(help="also run no-fusion and lossless-fusion references")
+    ] = True,
     parallel: Annotated[int, typer.Option(help="runs at once (one CPU each)")] = 2,
     address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder [default: runs/sweep-<time>]")] = (
-        None),
+        None
+    ),
 ) -> None:
     """Bandwidth versus accuracy: AP against wire bytes over codec settings and channels."""
     import ray
@@ -92,12 +108,19 @@ def sweep(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         config = SweepConfig(
-            scenario=scenario, fusions=tuple(fusion_checkpoint(f) for f in _split(fusions)),
+            scenario=scenario,
+            fusions=tuple(fusion_checkpoint(f) for f in _split(fusions)),
             vehicles=(None,) if vehicles is None else tuple(_integers(vehicles, "--vehicles")),
-            ego_modes=_split(egos), frames=frames,
-            dtypes=_split(dtypes), sparsities=_split(sparsities), channels=_split(channels),
-            seeds=_integers(seeds, "--seeds"), pose_error=pose_error,
-            corruption=corruption, severity=severity, references=references,
+            ego_modes=_split(egos),
+            frames=frames,
+            dtypes=_split(dtypes),
+            sparsities=_split(sparsities),
+            channels=_split(channels),
+            seeds=_integers(seeds, "--seeds"),
+            pose_error=pose_error,
+            corruption=corruption,
+            severity=severity,
+            references=references,
             max_parallel=parallel,
         )
         runs = sweep_runs(config)  # validates every run's settings before starting
@@ -114,14 +137,21 @@ def sweep(
         try:
             with progress_bar(console, transient=True) as progress:
                 task = progress.add_task("sweep runs", total=total)
-                table = run_sweep(config, lambda done, _: progress.update(task, completed=done),
-                                  should_stop=stop, runs=runs)
+                table = run_sweep(
+                    config,
+                    lambda done, _: progress.update(task, completed=done),
+                    should_stop=stop,
+                    runs=runs,
+                )
         finally:
             if address is not None:
                 ray.shutdown()
     interrupted = stop.signal is not None and table.num_rows < total
-    (folder / "sweep_summary.json").write_text(json.dumps(
-        {"interrupted": interrupted, "runs": table.num_rows, "runs_planned": total}, indent=2))
+    (folder / "sweep_summary.json").write_text(
+        json.dumps(
+            {"interrupted": interrupted, "runs": table.num_rows, "runs_planned": total}, indent=2
+        )
+    )
     if table.num_rows:
         pq.write_table(table, folder / "sweep.parquet")
         means = mean_over_seeds(table)
@@ -131,20 +161,42 @@ def sweep(
         console.print(_table(means.to_pylist()))
     console.print(f"sweep folder: [bold]{folder}[/bold]")
     if interrupted:
-        console.print(f"interrupted ({stop.name}): wrote the {table.num_rows} complete run(s) "
-                      f"of {total} to {folder}", soft_wrap=True)
+        console.print(
+            f"interrupted ({stop.name}): wrote the {table.num_rows} complete run(s) "
+            f"of {total} to {folder}",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _table(means: list[dict]) -> Table:
     table = Table(title="sweep: mean over seeds")
-    for name in ("kind", "setting", "channel", "vehicles", "egos", "seeds", "wire B", "AP@0.5",
-                 "AP@0.7", "busy"):
+    for name in (
+        "kind",
+        "setting",
+        "channel",
+        "vehicles",
+        "egos",
+        "seeds",
+        "wire B",
+        "AP@0.5",
+        "AP@0.7",
+        "busy",
+    ):
         table.add_column(name)
     for r in means:
-        table.add_row(r["kind"], r["setting"], r["channel"], str(r["vehicles"]), r["egos"],
-                      str(r["seeds"]), f"{r['mean_wire_bytes']:,.0f}",
-                      f"{r['ap@0.5']:.3f}", f"{r['ap@0.7']:.3f}", f"{r['busy_ratio']:.2f}")
+        table.add_row(
+            r["kind"],
+            r["setting"],
+            r["channel"],
+            str(r["vehicles"]),
+            r["egos"],
+            str(r["seeds"]),
+            f"{r['mean_wire_bytes']:,.0f}",
+            f"{r['ap@0.5']:.3f}",
+            f"{r['ap@0.7']:.3f}",
+            f"{r['busy_ratio']:.2f}",
+        )
     return table
 
 

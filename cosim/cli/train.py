@@ -50,23 +50,45 @@ def train_command(
     val_data: Annotated[
         Path | None, typer.Option("--val-data", help="Validation dataset folder (data.val).")
     ] = None,
-    workers: Annotated[int, typer.Option(
-        "--workers", min=1,
-        help="Data-parallel Ray Train workers (DDP); batch_size is per worker. 1: this process, "
-             "no Ray.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(
-        "--gpus-per-worker", help="GPUs each Ray Train worker reserves on CUDA.")] = 1.0,
-    address: Annotated[str | None, typer.Option(
-        "--address", help="Ray cluster for --workers N: auto, host:6379 (default: a local "
-                          "instance).")] = None,
-    storage: Annotated[Path | None, typer.Option(
-        "--storage", help="Where Ray Train keeps reported checkpoints: a folder every node "
-                          "sees (default: <out>/ray).")] = None,
-    max_failures: Annotated[int, typer.Option(
-        "--max-failures", min=-1,
-        help="Restarts from the latest checkpoint after a worker fails (-1: no limit).")] = 3,
-    device: Annotated[str, typer.Option(
-        "--device", help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")] = "auto",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Data-parallel Ray Train workers (DDP); batch_size is per worker. "
+            "1: this process, no Ray.",
+        ),
+    ] = 1,
+    gpus_per_worker: Annotated[
+        float,
+        typer.Option("--gpus-per-worker", help="GPUs each Ray Train worker reserves on CUDA."),
+    ] = 1.0,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster for --workers N: auto, host:6379 (default: a local instance).",
+        ),
+    ] = None,
+    storage: Annotated[
+        Path | None,
+        typer.Option(
+            "--storage",
+            help="Where Ray Train keeps reported checkpoints: a folder every node "
+            "sees (default: <out>/ray).",
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-failures",
+            min=-1,
+            help="Restarts from the latest checkpoint after a worker fails (-1: no limit).",
+        ),
+    ] = 3,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA when there is a GPU), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """Train a detector; checkpoints last.pt / best.pt and step logs go to the run folder.
 
@@ -94,25 +116,43 @@ def train_command(
         sys.argv[2:] if sys.argv[1:2] == ["train"] else [str(config)]
     )
     if workers == 1:
-        given = [flag for flag, value in (("--address", address), ("--storage", storage))
-                 if value is not None]
+        given = [
+            flag
+            for flag, value in (("--address", address), ("--storage", storage))
+            if value is not None
+        ]
         if given:
-            raise _fail(f"{' and '.join(given)} need --workers 2 or more (Ray Train); "
-                        "--workers 1 trains in this process")
+            raise _fail(
+                f"{' and '.join(given)} need --workers 2 or more (Ray Train); "
+                "--workers 1 trains in this process"
+            )
     stopped_by = ""
     try:
         if workers > 1:
             from cosim.training.train_ray import train_distributed
 
             result = train_distributed(
-                cfg, workers, device=device, gpus_per_worker=gpus_per_worker,
-                address=address, storage=storage, resume=resume, max_failures=max_failures,
-                command=command, console=console,
+                cfg,
+                workers,
+                device=device,
+                gpus_per_worker=gpus_per_worker,
+                address=address,
+                storage=storage,
+                resume=resume,
+                max_failures=max_failures,
+                command=command,
+                console=console,
             )
         else:
             with graceful_stop() as stop:
-                result = train(cfg, resume=resume, console=console, command=command,
-                               should_stop=stop, device=device)
+                result = train(
+                    cfg,
+                    resume=resume,
+                    console=console,
+                    command=command,
+                    should_stop=stop,
+                    device=device,
+                )
             stopped_by = stop.name or "SIGINT"
     except (DatasetFormatError, FileNotFoundError, ValueError, ConnectionError) as error:
         raise _fail(str(error)) from error
@@ -121,8 +161,11 @@ def train_command(
         f"(epoch {result.best_epoch})"
     )
     if result.interrupted:
-        console.print(f"interrupted ({stopped_by}) after {len(result.epochs)} complete "
-                      f"epoch(s); `cosim train --resume` goes on from last.pt", soft_wrap=True)
+        console.print(
+            f"interrupted ({stopped_by}) after {len(result.epochs)} complete "
+            f"epoch(s); `cosim train --resume` goes on from last.pt",
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -133,22 +176,45 @@ def eval_command(
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here.")] = None,
     frames: Annotated[int | None, typer.Option(min=1, help="First N frames only.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads.")] = 2,
-    score_threshold: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Drop detections below this score (default: the config's).")] = None,
-    refine_steps: Annotated[int | None, typer.Option(
-        min=0, max=10, help="PKD refiner DDIM steps, 0 = off (default: the checkpoint's).")] = None,
-    refine_skip_above: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this.")
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Drop detections below this score (default: the config's)."
+        ),
     ] = None,
-    vote_iou: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Box voting after NMS at this IoU, 0 off (default: the config's)."
-    )] = None,
-    device: Annotated[str, typer.Option(
-        help="Run the model on auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N.")
+    refine_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=10, help="PKD refiner DDIM steps, 0 = off (default: the checkpoint's)."
+        ),
+    ] = None,
+    refine_skip_above: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this."
+        ),
+    ] = None,
+    vote_iou: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Box voting after NMS at this IoU, 0 off (default: the config's).",
+        ),
+    ] = None,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Run the model on auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N."
+        ),
     ] = "auto",
-    message_range: Annotated[str | None, typer.Option(
-        help="Window each neighbour encodes and sends, x_min,y_min,x_max,y_max in m "
-             "(e.g. --message-range=-80,-80,80,80; default: the checkpoint's).")] = None,
+    message_range: Annotated[
+        str | None,
+        typer.Option(
+            help="Window each neighbour encodes and sends, x_min,y_min,x_max,y_max in m "
+            "(e.g. --message-range=-80,-80,80,80; default: the checkpoint's)."
+        ),
+    ] = None,
 ) -> None:
     """AP@0.3/0.5/0.7 of a checkpoint on a dataset (OPV2V protocol, fixed GT for all fusions),
     and recall of the boxes the ego saw, only its neighbours saw, or nobody saw well."""
@@ -158,17 +224,25 @@ def eval_command(
     if not checkpoint.is_file():
         raise _fail(f"checkpoint not found: {checkpoint}")
     try:
-        overrides = (None if message_range is None
-                     else {"message_range": parse_message_range(message_range)})
+        overrides = (
+            None if message_range is None else {"message_range": parse_message_range(message_range)}
+        )
         model, config, payload = load_checkpoint(
-            checkpoint, map_location=resolve_device(device), overrides=overrides)
+            checkpoint, map_location=resolve_device(device), overrides=overrides
+        )
         if refine_skip_above is not None:
             model.set_refine_skip(refine_skip_above)
         if vote_iou is not None:
             model.anchor_head.config = replace(model.anchor_head.config, vote_iou=vote_iou)
-        report = evaluate_report(model, data, frames, score_threshold=score_threshold,
-                                 progress=not as_json, console=console,
-                                 refine_steps=refine_steps)
+        report = evaluate_report(
+            model,
+            data,
+            frames,
+            score_threshold=score_threshold,
+            progress=not as_json,
+            console=console,
+            refine_steps=refine_steps,
+        )
     except (DatasetFormatError, ValueError) as error:
         raise _fail(str(error)) from error
     report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])
@@ -187,14 +261,19 @@ def eval_command(
         table.add_row(label, *("n/a" if v is None else f"{v:.4f}" for v in values))
     console.print(table)
     voting = f", box voting at IoU {report['vote_iou']:g}" if report["vote_iou"] else ""
-    console.print(f"{report['detections']} detections at score >= {report['score_threshold']:g}"
-                  f"{voting} "
-                  f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
-                  f"{report['false_positives']['0.5']} false positives at IoU 0.5")
+    console.print(
+        f"{report['detections']} detections at score >= {report['score_threshold']:g}"
+        f"{voting} "
+        f"({report['detections'] / max(report['frames'], 1):.1f} per frame), "
+        f"{report['false_positives']['0.5']} false positives at IoU 0.5"
+    )
     for key, title, first_column in (
         ("recall_by_visibility", "recall by who saw the box (>= 5 LiDAR points)", "seen by"),
-        ("recall_by_size", "recall by size (length: car <= 4.9 m < van <= 6 m < truck/bus)",
-         "size"),
+        (
+            "recall_by_size",
+            "recall by size (length: car <= 4.9 m < van <= 6 m < truck/bus)",
+            "size",
+        ),
     ):
         console.print(recall_table(report[key], title, first_column))
     if out is not None:
@@ -209,8 +288,17 @@ def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str)
         return "n/a" if value is None else format(value, fmt)
 
     table = Table(title=title, caption="median errors of the matches at IoU 0.5")
-    for column in (first_column, "boxes", "found@0.5", "R@0.5", "R@0.7", "yaw deg",
-                   "centre m", "length m", "width m"):
+    for column in (
+        first_column,
+        "boxes",
+        "found@0.5",
+        "R@0.5",
+        "R@0.7",
+        "yaw deg",
+        "centre m",
+        "length m",
+        "width m",
+    ):
         first = column == first_column
         table.add_column(column, justify="left" if first else "right", no_wrap=first)
     for name, row in rows.items():
@@ -226,7 +314,6 @@ def recall_table(rows: dict[str, dict[str, Any]], title: str, first_column: str)
             number(row["median_width_error_m"], ".2f"),
         )
     return table
-
 
 
 def register(root: typer.Typer) -> None:

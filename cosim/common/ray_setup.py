@@ -69,7 +69,8 @@ def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, **kwargs
         except OSError as err:
             raise ConnectionError(
                 f"no Ray cluster at {address}: nothing accepts connections there "
-                f"({err.strerror or type(err).__name__})") from None
+                f"({err.strerror or type(err).__name__})"
+            ) from None
     outcome: dict[str, BaseException] = {}
 
     def attempt() -> None:
@@ -82,8 +83,10 @@ def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, **kwargs
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise ConnectionError(f"no Ray cluster answered at {address} within {timeout_s:g} s "
-                              "(set a longer wait with --connect-timeout)")
+        raise ConnectionError(
+            f"no Ray cluster answered at {address} within {timeout_s:g} s "
+            "(set a longer wait with --connect-timeout)"
+        )
     if "error" in outcome:
         err = outcome["error"]
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -36,8 +36,9 @@ def run_bounded(
         while next_index < len(items) and len(pending) < max(1, parallel):
             pending[submit(items[next_index])] = next_index
             next_index += 1
-        ready, _ = ray.wait(list(pending), num_returns=1,
-                            timeout=None if should_stop is None else 1.0)
+        ready, _ = ray.wait(
+            list(pending), num_returns=1, timeout=None if should_stop is None else 1.0
+        )
         for ref in ready:
             results[pending.pop(ref)] = ray.get(ref)
             done += 1

@@ -58,8 +58,13 @@ KINDS = ("clean", "sensor", "pose", "latency", "loss")
 #: Who carries a sensor corruption: every agent, the ego only, the neighbours only (RCP-Bench's
 #: global, ego and CAV interference).
 CORRUPT_TARGETS = ("all", "ego", "neighbours")
-GROUPS = {"sensor": ("sensor",), "comm": ("pose", "latency", "loss"), "pose": ("pose",),
-          "latency": ("latency",), "loss": ("loss",)}
+GROUPS = {
+    "sensor": ("sensor",),
+    "comm": ("pose", "latency", "loss"),
+    "pose": ("pose",),
+    "latency": ("latency",),
+    "loss": ("loss",),
+}
 LATENCY_MS: tuple[int, ...] = (0, 100, 200)
 LOSS_RATES: tuple[float, ...] = (0.1, 0.3)
 LOSS_MODELS = ("bernoulli", "gilbert_elliott")
@@ -151,8 +156,9 @@ def loss_config(condition: Condition) -> LossConfig:
     if condition.name == "bernoulli":
         return LossConfig(model="bernoulli", p=p)
     p_bg = 1.0 / BURST_MESSAGES
-    return LossConfig(model="gilbert_elliott", p_gb=p * p_bg / (1.0 - p), p_bg=p_bg,
-                      loss_good=0.0, loss_bad=1.0)
+    return LossConfig(
+        model="gilbert_elliott", p_gb=p * p_bg / (1.0 - p), p_bg=p_bg, loss_good=0.0, loss_bad=1.0
+    )
 
 
 def source_runs(store: FrameStore) -> list[tuple[str, list[int]]]:
@@ -201,8 +207,9 @@ def _yaw(pose: np.ndarray) -> float:
     return math.atan2(pose[1, 0], pose[0, 0])
 
 
-def _context(frame: Frame, previous: Frame | None, agent_id: int,
-             lidar: LidarConfig) -> CorruptionContext:
+def _context(
+    frame: Frame, previous: Frame | None, agent_id: int, lidar: LidarConfig
+) -> CorruptionContext:
     agent = frame.agent(agent_id)
     yaw_rate = 0.0
     if previous is not None and agent_id in previous.agents:
@@ -215,18 +222,32 @@ def _context(frame: Frame, previous: Frame | None, agent_id: int,
 class _Faults:
     """The seeded state of one condition over one source, applied to samples in frame order."""
 
-    def __init__(self, condition: Condition, seed: int, run: int, lidar: LidarConfig,
-                 lag: int, target: str = "all") -> None:
+    def __init__(
+        self,
+        condition: Condition,
+        seed: int,
+        run: int,
+        lidar: LidarConfig,
+        lag: int,
+        target: str = "all",
+    ) -> None:
         self.condition, self.seed, self.lidar, self.lag = condition, seed, lidar, lag
         self.target = target
         stream = int(np.random.SeedSequence([seed, run]).generate_state(1)[0])
-        self.pose = PoseErrorModel(PoseErrorConfig.level(condition.level), stream) \
-            if condition.kind == "pose" else None
-        self.links = LinkModel(LinkConfig(loss=loss_config(condition)), stream) \
-            if condition.kind == "loss" else None
+        self.pose = (
+            PoseErrorModel(PoseErrorConfig.level(condition.level), stream)
+            if condition.kind == "pose"
+            else None
+        )
+        self.links = (
+            LinkModel(LinkConfig(loss=loss_config(condition)), stream)
+            if condition.kind == "loss"
+            else None
+        )
 
-    def apply(self, sample: CooperativeSample, frames: dict[int, Frame], run: list[int],
-              k: int) -> CooperativeSample:
+    def apply(
+        self, sample: CooperativeSample, frames: dict[int, Frame], run: list[int], k: int
+    ) -> CooperativeSample:
         """``sample`` (cut from stored frame ``run[k]``; ``frames`` holds its recent history)
         as the model sees it under the condition."""
         kind, frame = self.condition.kind, frames[run[k]]
@@ -237,8 +258,13 @@ class _Faults:
             def hit(agent_id: int, points: np.ndarray) -> np.ndarray:
                 seq = np.random.SeedSequence(self.seed, spawn_key=(run[k], id_key(agent_id)))
                 context = _context(frame, previous, agent_id, self.lidar)
-                return corrupt(points, self.condition.name, int(self.condition.level),
-                               np.random.default_rng(seq), context)
+                return corrupt(
+                    points,
+                    self.condition.name,
+                    int(self.condition.level),
+                    np.random.default_rng(seq),
+                    context,
+                )
 
             ego_points, nbr_points = sample.ego_points, sample.neighbour_points
             if self.target in ("all", "ego"):
@@ -249,46 +275,70 @@ class _Faults:
         ego_pose = frame.agent(ego).lidar_pose
         if kind == "pose" and self.pose is not None:
             reported = [self.pose.perturb(a, frame.agent(a).lidar_pose)[0] for a in ids]
-            return _with_neighbours(sample, ids, sample.neighbour_points,
-                                    [relative_transform(r, ego_pose) for r in reported],
-                                    pose_sigma=self.condition.level)
+            return _with_neighbours(
+                sample,
+                ids,
+                sample.neighbour_points,
+                [relative_transform(r, ego_pose) for r in reported],
+                pose_sigma=self.condition.level,
+            )
         if kind == "latency" and self.lag > 0:
             old = frames[run[max(0, k - self.lag)]]
             keep = [a for a in ids if a in old.agents]
             return _with_neighbours(
-                sample, keep, [old.agent(a).points for a in keep],
+                sample,
+                keep,
+                [old.agent(a).points for a in keep],
                 [relative_transform(old.agent(a).lidar_pose, ego_pose) for a in keep],
-                age_s=frame.timestamp - old.timestamp)
+                age_s=frame.timestamp - old.timestamp,
+            )
         if kind == "loss" and self.links is not None:
             xy = frame.agent(ego).lidar_pose[:2, 3]
             received = [
-                self.links.transmit(a, ego, frame.timestamp, 0,
-                                    tuple(frame.agent(a).lidar_pose[:2, 3]), tuple(xy)
-                                    ).dropped is None
+                self.links.transmit(
+                    a, ego, frame.timestamp, 0, tuple(frame.agent(a).lidar_pose[:2, 3]), tuple(xy)
+                ).dropped
+                is None
                 for a in ids
             ]
             keep = [i for i, ok in enumerate(received) if ok]
-            return _with_neighbours(sample, [ids[i] for i in keep],
-                                    [sample.neighbour_points[i] for i in keep],
-                                    [sample.neighbour_to_ego[i] for i in keep])
+            return _with_neighbours(
+                sample,
+                [ids[i] for i in keep],
+                [sample.neighbour_points[i] for i in keep],
+                [sample.neighbour_to_ego[i] for i in keep],
+            )
         return sample
 
 
-def _with_neighbours(sample: CooperativeSample, ids: list[int] | tuple[int, ...],
-                     points: Any, transforms: Any, pose_sigma: float = 0.0,
-                     age_s: float = 0.0) -> CooperativeSample:
+def _with_neighbours(
+    sample: CooperativeSample,
+    ids: list[int] | tuple[int, ...],
+    points: Any,
+    transforms: Any,
+    pose_sigma: float = 0.0,
+    age_s: float = 0.0,
+) -> CooperativeSample:
     """``sample`` with another neighbour set; each carries the cues the ego would know: the
     pose-error level its sender reports and the age of its data."""
     stacked = np.stack(transforms) if len(transforms) else np.zeros((0, 4, 4))
-    return replace(sample, neighbour_ids=tuple(ids), neighbour_points=tuple(points),
-                   neighbour_to_ego=stacked,
-                   neighbour_pose_sigma=np.full(len(ids), pose_sigma, np.float32),
-                   neighbour_age_s=np.full(len(ids), age_s, np.float32))
+    return replace(
+        sample,
+        neighbour_ids=tuple(ids),
+        neighbour_points=tuple(points),
+        neighbour_to_ego=stacked,
+        neighbour_pose_sigma=np.full(len(ids), pose_sigma, np.float32),
+        neighbour_age_s=np.full(len(ids), age_s, np.float32),
+    )
 
 
 def condition_samples(
-    store: FrameStore, grid: GridSpec, condition: Condition, frames: int | None = None,
-    seed: int = 0, target: str = "all",
+    store: FrameStore,
+    grid: GridSpec,
+    condition: Condition,
+    frames: int | None = None,
+    seed: int = 0,
+    target: str = "all",
 ) -> Iterator[CooperativeSample]:
     """The evaluation samples of the first ``frames`` stored frames of each source (all when
     None) under ``condition``, in stored order; ground truth as in ``cosim eval``. A sensor
@@ -310,9 +360,15 @@ def condition_samples(
 
 
 def evaluate_condition(
-    model: CooperativeDetector, data_dir: str | Path, condition: Condition,
-    frames: int | None = None, seed: int = 0, batch_size: int = 4,
-    score_threshold: float | None = None, target: str = "all", refine_steps: int | None = None,
+    model: CooperativeDetector,
+    data_dir: str | Path,
+    condition: Condition,
+    frames: int | None = None,
+    seed: int = 0,
+    batch_size: int = 4,
+    score_threshold: float | None = None,
+    target: str = "all",
+    refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """One table row: the condition, AP@0.3/0.5/0.7 (OPV2V per-frame sort), frames, GT boxes,
     mean neighbours given to the model, mean points per agent, seconds."""
@@ -330,16 +386,19 @@ def evaluate_condition(
             points += len(sample.ego_points) + sum(len(p) for p in sample.neighbour_points)
         if batch and (sample is None or len(batch) == batch_size):
             with torch.no_grad():
-                detections = predict(model, batch, score_threshold=score_threshold,
-                                 refine_steps=refine_steps)
+                detections = predict(
+                    model, batch, score_threshold=score_threshold, refine_steps=refine_steps
+                )
             for s, det in zip(batch, detections, strict=True):
                 acc.add(det.boxes, det.scores, s.gt_boxes)
             batch = []
     aps = acc.average_precision(False)
     return {
-        **condition.to_dict(), "label": condition.label,
+        **condition.to_dict(),
+        "label": condition.label,
         **{f"ap@{t:g}": aps[t] for t in DEFAULT_IOU_THRESHOLDS},
-        "frames": acc.num_frames, "num_gt": acc.num_gt,
+        "frames": acc.num_frames,
+        "num_gt": acc.num_gt,
         "mean_neighbours": neighbours / max(acc.num_frames, 1),
         "mean_points": points / max(clouds, 1),
         "seconds": time.perf_counter() - start,

@@ -26,8 +26,21 @@ from models.metrics import relative_corruption_error  # noqa: E402
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES  # noqa: E402
 
 MIDDLE_SEVERITY = 2
-COLUMNS = ["kind", "name", "level", "label", "ap@0.3", "ap@0.5", "ap@0.7", "rce@0.5", "frames",
-           "num_gt", "mean_neighbours", "mean_points", "seconds"]
+COLUMNS = [
+    "kind",
+    "name",
+    "level",
+    "label",
+    "ap@0.3",
+    "ap@0.5",
+    "ap@0.7",
+    "rce@0.5",
+    "frames",
+    "num_gt",
+    "mean_neighbours",
+    "mean_points",
+    "seconds",
+]
 
 
 def _rce(clean: float, value: float) -> float:
@@ -61,8 +74,9 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     def mean(values: list[float]) -> float:
         return float(np.mean(values)) if values and not any(map(math.isnan, values)) else math.nan
 
-    middle = [rce[n][MIDDLE_SEVERITY] for n in CORRUPTION_NAMES
-              if MIDDLE_SEVERITY in rce.get(n, {})]
+    middle = [
+        rce[n][MIDDLE_SEVERITY] for n in CORRUPTION_NAMES if MIDDLE_SEVERITY in rce.get(n, {})
+    ]
     every = [v for n in CORRUPTION_NAMES for v in rce.get(n, {}).values()]
     complete = len(every) == len(CORRUPTION_NAMES) * len(SEVERITIES)
     return {
@@ -81,40 +95,64 @@ def render_report(table: pa.Table, title: str) -> str:
     """The markdown report: AP@0.5 / AP@0.7 / RCE per condition, RCE per corruption x
     severity, and the two mRCEs."""
     rows, summary = table.to_pylist(), summarize(table)
-    lines = [f"# {title}", "", "| kind | condition | AP@0.5 | AP@0.7 | RCE@0.5 | neighbours |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['kind']} | {r['label']} | {_f(r['ap@0.5'])} | {_f(r['ap@0.7'])} | "
-              f"{_f(r['rce@0.5'])} | {r['mean_neighbours']:.2f} |" for r in rows]
+    lines = [
+        f"# {title}",
+        "",
+        "| kind | condition | AP@0.5 | AP@0.7 | RCE@0.5 | neighbours |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['kind']} | {r['label']} | {_f(r['ap@0.5'])} | {_f(r['ap@0.7'])} | "
+        f"{_f(r['rce@0.5'])} | {r['mean_neighbours']:.2f} |"
+        for r in rows
+    ]
     if summary["rce"]:
-        lines += ["", "## RCE@0.5 per corruption", "",
-                  "| corruption | " + " | ".join(f"severity {s}" for s in SEVERITIES) + " | mean |",
-                  "|---|" + "---|" * (len(SEVERITIES) + 1)]
+        lines += [
+            "",
+            "## RCE@0.5 per corruption",
+            "",
+            "| corruption | " + " | ".join(f"severity {s}" for s in SEVERITIES) + " | mean |",
+            "|---|" + "---|" * (len(SEVERITIES) + 1),
+        ]
         for name, per in summary["rce"].items():
             values = [per.get(s, math.nan) for s in SEVERITIES]
-            lines.append(f"| {name} | " + " | ".join(_f(v) for v in values)
-                         + f" | {_f(float(np.mean(values)))} |")
-        lines += ["", f"- mRCE (seven corruptions, severity {MIDDLE_SEVERITY}): "
-                  f"{_f(summary['mrce_sev2'])}",
-                  f"- mRCE (all corruptions and severities): {_f(summary['mrce_all'])}"]
-    lines += ["", f"Clean AP@0.5: {_f(summary['clean_ap50'])}; RCE = (AP_clean - AP) / AP_clean.",
-              ""]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_f(v) for v in values)
+                + f" | {_f(float(np.mean(values)))} |"
+            )
+        lines += [
+            "",
+            f"- mRCE (seven corruptions, severity {MIDDLE_SEVERITY}): {_f(summary['mrce_sev2'])}",
+            f"- mRCE (all corruptions and severities): {_f(summary['mrce_all'])}",
+        ]
+    lines += [
+        "",
+        f"Clean AP@0.5: {_f(summary['clean_ap50'])}; RCE = (AP_clean - AP) / AP_clean.",
+        "",
+    ]
     return "\n".join(lines)
 
 
-FAULT_AXES = (("pose", "pose error sigma (m, deg)"), ("latency", "latency (ms)"),
-              ("loss", "mean loss (%)"))
+FAULT_AXES = (
+    ("pose", "pose error sigma (m, deg)"),
+    ("latency", "latency (ms)"),
+    ("loss", "mean loss (%)"),
+)
 
 
-def _fault_series(rows: list[dict[str, Any]], kind: str,
-                  metric: str) -> list[tuple[str | None, list[float], list[float]]]:
+def _fault_series(
+    rows: list[dict[str, Any]], kind: str, metric: str
+) -> list[tuple[str | None, list[float], list[float]]]:
     """``(loss model or None, x, metric)`` lines of one fault kind, by level; each loss model's
     line starts at the shared lossless ``none`` row; loss levels in percent."""
     chosen = [r for r in rows if r["kind"] == kind]
     models: list[str | None] = list(LOSS_MODELS) if kind == "loss" else [None]
     out = []
     for model in models:
-        line = sorted((r["level"], r[metric]) for r in chosen
-                      if model is None or r["name"] in (model, "none"))
+        line = sorted(
+            (r["level"], r[metric]) for r in chosen if model is None or r["name"] in (model, "none")
+        )
         if line:
             scale = 100.0 if kind == "loss" else 1.0
             out.append((model, [scale * lv for lv, _ in line], [v for _, v in line]))
@@ -127,8 +165,9 @@ def plot_faults(table: pa.Table, out: Path, title: str = "") -> Path | None:
     panels = [(k, x) for k, x in FAULT_AXES if any(r["kind"] == k for r in rows)]
     if not panels:
         return None
-    figure, axes_list = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), dpi=100,
-                                     squeeze=False)
+    figure, axes_list = plt.subplots(
+        1, len(panels), figsize=(5 * len(panels), 4), dpi=100, squeeze=False
+    )
     for axes, (kind, xlabel) in zip(axes_list[0], panels, strict=True):
         for metric, style in (("ap@0.5", "o-"), ("ap@0.7", "s--")):
             for model, xs, ys in _fault_series(rows, kind, metric):
@@ -154,8 +193,9 @@ def plot_corruptions(table: pa.Table, out: Path, title: str = "") -> Path | None
     for name in CORRUPTION_NAMES:
         line = sorted((r["level"], r["ap@0.5"]) for r in sensor if r["name"] == name)
         if line:
-            axes.plot([0, *(lv for lv, _ in line)], [clean, *(ap for _, ap in line)], "o-",
-                      label=name)
+            axes.plot(
+                [0, *(lv for lv, _ in line)], [clean, *(ap for _, ap in line)], "o-", label=name
+            )
     axes.set_xticks([0, *SEVERITIES])
     axes.set_xlabel("severity (0 = clean)")
     axes.set_ylabel("AP@0.5")
@@ -167,8 +207,9 @@ def plot_corruptions(table: pa.Table, out: Path, title: str = "") -> Path | None
 
 
 def _ap_by_label(table: pa.Table) -> dict[str, float]:
-    return dict(zip(table.column("label").to_pylist(), table.column("ap@0.5").to_pylist(),
-                    strict=True))
+    return dict(
+        zip(table.column("label").to_pylist(), table.column("ap@0.5").to_pylist(), strict=True)
+    )
 
 
 def compare_report(tables: dict[str, pa.Table]) -> str:
@@ -181,27 +222,44 @@ def compare_report(tables: dict[str, pa.Table]) -> str:
     lines: list[str] = []
     middle = [f"{n}/{MIDDLE_SEVERITY}" for n in CORRUPTION_NAMES]
     if all(label in aps for aps, _ in by_name.values() for label in middle):
-        lines += ["| model | clean | " + " | ".join(CORRUPTION_NAMES)
-                  + f" | mRCE sev {MIDDLE_SEVERITY} | mRCE all |",
-                  "|---|" + "---|" * (len(CORRUPTION_NAMES) + 3)]
+        lines += [
+            "| model | clean | "
+            + " | ".join(CORRUPTION_NAMES)
+            + f" | mRCE sev {MIDDLE_SEVERITY} | mRCE all |",
+            "|---|" + "---|" * (len(CORRUPTION_NAMES) + 3),
+        ]
         for name, (aps, summary) in by_name.items():
-            cells = [aps["clean"], *(aps[label] for label in middle), summary["mrce_sev2"],
-                     summary["mrce_all"]]
+            cells = [
+                aps["clean"],
+                *(aps[label] for label in middle),
+                summary["mrce_sev2"],
+                summary["mrce_all"],
+            ]
             lines.append(f"| {name} | " + " | ".join(_f(c, 3) for c in cells) + " |")
         lines.append("")
     first = next(iter(tables.values()))
-    faults = [r["label"] for r in first.to_pylist() if r["kind"] in ("pose", "latency", "loss")
-              and float(r["level"]) > 0 and all(r["label"] in aps for aps, _ in
-                                                by_name.values())]
+    faults = [
+        r["label"]
+        for r in first.to_pylist()
+        if r["kind"] in ("pose", "latency", "loss")
+        and float(r["level"]) > 0
+        and all(r["label"] in aps for aps, _ in by_name.values())
+    ]
     if faults:
-        lines += ["| model | clean | " + " | ".join(faults) + " |",
-                  "|---|" + "---|" * (len(faults) + 1)]
+        lines += [
+            "| model | clean | " + " | ".join(faults) + " |",
+            "|---|" + "---|" * (len(faults) + 1),
+        ]
         for name, (aps, _) in by_name.items():
-            lines.append(f"| {name} | " + " | ".join(
-                _f(aps[label], 3) for label in ["clean", *faults]) + " |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_f(aps[label], 3) for label in ["clean", *faults])
+                + " |"
+            )
         lines.append("")
-    lines.append("AP@0.5 (3 decimals); mRCE = mean of (AP_clean - AP) / AP_clean over the "
-                 "corruptions.")
+    lines.append(
+        "AP@0.5 (3 decimals); mRCE = mean of (AP_clean - AP) / AP_clean over the corruptions."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -218,13 +276,19 @@ def plot_compare(tables: dict[str, pa.Table], out: Path) -> Path:
         for axes, (kind, _) in zip(axes_list[:-1], FAULT_AXES, strict=True):
             for model, xs, ys in _fault_series(rows, kind, "ap@0.5"):
                 bursty = model == "gilbert_elliott"
-                axes.plot(xs, ys, "s--" if bursty else "o-", color=color,
-                          label=f"{name} (bursty)" if bursty else name)
+                axes.plot(
+                    xs,
+                    ys,
+                    "s--" if bursty else "o-",
+                    color=color,
+                    label=f"{name} (bursty)" if bursty else name,
+                )
         clean = next(r for r in rows if r["kind"] == "clean")["ap@0.5"]
         sensor = [r for r in rows if r["kind"] == "sensor"]
         levels = sorted({int(r["level"]) for r in sensor})
-        means = [float(np.mean([r["ap@0.5"] for r in sensor if int(r["level"]) == lv]))
-                 for lv in levels]
+        means = [
+            float(np.mean([r["ap@0.5"] for r in sensor if int(r["level"]) == lv])) for lv in levels
+        ]
         axes_list[-1].plot([0, *levels], [clean, *means], "o-", color=color, label=name)
     for axes, (kind, xlabel) in zip(axes_list, panels, strict=True):
         axes.set_xlabel(xlabel)

@@ -62,27 +62,39 @@ def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict
     before = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
-        return evaluate_condition(model, config.data, condition, config.frames, config.seed,
-                                  config.batch_size, target=config.corrupt,
-                                  refine_steps=config.refine_steps)
+        return evaluate_condition(
+            model,
+            config.data,
+            condition,
+            config.frames,
+            config.seed,
+            config.batch_size,
+            target=config.corrupt,
+            refine_steps=config.refine_steps,
+        )
     finally:
         torch.set_num_threads(before)
 
 
 @ray.remote(num_cpus=1)
-def _condition_task(blob: bytes, config: dict[str, Any], condition: dict[str, Any]
-                    ) -> dict[str, Any]:
+def _condition_task(
+    blob: bytes, config: dict[str, Any], condition: dict[str, Any]
+) -> dict[str, Any]:
     from agents.steps import load_model_bytes
 
     settings = BenchmarkConfig(**config)
-    return _evaluate(load_model_bytes(blob, settings.device), settings,
-                     Condition.from_dict(condition))
+    return _evaluate(
+        load_model_bytes(blob, settings.device), settings, Condition.from_dict(condition)
+    )
 
 
-def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
-                  conditions: Sequence[Condition],
-                  progress: Callable[[int, int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+def run_inprocess(
+    checkpoint: str | Path,
+    config: BenchmarkConfig,
+    conditions: Sequence[Condition],
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[dict[str, Any]]:
     """Every condition in order, in this process, with one model (until ``should_stop``)."""
     model, _, _ = load_checkpoint(checkpoint, map_location=resolve_device(config.device))
     rows = []
@@ -95,10 +107,15 @@ def run_inprocess(checkpoint: str | Path, config: BenchmarkConfig,
     return rows
 
 
-def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequence[Condition],
-            parallel: int = 2, address: str | None = None,
-            progress: Callable[[int, int], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+def run_ray(
+    checkpoint: str | Path,
+    config: BenchmarkConfig,
+    conditions: Sequence[Condition],
+    parallel: int = 2,
+    address: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[dict[str, Any]]:
     """Every condition as a Ray task, ``parallel`` at once; rows in condition order (only the
     finished ones when ``should_stop`` ends it early).
 
@@ -115,13 +132,17 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
         gpus = ray.cluster_resources().get("GPU", 0.0)
         device = cluster_device(config.device, gpus)
         task = _condition_task.options(
-            num_gpus=min(1.0, gpus / max(1, parallel)) if device == "cuda" else 0)
+            num_gpus=min(1.0, gpus / max(1, parallel)) if device == "cuda" else 0
+        )
         blob = ray.put(Path(checkpoint).read_bytes())
         settings = {k: getattr(config, k) for k in BenchmarkConfig.__dataclass_fields__}
         settings["device"] = device
         rows = run_bounded(
             lambda condition: task.remote(blob, settings, condition.to_dict()),
-            conditions, parallel, progress, should_stop,
+            conditions,
+            parallel,
+            progress,
+            should_stop,
         )
         return [row for row in rows if row is not None]
     finally:
@@ -129,11 +150,16 @@ def run_ray(checkpoint: str | Path, config: BenchmarkConfig, conditions: Sequenc
             ray.shutdown()
 
 
-def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,
-                  conditions: Sequence[Condition], executor: str = "ray", parallel: int = 2,
-                  address: str | None = None,
-                  progress: Callable[[int, int], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None) -> pa.Table:
+def run_benchmark(
+    checkpoint: str | Path,
+    config: BenchmarkConfig,
+    conditions: Sequence[Condition],
+    executor: str = "ray",
+    parallel: int = 2,
+    address: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> pa.Table:
     """The result table (one row per condition, with RCE@0.5 against the clean row).
 
     ``should_stop`` (see :mod:`cosim.common.interrupts`) may end it early: the table then holds the
@@ -146,6 +172,7 @@ def run_benchmark(checkpoint: str | Path, config: BenchmarkConfig,
     else:
         rows = run_ray(checkpoint, config, conditions, parallel, address, progress, should_stop)
     if len(rows) < len(conditions) and sum(r["kind"] == "clean" for r in rows) != 1:
-        return pa.Table.from_pylist([{c: math.nan if c == "rce@0.5" else r[c] for c in COLUMNS}
-                                     for r in rows])
+        return pa.Table.from_pylist(
+            [{c: math.nan if c == "rce@0.5" else r[c] for c in COLUMNS} for r in rows]
+        )
     return with_rce(rows)

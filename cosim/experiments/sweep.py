@@ -103,13 +103,19 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
     from cosim.sim.driver import detector_config_of
 
     base = RunConfig(
-        scenario=config.scenario, frames=config.frames, pose_error=config.pose_error,
-        corruption=config.corruption, severity=config.severity, executor="inprocess",
+        scenario=config.scenario,
+        frames=config.frames,
+        pose_error=config.pose_error,
+        corruption=config.corruption,
+        severity=config.severity,
+        executor="inprocess",
         render_frames=0,
     )
     settings = [
         base.replace(agents=vehicles, all_egos=mode == "all", seed=seed)
-        for vehicles in config.vehicles for mode in config.ego_modes for seed in config.seeds
+        for vehicles in config.vehicles
+        for mode in config.ego_modes
+        for seed in config.seeds
     ]
     runs = []
     for checkpoint in config.fusions:
@@ -117,17 +123,32 @@ def sweep_runs(config: SweepConfig) -> list[tuple[str, RunConfig]]:
         for channel in config.channels:
             for dtype, sparse in codec_grid(config, payload):
                 runs.extend(
-                    ("fusion", setting.replace(checkpoint=checkpoint, channel=channel,
-                                               dtype=dtype, sparsity=_parse_sparsity(sparse)))
+                    (
+                        "fusion",
+                        setting.replace(
+                            checkpoint=checkpoint,
+                            channel=channel,
+                            dtype=dtype,
+                            sparsity=_parse_sparsity(sparse),
+                        ),
+                    )
                     for setting in settings
                 )
     if config.references:
         for setting in settings:
-            runs.append(("no_fusion", setting.replace(
-                checkpoint=config.fusions[0], channel="ideal", cooperate=False)))
+            runs.append(
+                (
+                    "no_fusion",
+                    setting.replace(checkpoint=config.fusions[0], channel="ideal", cooperate=False),
+                )
+            )
             runs.extend(
-                ("lossless", setting.replace(checkpoint=checkpoint, channel="ideal",
-                                             dtype="float32", sparsity=None))
+                (
+                    "lossless",
+                    setting.replace(
+                        checkpoint=checkpoint, channel="ideal", dtype="float32", sparsity=None
+                    ),
+                )
                 for checkpoint in config.fusions
             )
     return runs
@@ -142,19 +163,33 @@ def run_row(kind: str, config: RunConfig) -> dict[str, Any]:
     wire = m["mean_wire_bytes"]
     maps = summary["payload"] == "map"
     return {
-        "kind": kind, "fusion": fusion_label(config.checkpoint),
-        "vehicles": len(summary["vehicles"]), "egos": "all" if config.all_egos else "one",
-        "channel": config.channel_name, "payload": summary["payload"],
+        "kind": kind,
+        "fusion": fusion_label(config.checkpoint),
+        "vehicles": len(summary["vehicles"]),
+        "egos": "all" if config.all_egos else "one",
+        "channel": config.channel_name,
+        "payload": summary["payload"],
         "dtype": config.dtype if maps else "-",
-        "sparsity": sparsity_label(config.sparsity) if maps else "-", "seed": config.seed,
-        "ap@0.3": summary["ap@0.3"], "ap@0.5": summary["ap@0.5"], "ap@0.7": summary["ap@0.7"],
-        "mean_wire_bytes": wire, "log2_wire_bytes": math.log2(wire) if wire > 0 else math.nan,
+        "sparsity": sparsity_label(config.sparsity) if maps else "-",
+        "seed": config.seed,
+        "ap@0.3": summary["ap@0.3"],
+        "ap@0.5": summary["ap@0.5"],
+        "ap@0.7": summary["ap@0.7"],
+        "mean_wire_bytes": wire,
+        "log2_wire_bytes": math.log2(wire) if wire > 0 else math.nan,
         "median_wire_bytes": m["wire_bytes"]["p50"],
-        "sent": m["sent"], "delivered": m["delivered"], "fused": m["fused"],
-        "stale_fused": m["stale_fused"], "lost": m["lost"], "too_old": m["too_old"],
-        "latency_p50_s": m["latency_s"]["p50"], "latency_p99_s": m["latency_s"]["p99"],
-        "fused_age_p50_s": m["fused_age_s"]["p50"], "collision": m["collision"],
-        "held_fused": m["held_fused"], "replaced": summary["medium"]["replaced"],
+        "sent": m["sent"],
+        "delivered": m["delivered"],
+        "fused": m["fused"],
+        "stale_fused": m["stale_fused"],
+        "lost": m["lost"],
+        "too_old": m["too_old"],
+        "latency_p50_s": m["latency_s"]["p50"],
+        "latency_p99_s": m["latency_s"]["p99"],
+        "fused_age_p50_s": m["fused_age_s"]["p50"],
+        "collision": m["collision"],
+        "held_fused": m["held_fused"],
+        "replaced": summary["medium"]["replaced"],
         "busy_ratio": summary["medium"]["busy_ratio"]["mean"],
         "frames_per_s": summary["frames_per_s"],
     }
@@ -166,7 +201,8 @@ def _run_task(kind: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_sweep(
-    config: SweepConfig, progress: Callable[[int, int], None] | None = None,
+    config: SweepConfig,
+    progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     runs: list[tuple[str, RunConfig]] | None = None,
 ) -> pa.Table:
@@ -184,7 +220,10 @@ def run_sweep(
     try:
         rows = run_bounded(
             lambda item: _run_task.remote(item[0], item[1].to_dict()),
-            runs, config.max_parallel, progress, should_stop,
+            runs,
+            config.max_parallel,
+            progress,
+            should_stop,
         )
     finally:
         if started:
@@ -201,8 +240,10 @@ def _mean_by(rows: Sequence[dict[str, Any]], keys: Sequence[str], value: str) ->
     groups: dict[tuple, list[float]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row[value])
-    return {k: float(np.nanmean(v)) if not all(map(math.isnan, v)) else math.nan
-            for k, v in groups.items()}
+    return {
+        k: float(np.nanmean(v)) if not all(map(math.isnan, v)) else math.nan
+        for k, v in groups.items()
+    }
 
 
 def setting_label(row: dict[str, Any]) -> str:
@@ -211,8 +252,9 @@ def setting_label(row: dict[str, Any]) -> str:
 
 
 def _panels(channels: Sequence[str], title: str) -> tuple[Any, list[Any]]:
-    figure, panels = plt.subplots(1, len(channels), figsize=(6.5 * len(channels), 5), dpi=100,
-                                  sharey=True, squeeze=False)
+    figure, panels = plt.subplots(
+        1, len(channels), figsize=(6.5 * len(channels), 5), dpi=100, sharey=True, squeeze=False
+    )
     figure.suptitle(title)
     return figure, list(panels[0])
 
@@ -235,8 +277,9 @@ def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.
     figure, panels = _panels(channels or ["-"], title or f"{metric.upper()} vs bytes per message")
     keys = ("channel", "vehicles", "egos", "setting")
     ap, wire = _mean_by(fused, keys, metric), _mean_by(fused, keys, "log2_wire_bytes")
-    reference = _mean_by([r for r in rows if r["kind"] == "no_fusion"], ("vehicles", "egos"),
-                         metric)
+    reference = _mean_by(
+        [r for r in rows if r["kind"] == "no_fusion"], ("vehicles", "egos"), metric
+    )
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     groups = sorted({k[1:3] for k in ap})
     for axes, channel in zip(panels, channels, strict=False):
@@ -244,8 +287,13 @@ def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.
             colour, style = colours[index % len(colours)], "-" if egos == "one" else "--"
             group = (channel, vehicles, egos)
             points = sorted((wire[k], ap[k], k[3]) for k in ap if k[:3] == group)
-            axes.plot([p[0] for p in points], [p[1] for p in points], "o" + style, color=colour,
-                      label=f"{vehicles} vehicles, {egos} ego{'s' if egos == 'all' else ''}")
+            axes.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "o" + style,
+                color=colour,
+                label=f"{vehicles} vehicles, {egos} ego{'s' if egos == 'all' else ''}",
+            )
             for x, y, label in points:
                 axes.annotate(label, (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
             if (vehicles, egos) in reference:
@@ -263,24 +311,41 @@ def plot_vehicles(table: pa.Table, out: Path, title: str = "", metric: str = "ap
     channels = sorted({r["channel"] for r in fused})
     figure, panels = _panels(channels or ["-"], title or f"{metric.upper()} vs vehicles")
     ap = _mean_by(fused, ("channel", "setting", "egos", "vehicles"), metric)
-    reference = _mean_by([r for r in rows if r["kind"] == "no_fusion"], ("egos", "vehicles"),
-                         metric)
+    reference = _mean_by(
+        [r for r in rows if r["kind"] == "no_fusion"], ("egos", "vehicles"), metric
+    )
     for axes, channel in zip(panels, channels, strict=False):
         for setting, egos in sorted({k[1:3] for k in ap if k[0] == channel}):
             points = sorted((k[3], v) for k, v in ap.items() if k[:3] == (channel, setting, egos))
-            axes.plot([p[0] for p in points], [p[1] for p in points],
-                      "o-" if egos == "one" else "o--", label=f"{setting} ({egos})")
+            axes.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "o-" if egos == "one" else "o--",
+                label=f"{setting} ({egos})",
+            )
         for egos in sorted({k[0] for k in reference}):
             points = sorted((k[1], v) for k, v in reference.items() if k[0] == egos)
-            axes.plot([p[0] for p in points], [p[1] for p in points], "k" + (
-                ":" if egos == "one" else "-."), label=f"no fusion ({egos})")
+            axes.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                "k" + (":" if egos == "one" else "-."),
+                label=f"no fusion ({egos})",
+            )
         _label(axes, channel, "connected vehicles", metric)
     figure.tight_layout()
     return save(figure, out)
 
 
-MEAN_COLUMNS = ("ap@0.3", "ap@0.5", "ap@0.7", "mean_wire_bytes", "median_wire_bytes",
-                "busy_ratio", "latency_p50_s", "fused_age_p50_s")
+MEAN_COLUMNS = (
+    "ap@0.3",
+    "ap@0.5",
+    "ap@0.7",
+    "mean_wire_bytes",
+    "median_wire_bytes",
+    "busy_ratio",
+    "latency_p50_s",
+    "fused_age_p50_s",
+)
 
 
 def mean_over_seeds(table: pa.Table) -> pa.Table:
@@ -292,8 +357,14 @@ def mean_over_seeds(table: pa.Table) -> pa.Table:
         groups.setdefault(key, []).append(row)
     means = []
     for (kind, setting, channel, vehicles, egos), rows in groups.items():
-        mean = {"kind": kind, "setting": setting, "channel": channel, "vehicles": vehicles,
-                "egos": egos, "seeds": len(rows)}
+        mean = {
+            "kind": kind,
+            "setting": setting,
+            "channel": channel,
+            "vehicles": vehicles,
+            "egos": egos,
+            "seeds": len(rows),
+        }
         for column in MEAN_COLUMNS:
             values = [r[column] for r in rows if not math.isnan(r[column])]
             mean[column] = float(np.mean(values)) if values else math.nan

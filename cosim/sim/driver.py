@@ -85,9 +85,7 @@ class SimulationResult:
     busy: pa.Table | None = None  # busy ratio per tick and vehicle (channel.BUSY_SCHEMA)
 
 
-def detector_config_of(
-    checkpoint: str, overrides: dict[str, Any] | None = None
-) -> DetectorConfig:
+def detector_config_of(checkpoint: str, overrides: dict[str, Any] | None = None) -> DetectorConfig:
     """The detector config stored in a checkpoint, with the run's ``overrides`` (any fusion:
     maps, points or boxes travel)."""
     # Built once here, so that bad weights are reported against this file before any actor
@@ -116,23 +114,34 @@ class Simulation:
         self.dt = 1.0 / self.source.rate_hz
         self.deadline = self.dt if config.fusion_deadline_s is None else config.fusion_deadline_s
         if not 0 <= self.deadline <= self.dt + EPS_S:
-            raise ValueError(f"fusion_deadline_s must be in [0, one tick = {self.dt:g} s], got "
-                             f"{self.deadline}")
+            raise ValueError(
+                f"fusion_deadline_s must be in [0, one tick = {self.dt:g} s], got {self.deadline}"
+            )
         channel = config.channel_config()
         self.channel: BroadcastChannel = channel.make_channel(config.seed)
         self.t_end = 0.0
         self.spec = VehicleSpec(
-            codec=config.codec(), pose_error=channel.pose_error, seed=config.seed,
-            corruption=config.corruption, severity=config.severity if config.corruption else 0,
+            codec=config.codec(),
+            pose_error=channel.pose_error,
+            seed=config.seed,
+            corruption=config.corruption,
+            severity=config.severity if config.corruption else 0,
             lidar=_lidar_of(self.source),
             send=config.cooperate and self.detector.fusion != "none",
-            torch_threads=config.torch_threads, max_age_s=channel.max_age_s,
-            refine_steps=config.refine_steps, refine_neighbours=config.refine_neighbours,
-            refine_skip_above=config.refine_skip_above, device=config.device,
+            torch_threads=config.torch_threads,
+            max_age_s=channel.max_age_s,
+            refine_steps=config.refine_steps,
+            refine_neighbours=config.refine_neighbours,
+            refine_skip_above=config.refine_skip_above,
+            device=config.device,
         )
         self.executor = executor or make_executor(
-            config.executor, config.address, config.actor_cpus, config.max_restarts,
-            metrics=config.metrics, connect_timeout_s=config.connect_timeout_s,
+            config.executor,
+            config.address,
+            config.actor_cpus,
+            config.max_restarts,
+            metrics=config.metrics,
+            connect_timeout_s=config.connect_timeout_s,
             gpus_per_vehicle=config.gpus_per_vehicle,
         )
         self.acc = DetectionAccumulator()
@@ -151,8 +160,13 @@ class Simulation:
         return [frame.ego_id]
 
     def _failure(self, tick: int, failure: VehicleFailure) -> None:
-        log.warning("tick %d: vehicle %d failed in %s: %s", tick, failure.agent_id,
-                    failure.stage, failure.error)
+        log.warning(
+            "tick %d: vehicle %d failed in %s: %s",
+            tick,
+            failure.agent_id,
+            failure.stage,
+            failure.error,
+        )
         self.run_log.failure(tick, failure)
 
     def _timed_frame(self, index: int) -> tuple[Frame, float]:
@@ -173,9 +187,13 @@ class Simulation:
         egos = self.egos(frame)
         reports: dict[int, SenseResult] = {}
         t_channel0 = time.perf_counter()
-        self.channel.update(t, {a: (float(frame.agent(a).lidar_pose[0, 3]),
-                                    float(frame.agent(a).lidar_pose[1, 3]))
-                                for a in frame.agent_ids})
+        self.channel.update(
+            t,
+            {
+                a: (float(frame.agent(a).lidar_pose[0, 3]), float(frame.agent(a).lidar_pose[1, 3]))
+                for a in frame.agent_ids
+            },
+        )
         for agent_id, outcome in sensed.items():
             if isinstance(outcome, VehicleFailure):
                 self._failure(tick, outcome)
@@ -186,8 +204,14 @@ class Simulation:
             if not report.wire_bytes:
                 continue
             # One broadcast: it takes air time whether or not anyone listens.
-            tx, _ = self.channel.broadcast(report.wire_bytes, agent_id, t, egos,
-                                           pose_noise=report.noise, raw_bytes=report.raw_bytes)
+            tx, _ = self.channel.broadcast(
+                report.wire_bytes,
+                agent_id,
+                t,
+                egos,
+                pose_noise=report.noise,
+                raw_bytes=report.raw_bytes,
+            )
             self.pending[tx.seq] = message
         inboxes: dict[int, list[tuple[Inbound, Any]]] = {}
         for ego in egos:
@@ -196,8 +220,9 @@ class Simulation:
             arrived = self.channel.arrived(ego, t + self.deadline)
             records = [d.record for d in arrived]
             self.run_log.wire_of.update((r.seq, r.wire_bytes) for r in records)
-            inboxes[ego] = [(Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx])
-                            for r in records]
+            inboxes[ego] = [
+                (Inbound(r.seq, r.sender, r.t_send), self.pending[r.tx]) for r in records
+            ]
         for seq in self.channel.released():  # replaced, handed over or dropped everywhere
             self.pending.pop(seq, None)
         self.t_end = t + self.dt
@@ -207,14 +232,25 @@ class Simulation:
         for ego in egos:
             self._score(tick, frame, ego, results.get(ego), render and ego == egos[0])
         t_end = time.perf_counter()
-        self.run_log.time(tick, -1, {
-            "channel": t_channel - t_channel0, "put_frame": t_frame - t_start,
-            "sense_wall": t_sensed - t_frame, "fuse_wall": t_fused - t_channel,
-            "score": t_end - t_fused, "tick_wall": t_end - t_start,
-        })
+        self.run_log.time(
+            tick,
+            -1,
+            {
+                "channel": t_channel - t_channel0,
+                "put_frame": t_frame - t_start,
+                "sense_wall": t_sensed - t_frame,
+                "fuse_wall": t_fused - t_channel,
+                "score": t_end - t_fused,
+                "tick_wall": t_end - t_start,
+            },
+        )
 
     def _score(
-        self, tick: int, frame: Frame, ego: int, result: EgoResult | VehicleFailure | None,
+        self,
+        tick: int,
+        frame: Frame,
+        ego: int,
+        result: EgoResult | VehicleFailure | None,
         render: bool,
     ) -> None:
         """Accumulate one ego's detections (none when it failed: misses count)."""
@@ -229,15 +265,18 @@ class Simulation:
             boxes, scores = result.boxes, result.scores
             self.run_log.time(tick, ego, result.timings)
         self.acc.add(boxes, scores, gt)
-        self.run_log.ego(tick, t, ego, boxes, scores, len(gt), true_positives(boxes, scores, gt),
-                     result)
+        self.run_log.ego(
+            tick, t, ego, boxes, scores, len(gt), true_positives(boxes, scores, gt), result
+        )
         if render:
             self.renders.append(RenderItem(frame, ego, result, gt))
 
     # ---- the run ------------------------------------------------------------------------
 
     def run(
-        self, on_tick: TickHook | None = None, progress: Callable[[int], None] | None = None,
+        self,
+        on_tick: TickHook | None = None,
+        progress: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> SimulationResult:
         """Start the vehicles, step every tick, stop them; returns the tables and summary.
@@ -250,8 +289,16 @@ class Simulation:
         """
         blob = checkpoint_bytes(self.config.checkpoint, self.config.detector_overrides())
         first, first_s = self._timed_frame(0)
-        wanted = set(np.linspace(0, self.num_ticks - 1, self.config.render_frames).round()
-                     .astype(int).tolist()) if self.config.render_frames > 0 else set()
+        wanted = (
+            set(
+                np.linspace(0, self.num_ticks - 1, self.config.render_frames)
+                .round()
+                .astype(int)
+                .tolist()
+            )
+            if self.config.render_frames > 0
+            else set()
+        )
         t0 = time.perf_counter()
         self.executor.start(first.agent_ids, blob, self.spec)
         t_started = time.perf_counter()
@@ -272,8 +319,9 @@ class Simulation:
                     frame, world_s = (first, first_s) if upcoming is None else upcoming.result()
                     if tick + 1 < self.num_ticks:
                         upcoming = pool.submit(self._timed_frame, tick + 1)
-                    self.run_log.time(tick, -1, {"world": world_s,
-                                          "source_wait": time.perf_counter() - t_wait})
+                    self.run_log.time(
+                        tick, -1, {"world": world_s, "source_wait": time.perf_counter() - t_wait}
+                    )
                     if on_tick is not None:
                         on_tick(tick, self.executor)
                     self.step(tick, frame, render=tick in wanted)
@@ -301,8 +349,9 @@ class Simulation:
     def _result(self, first: Frame, wall: float, startup: float, done: int) -> SimulationResult:
         tables = self.run_log.tables()
         # The last tick's window of the medium: the last complete one when interrupted.
-        last = self.t_end if not self.interrupted or self._last_t is None else (
-            self._last_t + self.dt)
+        last = (
+            self.t_end if not self.interrupted or self._last_t is None else (self._last_t + self.dt)
+        )
         self.channel.advance(last)
         messages = self.channel.log_table()
         transmissions = self.channel.transmission_table()
@@ -314,29 +363,51 @@ class Simulation:
             busy = busy.filter(pc.less_equal(busy["t"], sent_by))
         failed = sorted({e["agent"] for e in self.run_log.events})
         summary = {
-            "scenario": self.source.name, "frames": done,
-            "frames_planned": self.num_ticks, "interrupted": self.interrupted,
-            "vehicles": first.agent_ids, "ego": first.ego_id, "all_egos": self.config.all_egos,
-            "executor": self.executor.name, "checkpoint": self.config.checkpoint,
-            "model": self.detector.name, "fusion": self.detector.fusion,
+            "scenario": self.source.name,
+            "frames": done,
+            "frames_planned": self.num_ticks,
+            "interrupted": self.interrupted,
+            "vehicles": first.agent_ids,
+            "ego": first.ego_id,
+            "all_egos": self.config.all_egos,
+            "executor": self.executor.name,
+            "checkpoint": self.config.checkpoint,
+            "model": self.detector.name,
+            "fusion": self.detector.fusion,
             "payload": payload_kind(self.detector.fusion),
-            "cooperate": self.spec.send, "channel": self.config.channel_name,
+            "cooperate": self.spec.send,
+            "channel": self.config.channel_name,
             # Points and boxes have one fixed format (channel.payload_codec): no map codec.
-            "codec": ({"dtype": self.config.dtype, "sparsity": self.config.sparsity}
-                      if payload_kind(self.detector.fusion) == "map" else None),
+            "codec": (
+                {"dtype": self.config.dtype, "sparsity": self.config.sparsity}
+                if payload_kind(self.detector.fusion) == "map"
+                else None
+            ),
             **ap_summary(self.acc),
             "messages": message_summary(messages, tables["receptions"]),
             "medium": medium_summary(transmissions, busy, max(done, 1)),
             "stage_s_per_tick": stage_summary(tables["timings"], max(done, 1)),
             "refine": refine_summary(tables["frames"], self.detector, self.config),
-            "wall_s": wall, "startup_s": startup,
+            "wall_s": wall,
+            "startup_s": startup,
             "frames_per_s": done / wall if wall > 0 else math.nan,
-            "failures": self.run_log.events, "failed_vehicles": failed,
+            "failures": self.run_log.events,
+            "failed_vehicles": failed,
             "lost_vehicles": self.lost,
         }
-        return SimulationResult(self.config, summary, messages, tables["receptions"],
-                                tables["detections"], tables["frames"], tables["timings"],
-                                self.run_log.events, self.renders, transmissions, busy)
+        return SimulationResult(
+            self.config,
+            summary,
+            messages,
+            tables["receptions"],
+            tables["detections"],
+            tables["frames"],
+            tables["timings"],
+            self.run_log.events,
+            self.renders,
+            transmissions,
+            busy,
+        )
 
 
 def run_simulation(

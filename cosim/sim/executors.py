@@ -128,8 +128,12 @@ class RayExecutor:
         if not ray.is_initialized():
             # A local instance of our own listens on loopback only; a cluster is joined
             # within connect_timeout_s or not at all.
-            start_ray(self.address, num_cpus=self.num_cpus, metrics=self.metrics,
-                      connect_timeout_s=self.connect_timeout_s)
+            start_ray(
+                self.address,
+                num_cpus=self.num_cpus,
+                metrics=self.metrics,
+                connect_timeout_s=self.connect_timeout_s,
+            )
             self._started_ray = True
         device = cluster_device(spec.device, ray.cluster_resources().get("GPU", 0.0))
         spec = dataclasses.replace(spec, device=device)
@@ -199,13 +203,24 @@ class RayExecutor:
 
 
 def make_executor(
-    kind: str, address: str | None = None, actor_cpus: float = 0.25, max_restarts: int = 1,
-    *, metrics: bool = False, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    kind: str,
+    address: str | None = None,
+    actor_cpus: float = 0.25,
+    max_restarts: int = 1,
+    *,
+    metrics: bool = False,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     gpus_per_vehicle: float = 0.25,
 ) -> InProcessExecutor | RayExecutor:
     if kind == "inprocess":
         return InProcessExecutor()
     if kind == "ray":
-        return RayExecutor(address, actor_cpus, max_restarts, metrics=metrics,
-                           connect_timeout_s=connect_timeout_s, gpus_per_vehicle=gpus_per_vehicle)
+        return RayExecutor(
+            address,
+            actor_cpus,
+            max_restarts,
+            metrics=metrics,
+            connect_timeout_s=connect_timeout_s,
+            gpus_per_vehicle=gpus_per_vehicle,
+        )
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'inprocess'")

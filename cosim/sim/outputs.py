@@ -83,15 +83,21 @@ def render_tick(item: RenderItem, grid: GridSpec, out: Path) -> Path:
     figure, axes = plt.subplots(figsize=(10, 10 * (y1 - y0) / (x1 - x0) + 1), dpi=100)
     if item.result is not None and item.result.coverage.any():
         shown = axes.imshow(
-            item.result.coverage, origin="lower", extent=(x0, x1, y0, y1), cmap="Greens",
-            alpha=0.5, vmin=0, vmax=max(1, int(item.result.coverage.max())),
+            item.result.coverage,
+            origin="lower",
+            extent=(x0, x1, y0, y1),
+            cmap="Greens",
+            alpha=0.5,
+            vmin=0,
+            vmax=max(1, int(item.result.coverage.max())),
             interpolation="nearest",
         )
         figure.colorbar(shown, ax=axes, shrink=0.6, label="received maps covering the cell")
     points = item.frame.agent(item.ego_id).points
     inside = (points[:, 0] >= x0) & (points[:, 0] < x1) & (points[:, 1] >= y0) & (points[:, 1] < y1)
-    axes.scatter(points[inside, 0], points[inside, 1], s=0.3, c="0.3", linewidths=0,
-                 rasterized=True)
+    axes.scatter(
+        points[inside, 0], points[inside, 1], s=0.3, c="0.3", linewidths=0, rasterized=True
+    )
     draw_boxes(axes, item.gt, "red", label="ground truth")
     fused = 0
     if item.result is not None:
@@ -102,8 +108,10 @@ def render_tick(item: RenderItem, grid: GridSpec, out: Path) -> Path:
     axes.set_aspect("equal")
     axes.set_xlabel("x (m, ego LiDAR frame)")
     axes.set_ylabel("y (m)")
-    axes.set_title(f"tick {item.frame.index}  t = {item.frame.timestamp:.1f} s  ego {item.ego_id}"
-                   f"  fused {fused} neighbour message(s)")
+    axes.set_title(
+        f"tick {item.frame.index}  t = {item.frame.timestamp:.1f} s  ego {item.ego_id}"
+        f"  fused {fused} neighbour message(s)"
+    )
     handles, _ = axes.get_legend_handles_labels()
     if handles:
         axes.legend(loc="upper right", fontsize=8)
@@ -118,41 +126,57 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     """The end-of-run table: AP, bytes, message fates, latency, stage times."""
-    table = Table(title=f"{summary['scenario']}: {summary['frames']} frames, "
-                        f"{summary['executor']}, {summary['model']} ({summary['fusion']})")
+    table = Table(
+        title=f"{summary['scenario']}: {summary['frames']} frames, "
+        f"{summary['executor']}, {summary['model']} ({summary['fusion']})"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("ap@0.3", "ap@0.5", "ap@0.7"):
         table.add_row(key.upper(), _fmt(summary[key]))
     m = summary["messages"]
-    table.add_row(f"wire bytes / message, {summary.get('payload', 'map')} (mean / median)",
-                  f"{_fmt(m['mean_wire_bytes'], ',.0f')} / {_fmt(m['wire_bytes']['p50'], ',.0f')}")
+    table.add_row(
+        f"wire bytes / message, {summary.get('payload', 'map')} (mean / median)",
+        f"{_fmt(m['mean_wire_bytes'], ',.0f')} / {_fmt(m['wire_bytes']['p50'], ',.0f')}",
+    )
     table.add_row("compression vs float32", _fmt(m["compression_ratio"], ".1f") + "x")
     medium = summary.get("medium")
     if medium is not None:
-        table.add_row("broadcasts on the air / replaced unsent",
-                      f"{medium['transmissions']} / {medium['replaced']}")
+        table.add_row(
+            "broadcasts on the air / replaced unsent",
+            f"{medium['transmissions']} / {medium['replaced']}",
+        )
         busy = medium["busy_ratio"]
-        table.add_row("channel busy ratio mean / max",
-                      f"{_fmt(busy['mean'], '.2f')} / {_fmt(busy['max'], '.2f')}")
+        table.add_row(
+            "channel busy ratio mean / max",
+            f"{_fmt(busy['mean'], '.2f')} / {_fmt(busy['max'], '.2f')}",
+        )
     table.add_row("receptions (broadcast x listener)", str(m["sent"]))
-    table.add_row("delivered / fused (held over)",
-                  f"{m['delivered']} / {m['fused']} ({m['held_fused']})")
+    table.add_row(
+        "delivered / fused (held over)", f"{m['delivered']} / {m['fused']} ({m['held_fused']})"
+    )
     table.add_row("late (stale when fused) / too old", f"{m['late_delivered']} / {m['too_old']}")
-    table.add_row("lost / out of range / collision",
-                  f"{m['lost']} / {m['out_of_range']} / {m['collision']}")
+    table.add_row(
+        "lost / out of range / collision", f"{m['lost']} / {m['out_of_range']} / {m['collision']}"
+    )
     table.add_row("undecodable or rejected", str(m["codec_errors"]))
     lat = m["latency_s"]
-    table.add_row("latency p50 / p90 / p99 (ms)",
-                  " / ".join(_fmt(None if v is None else 1e3 * v, ".1f")
-                             for v in (lat["p50"], lat["p90"], lat["p99"])))
+    table.add_row(
+        "latency p50 / p90 / p99 (ms)",
+        " / ".join(
+            _fmt(None if v is None else 1e3 * v, ".1f")
+            for v in (lat["p50"], lat["p90"], lat["p99"])
+        ),
+    )
     stages = summary["stage_s_per_tick"]
     for stage in STAGES:
         table.add_row(f"{stage} (ms / tick, all agents)", _fmt(1e3 * stages[stage], ".1f"))
     refine = summary.get("refine")
     if refine is not None:
-        table.add_row("refiner steps asked / mean run", f"{refine['steps']} / "
-                      + _fmt(refine["mean_steps_run"], ".2f"))
+        table.add_row(
+            "refiner steps asked / mean run",
+            f"{refine['steps']} / " + _fmt(refine["mean_steps_run"], ".2f"),
+        )
         table.add_row("refiner skipped (adaptive)", _fmt(refine["skipped_fraction"], ".0%"))
         table.add_row("refiner gamma mean", _fmt(refine["gamma_mean"], ".3f"))
     table.add_row("frames / s (wall)", _fmt(summary["frames_per_s"], ".2f"))

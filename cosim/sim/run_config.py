@@ -86,7 +86,8 @@ class RunConfig:
     # are 0.2-0.5 s old and cooperation loses (docs/results.md, "The main job").
     dtype: DType = "int8"
     sparsity: Annotated[dict[Str, Float] | None, BeforeValidator(_sparsity)] = field(
-        default_factory=lambda: {"topk": 0.006})
+        default_factory=lambda: {"topk": 0.006}
+    )
     zstd_level: Int = Field(3, ge=-7, le=22)
     corruption: Corruption | None = None
     severity: Int = Field(2, ge=0, le=3)

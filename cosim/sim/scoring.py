@@ -76,8 +76,9 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
     raw = rows["raw_bytes"]
     return {
         "sent": sent,
-        "delivered": sum(1 for d, t in zip(dropped, delivered_at, strict=True)
-                         if d is None and t is not None),
+        "delivered": sum(
+            1 for d, t in zip(dropped, delivered_at, strict=True) if d is None and t is not None
+        ),
         "fused": status.count("fused"),
         "stale_fused": sum(1 for s, st in zip(status, stale, strict=True) if s == "fused" and st),
         "held_fused": sum(1 for s, h in zip(status, held, strict=True) if s == "fused" and h),
@@ -86,8 +87,11 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
         "out_of_range": dropped.count("out_of_range"),
         "collision": dropped.count("collision"),
         "too_old": dropped.count("too_old"),
-        "in_flight_at_end": sum(1 for d, a, t in zip(dropped, arrival, delivered_at, strict=True)
-                                if d is None and a is not None and t is None),
+        "in_flight_at_end": sum(
+            1
+            for d, a, t in zip(dropped, arrival, delivered_at, strict=True)
+            if d is None and a is not None and t is None
+        ),
         "codec_errors": sum(status.count(s) for s in ("codec_error", "wrong_grid", "rejected")),
         "superseded": status.count("superseded"),
         "mean_wire_bytes": float(np.mean(wire)) if wire else math.nan,
@@ -95,8 +99,7 @@ def message_summary(log: pa.Table, receptions: pa.Table) -> dict[str, Any]:
         "mean_raw_bytes": float(np.mean(raw)) if raw else math.nan,
         "compression_ratio": float(np.sum(raw) / np.sum(wire)) if wire and sum(wire) else math.nan,
         "latency_s": percentiles(latencies),
-        "fused_age_s": percentiles(
-            [a for s, a in zip(status, ages, strict=True) if s == "fused"]),
+        "fused_age_s": percentiles([a for s, a in zip(status, ages, strict=True) if s == "fused"]),
     }
 
 
@@ -119,9 +122,11 @@ def medium_summary(transmissions: pa.Table, busy: pa.Table, num_ticks: int) -> d
         "mean_frames": float(np.mean([tx["frames"][i] for i in sent])) if sent else math.nan,
         "mean_air_s": float(np.mean(air)) if air else math.nan,
         "access_delay_s": percentiles(access),
-        "busy_ratio": {"mean": float(np.mean(ratio)) if ratio else math.nan,
-                       **percentiles(ratio, (90,)),
-                       "max": float(np.max(ratio)) if ratio else math.nan},
+        "busy_ratio": {
+            "mean": float(np.mean(ratio)) if ratio else math.nan,
+            **percentiles(ratio, (90,)),
+            "max": float(np.max(ratio)) if ratio else math.nan,
+        },
     }
 
 

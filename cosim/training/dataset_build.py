@@ -254,8 +254,11 @@ def source_lidars(store: FrameStore) -> dict[str, LidarConfig]:
     for entry in store.manifest.get("sources", []):
         key = entry["source"] if entry.get("seed") is None else f"{entry['source']}/{entry['seed']}"
         try:
-            out[key] = load_scenario(entry["spec"]).lidar if entry["kind"] == "synthetic" else (
-                LidarConfig())
+            out[key] = (
+                load_scenario(entry["spec"]).lidar
+                if entry["kind"] == "synthetic"
+                else (LidarConfig())
+            )
         except (OSError, ValueError, KeyError):
             out[key] = LidarConfig()
     return out

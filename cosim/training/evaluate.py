@@ -64,8 +64,9 @@ def accumulate(
         for start in range(0, total, batch_size):
             samples = [dataset[i] for i in range(start, min(start + batch_size, total))]
             with torch.no_grad():
-                detections = predict(model, samples, score_threshold=score_threshold,
-                                 refine_steps=refine_steps)
+                detections = predict(
+                    model, samples, score_threshold=score_threshold, refine_steps=refine_steps
+                )
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
                 for recall in (visibility, by_size):
@@ -115,8 +116,17 @@ def evaluate_report(
     visibility = VisibilityRecall((0.5, 0.7))
     by_size = SizeRecall((0.5, 0.7))
     acc = accumulate(
-        model, data_dir, frames, batch_size, score_threshold, progress, console, None,
-        visibility, by_size, refine_steps,
+        model,
+        data_dir,
+        frames,
+        batch_size,
+        score_threshold,
+        progress,
+        console,
+        None,
+        visibility,
+        by_size,
+        refine_steps,
     )
     head = model.config.head
 
@@ -136,6 +146,7 @@ def evaluate_report(
         "recall_by_visibility": visibility.report(),
         "recall_by_size": by_size.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
-        "refine_steps": None if model.refiner is None else (
-            model.refiner.config.steps if refine_steps is None else refine_steps),
+        "refine_steps": None
+        if model.refiner is None
+        else (model.refiner.config.steps if refine_steps is None else refine_steps),
     }

@@ -25,9 +25,7 @@ TRUCK_MIN_LENGTH = 6.0  # m: a box longer than this is a truck or bus
 def size_classes(boxes: NDArray[np.floating]) -> NDArray[np.int64]:
     """Index into :data:`SIZE_CLASSES` for each ``(M, 7)`` box, by its length (column 3)."""
     length = np.asarray(boxes, np.float64).reshape(-1, 7)[:, 3]
-    return np.searchsorted([VAN_MIN_LENGTH, TRUCK_MIN_LENGTH], length, side="left").astype(
-        np.int64
-    )
+    return np.searchsorted([VAN_MIN_LENGTH, TRUCK_MIN_LENGTH], length, side="left").astype(np.int64)
 
 
 class SizeRecall(ClassRecall):

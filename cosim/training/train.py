@@ -202,8 +202,9 @@ def run_training(
             (run / name).unlink(missing_ok=True)
     step_fn = TrainStep(model, config, teacher, replica)
     if replica.world > 1:
-        step_fn = DistributedDataParallel(step_fn, find_unused_parameters=True,
-                                          broadcast_buffers=False)
+        step_fn = DistributedDataParallel(
+            step_fn, find_unused_parameters=True, broadcast_buffers=False
+        )
     extra = {
         "train_config": config.raw,
         "train_config_file": config.source,
@@ -211,21 +212,33 @@ def run_training(
         "data_commands": data_commands(config),
     }
     if teacher is not None and config.distill is not None and config.distill.teacher:
-        extra["teacher"] = {"path": config.distill.teacher,
-                            "sha256": file_sha256(config.distill.teacher),
-                            "name": teacher.config.name}
+        extra["teacher"] = {
+            "path": config.distill.teacher,
+            "sha256": file_sha256(config.distill.teacher),
+            "name": teacher.config.name,
+        }
     if replica.chief:
         (run / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
     last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
     try:
         for epoch in range(first_epoch, last_epoch + 1):
             row, step = train_epoch(
-                step_fn, dataset, optimizer, scheduler, config, epoch, step, console, replica,
+                step_fn,
+                dataset,
+                optimizer,
+                scheduler,
+                config,
+                epoch,
+                step,
+                console,
+                replica,
                 before_step,
             )
             elapsed += row["seconds"]
-            if replica.chief and config.data.val is not None and (
-                epoch % config.eval_every == 0 or epoch == config.epochs
+            if (
+                replica.chief
+                and config.data.val is not None
+                and (epoch % config.eval_every == 0 or epoch == config.epochs)
             ):
                 report_ = evaluate_report(
                     model, config.data.val, config.data.val_frames, console=console
@@ -246,8 +259,9 @@ def run_training(
             if improved or (config.data.val is None and epoch == last_epoch):
                 result.best_ap50, result.best_epoch = (ap50 if improved else -1.0), epoch
                 if replica.chief:
-                    save_checkpoint(run / "best.pt", model, config.model, metrics, None, epoch,
-                                    extra)
+                    save_checkpoint(
+                        run / "best.pt", model, config.model, metrics, None, epoch, extra
+                    )
             last_pt = None
             if replica.chief:
                 append_rows(run / "epochs.csv", EPOCH_FIELDS, [row])
@@ -259,11 +273,14 @@ def run_training(
                     "best_epoch": result.best_epoch,
                     "elapsed_s": elapsed,
                 }
-                last_pt = save_checkpoint(run / "last.pt", model, config.model, metrics, state,
-                                          epoch, extra)
+                last_pt = save_checkpoint(
+                    run / "last.pt", model, config.model, metrics, state, epoch, extra
+                )
             if report is not None:
-                report({**metrics, "best_ap50": result.best_ap50,
-                        "best_epoch": result.best_epoch}, last_pt)
+                report(
+                    {**metrics, "best_ap50": result.best_ap50, "best_epoch": result.best_epoch},
+                    last_pt,
+                )
             if should_stop is not None and should_stop():
                 result.interrupted = True  # last.pt holds this epoch: --resume goes on
                 break
@@ -272,12 +289,15 @@ def run_training(
     if replica.chief:
         (run / "summary.json").write_text(
             json.dumps(
-                {"best_ap50": result.best_ap50, "best_epoch": result.best_epoch,
-                 "seconds": elapsed, "epochs_done": len(result.epochs),
-                 "interrupted": result.interrupted, "workers": replica.world},
+                {
+                    "best_ap50": result.best_ap50,
+                    "best_epoch": result.best_epoch,
+                    "seconds": elapsed,
+                    "epochs_done": len(result.epochs),
+                    "interrupted": result.interrupted,
+                    "workers": replica.world,
+                },
                 indent=2,
             )
         )
     return result
-
-

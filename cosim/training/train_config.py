@@ -125,8 +125,9 @@ class DistillConfig:
 class TrainConfig:
     """One training run: model, data, optimisation, schedule and bookkeeping."""
 
-    model: Annotated[DetectorConfig, BeforeValidator(
-        _model, json_schema_input_type=DetectorConfig | str)]
+    model: Annotated[
+        DetectorConfig, BeforeValidator(_model, json_schema_input_type=DetectorConfig | str)
+    ]
     data: DataConfig
     optimizer: OptimizerConfig
     schedule: ScheduleConfig
@@ -135,7 +136,8 @@ class TrainConfig:
     out: Str
     grad_clip: Float | None = Field(10.0, gt=0.0)
     augment: Annotated[AugmentConfig | None, BeforeValidator(_off)] = field(
-        default_factory=AugmentConfig)
+        default_factory=AugmentConfig
+    )
     seed: Int = Field(0, ge=0)
     threads: Int = Field(2, ge=1)
     eval_every: Int = Field(1, ge=1)
@@ -153,7 +155,8 @@ class TrainConfig:
     # Not keys of a file (from_dict refuses them): the file it was read from, and its mapping.
     source: SkipJsonSchema[str] = field(default="", metadata={"yaml": False})
     raw: SkipJsonSchema[dict[str, Any]] = field(
-        default_factory=dict, compare=False, metadata={"yaml": False})
+        default_factory=dict, compare=False, metadata={"yaml": False}
+    )
 
     @property
     def max_neighbours(self) -> int:
@@ -171,8 +174,11 @@ class TrainConfig:
         """Validate a mapping (as read from YAML); errors name ``where``, key path and what is
         allowed."""
         if isinstance(data, dict):
-            internal = sorted(f.name for f in dataclasses.fields(cls)
-                              if not f.metadata.get("yaml", True) and f.name in data)
+            internal = sorted(
+                f.name
+                for f in dataclasses.fields(cls)
+                if not f.metadata.get("yaml", True) and f.name in data
+            )
             if internal:
                 raise TrainConfigError(f"{where}: unknown key(s) {internal}")
             data = {**data, "source": where, "raw": dict(data)}
@@ -204,4 +210,3 @@ class TrainConfig:
             )
         except ValueError as err:
             raise TrainConfigError(f"{self.source} (overridden): {err}") from None
-

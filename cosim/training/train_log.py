@@ -7,8 +7,23 @@ import csv
 from pathlib import Path
 from typing import Any
 
-STEP_FIELDS = ["epoch", "step", "global_step", "lr", "loss", "cls", "reg", "direction", "pos",
-               "detection", "diffusion", "feature", "autoencoder", "adapter", "max_severity"]
+STEP_FIELDS = [
+    "epoch",
+    "step",
+    "global_step",
+    "lr",
+    "loss",
+    "cls",
+    "reg",
+    "direction",
+    "pos",
+    "detection",
+    "diffusion",
+    "feature",
+    "autoencoder",
+    "adapter",
+    "max_severity",
+]
 LOG_EVERY = 20  # steps.csv is appended every this many steps
 EPOCH_FIELDS = ["epoch", "loss", "samples", "seconds", "samples_per_s", "ap30", "ap50", "ap70"]
 

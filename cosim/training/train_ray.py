@@ -63,8 +63,10 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     def absolute(path: str | None) -> str | None:
         return None if path is None else str(Path(path).absolute())
 
-    changes: dict[str, Any] = {"out": absolute(config.out),
-                               "data_train": absolute(config.data.train)}
+    changes: dict[str, Any] = {
+        "out": absolute(config.out),
+        "data_train": absolute(config.data.train),
+    }
     if config.data.val is not None:
         changes["data_val"] = absolute(config.data.val)
     if config.init_from is not None:
@@ -106,8 +108,12 @@ def _worker_loop(settings: dict[str, Any]) -> None:
         resume_from = local / CHECKPOINT_FILE
     hook = settings["before_step"]
     run_training(
-        config, Replica(rank, world, device), resume_from, command=settings["command"],
-        report=_report, before_step=None if hook is None else functools.partial(hook, rank),
+        config,
+        Replica(rank, world, device),
+        resume_from,
+        command=settings["command"],
+        report=_report,
+        before_step=None if hook is None else functools.partial(hook, rank),
     )
 
 
@@ -118,8 +124,10 @@ def _epochs(run: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        return [{k: int(v) if k in ("epoch", "samples") else float(v) for k, v in row.items()}
-                for row in csv.DictReader(handle)]
+        return [
+            {k: int(v) if k in ("epoch", "samples") else float(v) for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
 
 
 def train_distributed(
@@ -149,8 +157,9 @@ def train_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if workers < 2:
-        raise ValueError(f"--workers {workers}: distributed training needs at least 2 "
-                         "(1 trains in this process)")
+        raise ValueError(
+            f"--workers {workers}: distributed training needs at least 2 (1 trains in this process)"
+        )
     if max_failures < -1:
         raise ValueError(f"--max-failures {max_failures}: must be >= 0, or -1 for no limit")
     check_gpu_fraction(gpus_per_worker, "--gpus-per-worker")
@@ -160,8 +169,11 @@ def train_distributed(
     storage_path = Path(storage).absolute() if storage is not None else run / "ray"
     started = not ray.is_initialized()
     if started:
-        start_ray(address, num_cpus=None if address else max(workers, os.cpu_count() or 1),
-                  connect_timeout_s=connect_timeout_s)
+        start_ray(
+            address,
+            num_cpus=None if address else max(workers, os.cpu_count() or 1),
+            connect_timeout_s=connect_timeout_s,
+        )
     try:
         chosen = cluster_device(device, ray.cluster_resources().get("GPU", 0.0))
         use_gpu = chosen == "cuda"
@@ -170,23 +182,33 @@ def train_distributed(
             resources["GPU"] = gpus_per_worker
         trainer = TorchTrainer(
             _worker_loop,
-            train_loop_config={"config": config, "device": chosen, "resume": resume,
-                               "command": command, "before_step": before_step},
+            train_loop_config={
+                "config": config,
+                "device": chosen,
+                "resume": resume,
+                "command": command,
+                "before_step": before_step,
+            },
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                         resources_per_worker=resources),
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources
+            ),
             run_config=RunConfig(
-                name=run.name, storage_path=str(storage_path),
+                name=run.name,
+                storage_path=str(storage_path),
                 failure_config=FailureConfig(max_failures=max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
         )
-        console.print(f"training on {workers} Ray Train workers ({chosen}), checkpoints in "
-                      f"{storage_path / run.name}")
+        console.print(
+            f"training on {workers} Ray Train workers ({chosen}), checkpoints in "
+            f"{storage_path / run.name}"
+        )
         outcome = trainer.fit()
     finally:
         if started:
             ray.shutdown()
     metrics = outcome.metrics or {}
-    return TrainResult(run, _epochs(run), float(metrics.get("best_ap50", -1.0)),
-                       int(metrics.get("best_epoch", 0)))
+    return TrainResult(
+        run, _epochs(run), float(metrics.get("best_ap50", -1.0)), int(metrics.get("best_epoch", 0))
+    )

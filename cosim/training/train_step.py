@@ -46,13 +46,18 @@ def step_loss(
     if config.corrupt is None and config.distill is None:
         loss = model.loss(batch, model(batch), normaliser_of)
         parts = {"cls": loss.cls, "reg": loss.reg, "direction": loss.direction}
-        return StepLoss(loss.total, {k: float(v.detach()) for k, v in parts.items()},
-                        loss.num_positive)
+        return StepLoss(
+            loss.total, {k: float(v.detach()) for k, v in parts.items()}, loss.num_positive
+        )
     distill = config.distill
     maps = None if teacher is None else teacher_maps(teacher, batch, model.fuse_at)
     loss = distill_loss(
-        model, batch, maps, distill.weights if distill else DistillWeights(),
-        None if distill is None else distill.refine_steps, normaliser_of,
+        model,
+        batch,
+        maps,
+        distill.weights if distill else DistillWeights(),
+        None if distill is None else distill.refine_steps,
+        normaliser_of,
     )
     return StepLoss(loss.total, loss.row(), loss.num_positive)
 
@@ -76,8 +81,7 @@ class TrainStep(torch.nn.Module):
         self.replica = replica
 
     def forward(self, batch: list[Any]) -> StepLoss:
-        return step_loss(self.model, batch, self.config, self.frozen[0],
-                          self.replica.normaliser)
+        return step_loss(self.model, batch, self.config, self.frozen[0], self.replica.normaliser)
 
 
 def train_epoch(
@@ -120,9 +124,16 @@ def train_epoch(
             step += 1
             samples_seen += len(batch) * replica.world
             names = list(loss.parts)
-            logged = replica.mean(torch.tensor(
-                [float(loss.total.detach()), float(loss.num_positive),
-                 *(loss.parts[n] for n in names)], dtype=torch.float64))
+            logged = replica.mean(
+                torch.tensor(
+                    [
+                        float(loss.total.detach()),
+                        float(loss.num_positive),
+                        *(loss.parts[n] for n in names),
+                    ],
+                    dtype=torch.float64,
+                )
+            )
             value = float(logged[0])
             losses.append(value)
             rows.append(

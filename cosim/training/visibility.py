@@ -68,8 +68,9 @@ class ClassRecall:
     class_names: tuple[str, ...] = ()
 
     def __init__(self, iou_thresholds: float | Sequence[float] = 0.5) -> None:
-        thresholds = (iou_thresholds,) if isinstance(iou_thresholds, float | int) else (
-            iou_thresholds)
+        thresholds = (
+            (iou_thresholds,) if isinstance(iou_thresholds, float | int) else (iou_thresholds)
+        )
         self.iou_thresholds = tuple(float(t) for t in thresholds)
         if not self.iou_thresholds:
             raise ValueError(f"{type(self).__name__} needs at least one IoU threshold")

@@ -27,6 +27,7 @@ from models.types import Voxels
 
 POINT_FEATURES = 4  # x, y, z, intensity
 
+
 @functools.cache
 def _spconv() -> Any:
     """``spconv.pytorch``, imported when a sparse-voxel encoder is built: spconv comes from the
@@ -38,7 +39,8 @@ def _spconv() -> Any:
     except ImportError as err:
         raise ImportError(
             "the sparse-voxel encoder needs spconv: pip install -e '.[cpu]' "
-            "(or '.[gpu]' on a CUDA machine)") from err
+            "(or '.[gpu]' on a CUDA machine)"
+        ) from err
     if not torch.cuda.is_available():
         # spconv 2.3.8's CPU backward (ops.indice_conv_backward) asks torch.cuda for a stream it
         # never uses on CPU, which raises on CPU-only torch (same bug class as

@@ -97,6 +97,10 @@ def forge(
         padded[:, :r, :c] = feature[:, :r, :c]
         feature = padded
     return encode_feature(
-        feature, h.pose if pose is None else pose, h.t_send,
-        h.sender_id if sender is None else sender, g, CodecConfig("float32"),
+        feature,
+        h.pose if pose is None else pose,
+        h.t_send,
+        h.sender_id if sender is None else sender,
+        g,
+        CodecConfig("float32"),
     )

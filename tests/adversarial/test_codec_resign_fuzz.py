@@ -64,20 +64,25 @@ def _check(mutated: bytes, original: bytes) -> None:
 
 
 VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.binary(max_size=200) | st.text(max_size=40),
-    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=6), kids,
-                                                                max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.binary(max_size=200)
+    | st.text(max_size=40),
+    lambda kids: (
+        st.lists(kids, max_size=5) | st.dictionaries(st.text(max_size=6), kids, max_size=4)
+    ),
     max_leaves=12,
 )
 KEYS = ["sender", "t", "pose", "grid", "shape", "dtype", "sparse", "n"]
 
 
 @FUZZ
-@given(st.sampled_from(range(len(MESSAGES))), st.sampled_from(KEYS + ["extra"]), VALUES,
-       st.booleans())
-def test_resigned_header_field_mutations(index: int, key: str, value: object,
-                                         drop: bool) -> None:
+@given(
+    st.sampled_from(range(len(MESSAGES))), st.sampled_from(KEYS + ["extra"]), VALUES, st.booleans()
+)
+def test_resigned_header_field_mutations(index: int, key: str, value: object, drop: bool) -> None:
     original = MESSAGES[index]
     header, raw = _parts(original)
     if drop and key in header:
@@ -134,8 +139,9 @@ def test_big_declared_map_is_refused_before_decompression(
     # 1 x 8192 x 8192 float32 is 256 MiB; a receiver expecting SHAPE refuses it from the header.
     big = GridHeader(0.0, 0.0, 4096.0, 4096.0, 0.5)
     header, _ = _parts(MESSAGES[0])
-    header.update(grid=big.as_list(), shape=[1, 8192, 8192], n=8192 * 8192,
-                  dtype="float32", sparse=False)
+    header.update(
+        grid=big.as_list(), shape=[1, 8192, 8192], n=8192 * 8192, dtype="float32", sparse=False
+    )
     bomb = _sign(header, bytes(4 * 8192 * 8192 // 1024))  # small on the wire either way
 
     def never(*_: object) -> bytes:

@@ -92,7 +92,8 @@ def test_honest_messages_pass_every_check(world: World) -> None:
     for k in range(len(world.frames)):
         result = world.fuse(k, {})
         assert {r.status for r in result.receptions} <= {"fused", "not_selected"}, [
-            (r.status, r.error) for r in result.receptions]
+            (r.status, r.error) for r in result.receptions
+        ]
 
 
 def test_cooperation_still_changes_detections(world: World, dropped_ap: dict[float, float]) -> None:

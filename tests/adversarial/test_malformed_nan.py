@@ -25,13 +25,18 @@ def test_nan_point_in_pcd(folder: Path, capsys: pytest.CaptureFixture[str]) -> N
     lines[header_end + 9] = f"{x} inf {z} {rgb}"
     pcd.write_text("\n".join(lines) + "\n")
     code, out = cosim(["scenarios", "inspect", folder, "--frame", "0"], capsys)
-    assert_one_error_line(code, out, f"{pcd}: 2 point(s) with NaN/inf x, y, z or intensity "
-                                     "(first at point 5); every point must be finite")
+    assert_one_error_line(
+        code,
+        out,
+        f"{pcd}: 2 point(s) with NaN/inf x, y, z or intensity "
+        "(first at point 5); every point must be finite",
+    )
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "1.0e+308"])
-def test_bad_lidar_pose_in_frame_yaml(folder: Path, value: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_lidar_pose_in_frame_yaml(
+    folder: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, yml = ego_files(folder)
     text = yml.read_text()
     start = text.index("lidar_pose:\n- ") + len("lidar_pose:\n- ")
@@ -43,33 +48,47 @@ def test_bad_lidar_pose_in_frame_yaml(folder: Path, value: str,
     assert ("non-finite value" if value != "1.0e+308" else "is not a pose on a map") in out[0]
 
 
-@pytest.mark.parametrize(("key", "value", "low", "high"),
-                         [("range", ".nan", 1.0, 500.0),
-                          ("rotation_frequency", "-.inf", 1.0, 100.0)])
-def test_nan_in_scenario_file(tmp_path: Path, key: str, value: str, low: float, high: float,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "low", "high"),
+    [("range", ".nan", 1.0, 500.0), ("rotation_frequency", "-.inf", 1.0, 100.0)],
+)
+def test_nan_in_scenario_file(
+    tmp_path: Path,
+    key: str,
+    value: str,
+    low: float,
+    high: float,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     path = write_scenario(tmp_path / "s.yaml")
     text = path.read_text()
     start = text.index(f"  {key}: ") + len(f"  {key}: ")
-    path.write_text(text[:start] + value + text[text.index("\n", start):])
+    path.write_text(text[:start] + value + text[text.index("\n", start) :])
     code, out = cosim(["scenarios", "inspect", path], capsys)
     shown = "nan" if value == ".nan" else "-inf"
-    assert_one_error_line(code, out, f"{path}: lidar.{key}: must be a finite number "
-                                     f"(allowed: >= {low} and <= {high}), got {shown}")
+    assert_one_error_line(
+        code,
+        out,
+        f"{path}: lidar.{key}: must be a finite number "
+        f"(allowed: >= {low} and <= {high}), got {shown}",
+    )
 
 
 def test_nan_deadline_in_run_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("frames: 2\nfusion_deadline_s: .nan\n")
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
-    assert_one_error_line(code, out, f"{path}: fusion_deadline_s: must be a finite number "
-                                     "(allowed: > 0.0 or null), got nan")
+    assert_one_error_line(
+        code,
+        out,
+        f"{path}: fusion_deadline_s: must be a finite number (allowed: > 0.0 or null), got nan",
+    )
 
 
-def test_negative_deadline_in_run_config(tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_negative_deadline_in_run_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "run.yaml"
     path.write_text("fusion_deadline_s: -1\n")
     code, out = cosim(["run", "--config", path, "--executor", "inprocess"], capsys)
-    assert_one_error_line(code, out, f"{path}: fusion_deadline_s: must be > 0.0 or null, "
-                                     "got -1")
+    assert_one_error_line(code, out, f"{path}: fusion_deadline_s: must be > 0.0 or null, got -1")

@@ -19,7 +19,8 @@ def _set_points(pcd: Path, count: int) -> int:
     header = raw[:end].decode()
     real = int(header.split("POINTS ")[1].split()[0])
     header = header.replace(f"WIDTH {real}", f"WIDTH {count}").replace(
-        f"POINTS {real}", f"POINTS {count}")
+        f"POINTS {real}", f"POINTS {count}"
+    )
     pcd.write_bytes(header.encode() + raw[end:])
     return real
 
@@ -31,8 +32,12 @@ def test_header_says_fewer_points_than_the_body_holds(
     pcd, _ = ego_files(folder)
     real = _set_points(pcd, 100)
     code, out = cosim(["scenarios", "inspect", folder, "--frame", "0"], capsys)
-    assert_one_error_line(code, out, f"{pcd}: binary body holds {16 * real} bytes ({real} "
-                                     f"points); header says 100 points x 16 bytes = 1600")
+    assert_one_error_line(
+        code,
+        out,
+        f"{pcd}: binary body holds {16 * real} bytes ({real} "
+        f"points); header says 100 points x 16 bytes = 1600",
+    )
 
 
 def test_header_says_more_points_than_the_body_holds(
@@ -42,8 +47,9 @@ def test_header_says_more_points_than_the_body_holds(
     pcd, _ = ego_files(folder)
     real = _set_points(pcd, 10**6)
     code, out = cosim(["scenarios", "inspect", folder, "--frame", "0"], capsys)
-    assert_one_error_line(code, out, f"{pcd}: binary body truncated: {16 * real} bytes, "
-                                     f"need {16 * 10**6}")
+    assert_one_error_line(
+        code, out, f"{pcd}: binary body truncated: {16 * real} bytes, need {16 * 10**6}"
+    )
 
 
 def test_checkpoint_weights_of_the_wrong_shape(
@@ -56,7 +62,9 @@ def test_checkpoint_weights_of_the_wrong_shape(
     torch.save({**payload, "state_dict": state}, path)
     code, out = cosim(["run", "--checkpoint", path, "--executor", "inprocess"], capsys)
     assert_one_error_line(
-        code, out,
+        code,
+        out,
         f"{path}: weights do not fit config 'tiny': size mismatch for "
         "features.encoder.layers.0.linear.weight: copying a param with shape "
-        "torch.Size([3, 3]) from checkpoint, the shape in current model is torch.Size([8, 9]).")
+        "torch.Size([3, 3]) from checkpoint, the shape in current model is torch.Size([8, 9]).",
+    )

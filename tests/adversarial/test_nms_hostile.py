@@ -14,16 +14,18 @@ from tests.agents.helpers import tiny_model
 
 def test_nms_on_hostile_boxes_keeps_only_sane_ones() -> None:
     good = [0.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.3]
-    boxes = np.array([
-        good,
-        [1e300, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],      # finite but far beyond any map
-        [0.0, 0.0, 0.0, 1e300, 1e300, 1.5, 0.0],    # finite, absurd size
-        [np.inf, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
-        [np.nan, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
-        [0.0, 0.0, 0.0, 0.0, 2.0, 1.5, 0.0],        # zero length
-        [100.0, 0.0, 0.0, 4.0, 2.0, 1.5, 1e300],    # a finite yaw far out of range is still a box
-        [30.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
-    ])
+    boxes = np.array(
+        [
+            good,
+            [1e300, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],  # finite but far beyond any map
+            [0.0, 0.0, 0.0, 1e300, 1e300, 1.5, 0.0],  # finite, absurd size
+            [np.inf, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+            [np.nan, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 2.0, 1.5, 0.0],  # zero length
+            [100.0, 0.0, 0.0, 4.0, 2.0, 1.5, 1e300],  # a finite yaw far out of range is still a box
+            [30.0, 0.0, 0.0, 4.0, 2.0, 1.5, 0.0],
+        ]
+    )
     scores = np.array([0.9, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, np.nan])
     keep = rotated_nms(boxes, scores, 0.1)
     assert keep.tolist() == [0, 6]

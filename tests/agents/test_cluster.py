@@ -27,7 +27,11 @@ def test_vehicle_actors_land_on_both_nodes(cluster: Cluster, tmp_path: Path) -> 
     config = RunConfig(
         scenario=str(write_small_scenario(tmp_path / "small.yaml")),
         checkpoint=str(write_tiny_checkpoint(tmp_path / "tiny.pt")),
-        frames=2, channel="ideal", executor="ray", address=cluster.address, render_frames=0,
+        frames=2,
+        channel="ideal",
+        executor="ray",
+        address=cluster.address,
+        render_frames=0,
         seed=0,  # one neighbour within comm range at seed 0: two fused maps
     )
     placement: dict[int, str] = {}

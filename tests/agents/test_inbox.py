@@ -47,8 +47,9 @@ def test_a_held_message_is_fused_again_until_too_old(frames: list[Frame]) -> Non
     assert reception.age_s == pytest.approx(0.2)
     decoded = decode_feature(message)
     own = ego.model.encode([frames[2].agent(frames[2].ego_id).points])[0]
-    transform = neighbour_to_ego(frames[0].agent(sender_id).lidar_pose,
-                                 frames[2].agent(frames[2].ego_id).lidar_pose)
+    transform = neighbour_to_ego(
+        frames[0].agent(sender_id).lidar_pose, frames[2].agent(frames[2].ego_id).lidar_pose
+    )
     held = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.2, stale=True)
     expect = detect_features(ego.model, own, [[held]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
@@ -64,21 +65,27 @@ def test_a_late_older_message_does_not_replace_a_newer_held_one(frames: list[Fra
     ego.fuse(frames[1], 1, [(Inbound(7, sender_id, 0.1), new)])
     result = ego.fuse(frames[2], 2, [(Inbound(3, sender_id, 0.0), old)])
     assert [(r.seq, r.status, r.held) for r in result.receptions] == [
-        (3, "superseded", False), (7, "fused", True)]
+        (3, "superseded", False),
+        (7, "fused", True),
+    ]
 
 
 def test_a_header_that_is_not_the_channels_is_refused(frames: list[Frame]) -> None:
     spec = VehicleSpec()
     ego, sender, sender_id = _pair(frames[0], spec)
     _, message = sender.sense(frames[0], 0)
-    result = ego.fuse(frames[0], 0, [(Inbound(0, sender_id + 100, 0.0), message),
-                                     (Inbound(1, sender_id, 0.3), message)])
+    result = ego.fuse(
+        frames[0],
+        0,
+        [(Inbound(0, sender_id + 100, 0.0), message), (Inbound(1, sender_id, 0.3), message)],
+    )
     assert [r.status for r in result.receptions] == ["rejected"] * 2
     assert all(r.error for r in result.receptions)
 
 
 def test_the_egos_own_pose_is_exact_and_only_neighbours_report_errors(
-        frames: list[Frame], monkeypatch: pytest.MonkeyPatch) -> None:
+    frames: list[Frame], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``cosim run`` and ``cosim robustness`` agree: pose error is on what the neighbours
     report; the ego places them in its own true frame."""
     spec = VehicleSpec(pose_error=PoseErrorConfig.level(0.6), seed=3)

@@ -58,8 +58,9 @@ def test_check_values_with_and_without_model_bounds() -> None:
     nan = np.zeros((2, 1, 3), np.float32)
     nan[1, 0, 2] = np.nan
     assert "NaN/inf" in check_values(nan, loose)
-    tight = MessageExpectation((2, 1, 3), GRID, np.zeros(2, np.float32),
-                               np.array([1.0, 5.0], np.float32))
+    tight = MessageExpectation(
+        (2, 1, 3), GRID, np.zeros(2, np.float32), np.array([1.0, 5.0], np.float32)
+    )
     ok = np.array([[[0, 1, 0.5]], [[5, 0, 0]]], np.float32)
     assert check_values(ok, tight) is None
     ok[0, 0, 1] = 1.5
@@ -82,8 +83,9 @@ def test_value_bound_is_sound_on_extreme_clouds(shipped) -> None:
     for _ in range(3):
         pts = rng.uniform((x0, y0, z0, 0.0), (x1, y1, z1, 1.0), (20000, 4))
         corner = rng.choice([0.0, 1.0], size=(4000, 4))
-        pts[:4000] = (np.array([x0, y0, z0, 0.0]) + corner
-                      * np.array([x1 - x0 - 1e-3, y1 - y0 - 1e-3, z1 - z0 - 1e-3, 1.0]))
+        pts[:4000] = np.array([x0, y0, z0, 0.0]) + corner * np.array(
+            [x1 - x0 - 1e-3, y1 - y0 - 1e-3, z1 - z0 - 1e-3, 1.0]
+        )
         clouds.append(pts.astype(np.float32))
     with torch.no_grad():
         maps = shipped.encode(clouds).numpy()
@@ -111,8 +113,9 @@ def shipped_grid(model) -> tuple[float, float, float, float, float]:
 
 def test_decoder_extremes_make_the_value_check_o_of_c() -> None:
     # With the decoder's per-channel extremes the map itself is not read again.
-    expect = MessageExpectation((2, 1, 3), GRID, np.zeros(2, np.float32),
-                                np.array([1.0, 5.0], np.float32))
+    expect = MessageExpectation(
+        (2, 1, 3), GRID, np.zeros(2, np.float32), np.array([1.0, 5.0], np.float32)
+    )
     unread = np.full((2, 1, 3), np.nan, np.float32)
     ok = (np.zeros(2, np.float32), np.array([1.0, 4.0], np.float32))
     assert check_values(unread, expect, ok) is None
@@ -143,5 +146,8 @@ def test_a_wider_window_gets_its_own_shape_grid_and_value_bound() -> None:
     assert check_values(feature, expect) is None
     msg = encode_feature(feature, np.eye(4), 0.0, 1, expect.grid, CodecConfig("float16"))
     with pytest.raises(GridMismatchError):
-        decode_feature(msg, expected_shape=narrow.message_shape,
-                       expected_grid=GridHeader(*shipped_grid(narrow)))
+        decode_feature(
+            msg,
+            expected_shape=narrow.message_shape,
+            expected_grid=GridHeader(*shipped_grid(narrow)),
+        )

@@ -29,8 +29,9 @@ from scenarios.source import open_source
 from tests.agents.helpers import tiny_model, write_small_scenario
 
 # The sender reported itself at (10, -3, 0), turned 90 degrees left; the ego is at (4, 1, 0).
-SENDER_POSE = np.array([[0.0, -1.0, 0.0, 10.0], [1.0, 0.0, 0.0, -3.0], [0.0, 0.0, 1.0, 0.0],
-                        [0.0, 0.0, 0.0, 1.0]])
+SENDER_POSE = np.array(
+    [[0.0, -1.0, 0.0, 10.0], [1.0, 0.0, 0.0, -3.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
 EGO_POSE = np.eye(4)
 EGO_POSE[:3, 3] = (4.0, 1.0, 0.0)
 
@@ -51,7 +52,13 @@ def _nearest(frame: Frame) -> int:
 
 def test_payload_kind_by_fusion() -> None:
     assert [payload_kind(f) for f in ("early", "late", "max", "attention", "agf", "none")] == [
-        "points", "boxes", "map", "map", "map", "map"]
+        "points",
+        "boxes",
+        "map",
+        "map",
+        "map",
+        "map",
+    ]
 
 
 def test_points_are_moved_into_the_ego_frame_with_the_reported_pose(
@@ -64,15 +71,16 @@ def test_points_are_moved_into_the_ego_frame_with_the_reported_pose(
     np.testing.assert_array_equal(got.sender_pose, SENDER_POSE)
     seen: list[np.ndarray] = []
     encode = models.inference.encode_points
-    monkeypatch.setattr(models.inference, "encode_points",
-                        lambda model, pts: seen.append(pts) or encode(model, pts))
+    monkeypatch.setattr(
+        models.inference, "encode_points", lambda model, pts: seen.append(pts) or encode(model, pts)
+    )
     own = np.array([[-5.0, 0.0, 0.0, 0.25]], np.float32)
-    result = payload.detect(own, [Neighbour(got.item, neighbour_to_ego(got.sender_pose,
-                                                                       EGO_POSE))])
+    result = payload.detect(own, [Neighbour(got.item, neighbour_to_ego(got.sender_pose, EGO_POSE))])
     (merged,) = seen
     # world = R (x, y, z) + (10, -3, 0); ego = world - (4, 1, 0); the ego's own points first.
-    np.testing.assert_allclose(merged, [[-5, 0, 0, 0.25], [6, -3, 0, 128 / 255],
-                                        [4, -4, -1, 1.0]], atol=1e-6)
+    np.testing.assert_allclose(
+        merged, [[-5, 0, 0, 0.25], [6, -3, 0, 128 / 255], [4, -4, -1, 1.0]], atol=1e-6
+    )
     assert result.chosen.tolist() == [0]
 
 
@@ -83,12 +91,15 @@ def test_boxes_are_moved_into_the_ego_frame_and_merged() -> None:
     assert len(message) < 300
     got = receive(payload, message, 3, 0.1, EGO_POSE)
     assert got.status == "ok"
-    own = Detections(np.array([[-10.0, 5.0, -1.0, 4.0, 2.0, 1.5, 0.0]], np.float32),
-                     np.array([0.9], np.float32))
+    own = Detections(
+        np.array([[-10.0, 5.0, -1.0, 4.0, 2.0, 1.5, 0.0]], np.float32), np.array([0.9], np.float32)
+    )
     result = payload.detect(own, [Neighbour(got.item, neighbour_to_ego(SENDER_POSE, EGO_POSE))])
-    np.testing.assert_allclose(result.detections.boxes,
-                               [[-10, 5, -1, 4, 2, 1.5, 0], [6, -3, -1, 4, 2, 1.5,
-                                                             0.1 + np.pi / 2]], atol=1e-5)
+    np.testing.assert_allclose(
+        result.detections.boxes,
+        [[-10, 5, -1, 4, 2, 1.5, 0], [6, -3, -1, 4, 2, 1.5, 0.1 + np.pi / 2]],
+        atol=1e-5,
+    )
     np.testing.assert_allclose(result.detections.scores, [0.9, 0.8])
     assert result.chosen.tolist() == [0]
 
@@ -137,40 +148,79 @@ def _nan_boxes(sender: int, t: float) -> bytes:
     magic, version, header, _, _ = msgpack.unpackb(message)
     bad = BOX.copy()
     bad[0, 6] = np.nan
-    payload = zstandard.ZstdCompressor().compress(bad.astype("<f4").tobytes()
-                                                  + np.float32(0.5).tobytes())
+    payload = zstandard.ZstdCompressor().compress(
+        bad.astype("<f4").tobytes() + np.float32(0.5).tobytes()
+    )
     return msgpack.packb([magic, version, header, payload, _digest(header, payload)])
 
 
 ATTACKS = {
-    "points_truncated": ("early", lambda s, t: encode_cloud(np.ones((50, 4), np.float32), np.eye(4),
-                                                            t, s)[:-9],
-                         "codec_error", "truncated"),
-    "points_wrong_sender": ("early", lambda s, t: encode_cloud(np.ones((5, 4), np.float32),
-                                                               np.eye(4), t, s + 1),
-                            "rejected", "header says sender"),
-    "points_far_pose": ("early", lambda s, t: _resign(encode_cloud(np.ones((5, 4), np.float32),
-                                                                   np.eye(4), t, s),
-                                                      pose=_far_pose()),
-                        "rejected", "beyond the 1000 m"),
-    "points_nan_pose": ("early", lambda s, t: _resign(
-        encode_cloud(np.ones((5, 4), np.float32), np.eye(4), t, s),
-        pose=np.full((4, 4), np.nan).astype("<f8").tobytes()), "codec_error", "NaN"),
+    "points_truncated": (
+        "early",
+        lambda s, t: encode_cloud(np.ones((50, 4), np.float32), np.eye(4), t, s)[:-9],
+        "codec_error",
+        "truncated",
+    ),
+    "points_wrong_sender": (
+        "early",
+        lambda s, t: encode_cloud(np.ones((5, 4), np.float32), np.eye(4), t, s + 1),
+        "rejected",
+        "header says sender",
+    ),
+    "points_far_pose": (
+        "early",
+        lambda s, t: _resign(
+            encode_cloud(np.ones((5, 4), np.float32), np.eye(4), t, s), pose=_far_pose()
+        ),
+        "rejected",
+        "beyond the 1000 m",
+    ),
+    "points_nan_pose": (
+        "early",
+        lambda s, t: _resign(
+            encode_cloud(np.ones((5, 4), np.float32), np.eye(4), t, s),
+            pose=np.full((4, 4), np.nan).astype("<f8").tobytes(),
+        ),
+        "codec_error",
+        "NaN",
+    ),
     "boxes_nan": ("late", _nan_boxes, "codec_error", "NaN/inf"),
-    "boxes_huge": ("late", lambda s, t: encode_boxes(BOX * [1, 1, 1, 40, 1, 1, 1], [0.5],
-                                                     np.eye(4), t, s),
-                   "rejected", "size"),
-    "boxes_score_3": ("late", lambda s, t: encode_boxes(BOX, [3.0], np.eye(4), t, s),
-                      "rejected", "score 3 outside [0, 1]"),
-    "boxes_too_many": ("late", lambda s, t: encode_boxes(np.repeat(BOX, 21, 0), np.full(21, 0.5),
-                                                         np.eye(4), t, s),
-                       "codec_error", "oversized: 21 boxes, above the cap of 20"),
-    "boxes_old_send_time": ("late", lambda s, t: encode_boxes(BOX, [0.5], np.eye(4), t - 0.1, s),
-                            "rejected", "header says sent at"),
-    "map_to_a_late_ego": ("late", lambda s, t: encode_feature(
-        np.zeros((24, 20, 40), np.float32), np.eye(4), t, s,
-        agents.payloads.grid_header(tiny_model("late").message_grid)),
-        "codec_error", "not a v2x boxes message"),
+    "boxes_huge": (
+        "late",
+        lambda s, t: encode_boxes(BOX * [1, 1, 1, 40, 1, 1, 1], [0.5], np.eye(4), t, s),
+        "rejected",
+        "size",
+    ),
+    "boxes_score_3": (
+        "late",
+        lambda s, t: encode_boxes(BOX, [3.0], np.eye(4), t, s),
+        "rejected",
+        "score 3 outside [0, 1]",
+    ),
+    "boxes_too_many": (
+        "late",
+        lambda s, t: encode_boxes(np.repeat(BOX, 21, 0), np.full(21, 0.5), np.eye(4), t, s),
+        "codec_error",
+        "oversized: 21 boxes, above the cap of 20",
+    ),
+    "boxes_old_send_time": (
+        "late",
+        lambda s, t: encode_boxes(BOX, [0.5], np.eye(4), t - 0.1, s),
+        "rejected",
+        "header says sent at",
+    ),
+    "map_to_a_late_ego": (
+        "late",
+        lambda s, t: encode_feature(
+            np.zeros((24, 20, 40), np.float32),
+            np.eye(4),
+            t,
+            s,
+            agents.payloads.grid_header(tiny_model("late").message_grid),
+        ),
+        "codec_error",
+        "not a v2x boxes message",
+    ),
 }
 
 
@@ -183,8 +233,11 @@ def test_bad_points_and_boxes_messages_cost_only_that_message(
     sender = _nearest(frame)
     ego = Vehicle(frame.ego_id, tiny_model(fusion), VehicleSpec())
     alone = ego.fuse(frame, 0, [])
-    result = ego.fuse(frame, 0, [(Inbound(0, sender, float(frame.timestamp)),
-                                  make(sender, float(frame.timestamp)))])
+    result = ego.fuse(
+        frame,
+        0,
+        [(Inbound(0, sender, float(frame.timestamp)), make(sender, float(frame.timestamp)))],
+    )
     (reception,) = result.receptions
     assert (reception.status, reception.sender) == (status, sender)
     assert reason in reception.error
@@ -200,8 +253,9 @@ def test_points_and_boxes_carry_the_reported_pose_with_its_error(
     frame = frames[0]
     sender = Vehicle(_nearest(frame), tiny_model(fusion), VehicleSpec(pose_error=error, seed=7))
     report, message = sender.sense(frame, 0)
-    expect, _ = PoseErrorModel(error, 7).perturb(sender.agent_id,
-                                                 frame.agent(sender.agent_id).lidar_pose)
+    expect, _ = PoseErrorModel(error, 7).perturb(
+        sender.agent_id, frame.agent(sender.agent_id).lidar_pose
+    )
     decode = decode_cloud if fusion == "early" else decode_boxes
     decoded = decode(message)
     np.testing.assert_array_equal(decoded.header.pose, expect)

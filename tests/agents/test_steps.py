@@ -51,7 +51,8 @@ def test_fuse_and_detect_matches_detect_features(frames: list[Frame]) -> None:
     mask[:, ::2] = True
     nbrs = [
         NeighbourFeature(feats[i], frame.transform(a, frame.ego_id), mask if i == 1 else None)
-        for i, a in enumerate(frame.agent_ids) if i > 0
+        for i, a in enumerate(frame.agent_ids)
+        if i > 0
     ]
     result = fuse_and_detect(model, feats[0], nbrs)
     expect = detect_features(model, feats[0], [nbrs])[0]
@@ -82,8 +83,7 @@ def test_stale_message_is_placed_with_its_send_time_pose(frames: list[Frame]) ->
     np.testing.assert_allclose(transform, np.linalg.inv(ego_pose) @ old_pose)
     assert not np.allclose(transform, frames[1].transform(sender_id, frames[1].ego_id), atol=1e-3)
     own = ego.model.encode([frames[1].agent(frames[1].ego_id).points])[0]
-    received = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.1,
-                                stale=True)
+    received = NeighbourFeature(torch.from_numpy(decoded.feature), transform, age_s=0.1, stale=True)
     expect = detect_features(ego.model, own, [[received]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)
 
@@ -174,8 +174,9 @@ def test_a_wider_message_window_is_sent_fused_and_checked(frames: list[Frame]) -
     grid as its own map and fuses the neighbour's window; a map of the old window is refused
     as the wrong grid."""
     torch.manual_seed(0)
-    config = dataclasses.replace(tiny_config(), fuse_at="encoder", comm_range=200.0,
-                                 message_range=(-57.6, -41.6, 57.6, 41.6))
+    config = dataclasses.replace(
+        tiny_config(), fuse_at="encoder", comm_range=200.0, message_range=(-57.6, -41.6, 57.6, 41.6)
+    )
     model = CooperativeDetector(config).eval()
     old = CooperativeDetector(dataclasses.replace(config, message_range=None)).eval()
     old.load_state_dict(model.state_dict())
@@ -188,16 +189,19 @@ def test_a_wider_message_window_is_sent_fused_and_checked(frames: list[Frame]) -
     _, message = sender.sense(frame, 0)
     assert peek_header(message).shape == model.message_shape == (8, 104, 144)
     _, old_message = Vehicle(sender_id, old, spec).sense(frame, 0)
-    refused = Vehicle(ego_id, model, spec).fuse(frame, 0, [(Inbound(0, sender_id, 0.0),
-                                                             old_message)])
+    refused = Vehicle(ego_id, model, spec).fuse(
+        frame, 0, [(Inbound(0, sender_id, 0.0), old_message)]
+    )
     assert [r.status for r in refused.receptions] == ["wrong_grid"]
     result = ego.fuse(frame, 0, [(Inbound(0, sender_id, 0.0), message)])
     assert [r.status for r in result.receptions] == ["fused"]
     assert result.coverage.shape == model.map_grid.bev_shape == (40, 80)
     own = model.own_map(model.encode([frame.agent(ego_id).points]))[0]
     decoded = decode_feature(message)
-    nbr = NeighbourFeature(torch.from_numpy(decoded.feature.copy()),
-                           neighbour_to_ego(decoded.header.pose, frame.agent(ego_id).lidar_pose),
-                           decoded.mask)
+    nbr = NeighbourFeature(
+        torch.from_numpy(decoded.feature.copy()),
+        neighbour_to_ego(decoded.header.pose, frame.agent(ego_id).lidar_pose),
+        decoded.mask,
+    )
     expect = detect_features(model, own, [[nbr]])[0].detections
     np.testing.assert_array_equal(result.boxes, expect.boxes)

@@ -31,20 +31,27 @@ def bev_feature(seed: int = 0, channels: int = 8) -> np.ndarray:
     return f.astype(np.float32)
 
 
-POSE = np.array([[0.0, -1.0, 0.0, 10.5], [1.0, 0.0, 0.0, -3.25], [0.0, 0.0, 1.0, 1.9],
-                 [0.0, 0.0, 0.0, 1.0]])
+POSE = np.array(
+    [[0.0, -1.0, 0.0, 10.5], [1.0, 0.0, 0.0, -3.25], [0.0, 0.0, 1.0, 1.9], [0.0, 0.0, 0.0, 1.0]]
+)
 SPARSITIES = [None, {"threshold": 1.0}, {"topk": 0.1}, {"topk": 1.0}]
 
 
-@pytest.mark.parametrize("dtype,sparsity", list(itertools.product(
-    ["float32", "float16", "int8"], SPARSITIES)))
+@pytest.mark.parametrize(
+    "dtype,sparsity", list(itertools.product(["float32", "float16", "int8"], SPARSITIES))
+)
 def test_round_trip_within_bound(dtype: str, sparsity: dict | None) -> None:
     f = bev_feature()
     msg = encode_feature(f, POSE, 1.25, 7, GRID, CodecConfig(dtype, sparsity, zstd_level=5))
     dec = decode_feature(msg)
     h = dec.header
-    assert (h.version, h.sender_id, h.t_send, h.shape, h.dtype) == (FORMAT_VERSION, 7, 1.25,
-                                                                     (8, 16, 24), dtype)
+    assert (h.version, h.sender_id, h.t_send, h.shape, h.dtype) == (
+        FORMAT_VERSION,
+        7,
+        1.25,
+        (8, 16, 24),
+        dtype,
+    )
     assert h.grid == GRID and np.array_equal(h.pose, POSE) and h.pose.dtype == np.float64
     assert dec.feature.dtype == np.float32 and dec.feature.shape == f.shape
     if sparsity is None or sparsity == {"topk": 1.0}:
@@ -111,7 +118,8 @@ def test_encoding_is_deterministic() -> None:
     f = bev_feature(3)
     for cfg in (CodecConfig("float16"), CodecConfig("int8", {"topk": 0.3})):
         assert encode_feature(f, POSE, 0.5, 4, GRID, cfg) == encode_feature(
-            f.copy(), POSE.copy(), 0.5, 4, GRID, cfg)
+            f.copy(), POSE.copy(), 0.5, 4, GRID, cfg
+        )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -140,8 +148,9 @@ def test_encode_rejects_bad_inputs() -> None:
         CodecConfig(sparsity={"topk": 1.5})
 
 
-def _frame(header: dict, raw_payload: bytes, version: int = FORMAT_VERSION,
-           frame: bytes | None = None) -> bytes:
+def _frame(
+    header: dict, raw_payload: bytes, version: int = FORMAT_VERSION, frame: bytes | None = None
+) -> bytes:
     """A message with a valid checksum around an arbitrary header and payload."""
     hb = msgpack.packb(header)
     payload = frame if frame is not None else zstandard.ZstdCompressor().compress(raw_payload)
@@ -149,8 +158,16 @@ def _frame(header: dict, raw_payload: bytes, version: int = FORMAT_VERSION,
 
 
 def _header(**over: object) -> dict:
-    h = {"sender": 1, "t": 0.0, "pose": np.eye(4).tobytes(), "grid": GRID.as_list(),
-         "shape": [8, 16, 24], "dtype": "float32", "sparse": False, "n": 16 * 24}
+    h = {
+        "sender": 1,
+        "t": 0.0,
+        "pose": np.eye(4).tobytes(),
+        "grid": GRID.as_list(),
+        "shape": [8, 16, 24],
+        "dtype": "float32",
+        "sparse": False,
+        "n": 16 * 24,
+    }
     h.update(over)
     return h
 

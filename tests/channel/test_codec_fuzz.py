@@ -20,8 +20,7 @@ def _message(dtype: str, sparsity: dict | None, seed: int = 0) -> bytes:
     return encode_feature(f, np.eye(4), 0.3, 5, GRID, CodecConfig(dtype, sparsity))
 
 
-MESSAGES = [_message(d, s) for d in ("float32", "float16", "int8")
-            for s in (None, {"topk": 0.25})]
+MESSAGES = [_message(d, s) for d in ("float32", "float16", "int8") for s in (None, {"topk": 0.25})]
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -41,13 +40,20 @@ def test_arbitrary_bytes_raise_only_codec_error(data: bytes) -> None:
 
 
 @FUZZ
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.binary(max_size=64) | st.text(max_size=16),
-    lambda kids: st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=8), kids,
-                                                                max_size=6),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats()
+        | st.binary(max_size=64)
+        | st.text(max_size=16),
+        lambda kids: (
+            st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=8), kids, max_size=6)
+        ),
+        max_leaves=20,
+    )
+)
 def test_arbitrary_msgpack_values_raise_only_codec_error(value: object) -> None:
     # Structured garbage gets past the msgpack parser and exercises the field checks.
     assert _decode_only_codec_error(msgpack.packb(value))
@@ -55,16 +61,31 @@ def test_arbitrary_msgpack_values_raise_only_codec_error(value: object) -> None:
 
 
 HEADER_KEYS = ["sender", "t", "pose", "grid", "shape", "dtype", "sparse", "n"]
-SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-           | st.binary(max_size=130) | st.sampled_from(["float32", "float16", "int8", "x"]))
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.binary(max_size=130)
+    | st.sampled_from(["float32", "float16", "int8", "x"])
+)
 FIELD = SCALARS | st.lists(SCALARS, max_size=6)
 
 
-VALID = {"sender": 1, "t": 0.0, "pose": np.eye(4).tobytes(), "grid": GRID.as_list(),
-         "shape": [4, 12, 16], "dtype": "int8", "sparse": True, "n": 3}
+VALID = {
+    "sender": 1,
+    "t": 0.0,
+    "pose": np.eye(4).tobytes(),
+    "grid": GRID.as_list(),
+    "shape": [4, 12, 16],
+    "dtype": "int8",
+    "sparse": True,
+    "n": 3,
+}
 # Each field valid or garbage, so that checks deep in the header are reached too.
-HEADERS = st.fixed_dictionaries({k: st.just(v) | FIELD for k, v in VALID.items()}) | \
-    st.dictionaries(st.sampled_from(HEADER_KEYS + ["extra"]), FIELD, max_size=9)
+HEADERS = st.fixed_dictionaries(
+    {k: st.just(v) | FIELD for k, v in VALID.items()}
+) | st.dictionaries(st.sampled_from(HEADER_KEYS + ["extra"]), FIELD, max_size=9)
 
 
 @FUZZ
@@ -76,7 +97,8 @@ def test_checksummed_garbage_headers_raise_only_codec_error(
     hb = msgpack.packb(header)
     frame = zstandard.ZstdCompressor().compress(payload) if compress else payload
     assert _decode_only_codec_error(
-        msgpack.packb([MAGIC, FORMAT_VERSION, hb, frame, _digest(hb, frame)]))
+        msgpack.packb([MAGIC, FORMAT_VERSION, hb, frame, _digest(hb, frame)])
+    )
 
 
 @FUZZ
@@ -118,9 +140,13 @@ def test_random_multi_byte_flips_and_truncations_are_detected() -> None:
 
 
 def test_extreme_grid_numbers_raise_codec_error() -> None:
-    for grid in ([-1e308, -1.0, 1e308, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0, 1e-300],
-                 [0.0, 0.0, 1.0, 1.0, float("nan")]):
+    for grid in (
+        [-1e308, -1.0, 1e308, 1.0, 1.0],
+        [0.0, 0.0, 1.0, 1.0, 1e-300],
+        [0.0, 0.0, 1.0, 1.0, float("nan")],
+    ):
         hb = msgpack.packb({**VALID, "grid": grid})
         frame = zstandard.ZstdCompressor().compress(b"")
         assert _decode_only_codec_error(
-            msgpack.packb([MAGIC, FORMAT_VERSION, hb, frame, _digest(hb, frame)]))
+            msgpack.packb([MAGIC, FORMAT_VERSION, hb, frame, _digest(hb, frame)])
+        )

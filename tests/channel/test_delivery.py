@@ -54,8 +54,12 @@ def test_receiver_drops_messages_older_than_max_age() -> None:
 
 
 def test_log_table_schema_rows_and_parquet(tmp_path: Path) -> None:
-    q = _queue(max_age_s=0.15, range=RangeConfig(max_m=100.0),
-               latency=LatencyConfig(base_s=0.01), bandwidth_mbps=10.0)
+    q = _queue(
+        max_age_s=0.15,
+        range=RangeConfig(max_m=100.0),
+        latency=LatencyConfig(base_s=0.01),
+        bandwidth_mbps=10.0,
+    )
     f = np.maximum(np.random.default_rng(0).normal(size=(4, 8, 16)), 0).astype(np.float32)
     msg = encode_feature(f, np.eye(4), 0.0, 1, GRID, CodecConfig("int8"))
     noise = PoseNoise(dx=0.2, dy=-0.1, dyaw=0.01)
@@ -70,15 +74,33 @@ def test_log_table_schema_rows_and_parquet(tmp_path: Path) -> None:
     rows = table.to_pylist()
     tx = 8 * len(msg) / 10e6
     assert rows[0] == {
-        "seq": 0, "sender": 1, "receiver": 2, "t_send": 0.0, "t_arrival": pytest.approx(tx + 0.01),
-        "t_delivered": 0.1, "raw_bytes": 4 * 8 * 16 * 4, "wire_bytes": len(msg),
-        "distance_m": 50.0, "pose_dx": 0.2, "pose_dy": -0.1, "pose_dyaw": 0.01, "dropped": None,
-        "tx": 0, "t_tx_start": 0.0, "t_tx_end": pytest.approx(tx),
+        "seq": 0,
+        "sender": 1,
+        "receiver": 2,
+        "t_send": 0.0,
+        "t_arrival": pytest.approx(tx + 0.01),
+        "t_delivered": 0.1,
+        "raw_bytes": 4 * 8 * 16 * 4,
+        "wire_bytes": len(msg),
+        "distance_m": 50.0,
+        "pose_dx": 0.2,
+        "pose_dy": -0.1,
+        "pose_dyaw": 0.01,
+        "dropped": None,
+        "tx": 0,
+        "t_tx_start": 0.0,
+        "t_tx_end": pytest.approx(tx),
     }
     assert (rows[1]["dropped"], rows[1]["t_arrival"], rows[1]["t_delivered"]) == (
-        "out_of_range", None, None)
+        "out_of_range",
+        None,
+        None,
+    )
     assert (rows[2]["dropped"], rows[2]["raw_bytes"], rows[2]["wire_bytes"]) == (
-        "too_old", 2048, 5000)
+        "too_old",
+        2048,
+        5000,
+    )
     assert rows[2]["t_arrival"] == pytest.approx(0.1 + 5000 * 8 / 10e6 + 0.01)
     path = q.write_log(tmp_path / "log.parquet")
     assert pq.read_table(path).equals(table)

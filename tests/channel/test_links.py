@@ -92,15 +92,25 @@ def test_range_cut_off_and_reception_curve() -> None:
     assert soft.reception_prob(65.0) == pytest.approx(1 / (1 + math.e**3))
     model = LinkModel(LinkConfig(range=soft), seed=2)
     for distance, expected in ((0.0, soft.reception_prob(0.0)), (50.0, 0.5), (60.0, 0.1192)):
-        got = np.mean([model.transmit(1, 2, i, 10, (0, 0), (distance, 0)).dropped is None
-                       for i in range(8000)])
+        got = np.mean(
+            [
+                model.transmit(1, 2, i, 10, (0, 0), (distance, 0)).dropped is None
+                for i in range(8000)
+            ]
+        )
         assert abs(got - expected) < 0.02, (distance, got)
 
 
-@pytest.mark.parametrize("kind,mean", [
-    ("none", 0.0), ("uniform", 0.01), ("normal-truncated", 0.02 * math.sqrt(2 / math.pi)),
-    ("exponential", 0.02), ("lognormal", 0.02 * math.exp(0.5**2 / 2)),
-])
+@pytest.mark.parametrize(
+    "kind,mean",
+    [
+        ("none", 0.0),
+        ("uniform", 0.01),
+        ("normal-truncated", 0.02 * math.sqrt(2 / math.pi)),
+        ("exponential", 0.02),
+        ("lognormal", 0.02 * math.exp(0.5**2 / 2)),
+    ],
+)
 def test_jitter_distributions(kind: str, mean: float) -> None:
     lat = LatencyConfig(base_s=0.005, jitter=kind, jitter_s=0.02, sigma=0.5)
     model = LinkModel(LinkConfig(latency=lat), seed=9)
@@ -114,9 +124,11 @@ def test_jitter_distributions(kind: str, mean: float) -> None:
 
 
 def test_seeded_determinism_and_link_independence() -> None:
-    cfg = LinkConfig(loss=LossConfig("gilbert_elliott", p_gb=0.1, p_bg=0.3, loss_bad=0.8),
-                     latency=LatencyConfig(jitter="exponential", jitter_s=0.01),
-                     bandwidth_mbps=6.0)
+    cfg = LinkConfig(
+        loss=LossConfig("gilbert_elliott", p_gb=0.1, p_bg=0.3, loss_bad=0.8),
+        latency=LatencyConfig(jitter="exponential", jitter_s=0.01),
+        bandwidth_mbps=6.0,
+    )
     a = _send_many(LinkModel(cfg, seed=4), 500)
     assert a == _send_many(LinkModel(cfg, seed=4), 500)
     assert a != _send_many(LinkModel(cfg, seed=5), 500)

@@ -12,15 +12,28 @@ from channel.medium import Medium, MediumConfig
 from channel.presets import load_preset
 
 # 802.11p-like numbers (dsrc preset) without back-off, so every start is hand-computable.
-DSRC_LIKE = MediumConfig(carrier_sense_m=300.0, max_frame_bytes=1500, frame_header_bytes=36,
-                         phy_overhead_s=40e-6, sifs_s=32e-6, aifs_s=110e-6, slot_s=13e-6, cw=0)
+DSRC_LIKE = MediumConfig(
+    carrier_sense_m=300.0,
+    max_frame_bytes=1500,
+    frame_header_bytes=36,
+    phy_overhead_s=40e-6,
+    sifs_s=32e-6,
+    aifs_s=110e-6,
+    slot_s=13e-6,
+    cw=0,
+)
 US = 1e-6
 
 
-def _channel(medium: MediumConfig = DSRC_LIKE, seed: int = 0, max_age_s: float | None = None,
-             range_m: float | None = 300.0) -> BroadcastChannel:
-    link = LinkConfig(range=RangeConfig(max_m=range_m), latency=LatencyConfig(base_s=0.02),
-                      bandwidth_mbps=6.0)
+def _channel(
+    medium: MediumConfig = DSRC_LIKE,
+    seed: int = 0,
+    max_age_s: float | None = None,
+    range_m: float | None = 300.0,
+) -> BroadcastChannel:
+    link = LinkConfig(
+        range=RangeConfig(max_m=range_m), latency=LatencyConfig(base_s=0.02), bandwidth_mbps=6.0
+    )
     return BroadcastChannel(LinkModel(link, seed), medium, max_age_s, seed)
 
 
@@ -83,8 +96,12 @@ def test_senders_out_of_carrier_sense_range_transmit_in_parallel() -> None:
     assert (a.start, a.end) == pytest.approx((110 * US, 4318 * US))
     assert (b.start, b.end) == pytest.approx((110 * US, 4318 * US))
     outcome = {(r.sender, r.receiver): r.dropped for r in ch.records}
-    assert outcome == {(1, 3): "collision", (1, 4): None, (2, 3): "collision",
-                       (2, 4): "out_of_range"}
+    assert outcome == {
+        (1, 3): "collision",
+        (1, 4): None,
+        (2, 3): "collision",
+        (2, 4): "out_of_range",
+    }
 
 
 def test_same_slot_starts_collide() -> None:
@@ -95,7 +112,11 @@ def test_same_slot_starts_collide() -> None:
     ch.broadcast(1500, 2, 0.0, [1, 3])
     ch.arrived(3, 0.1)
     assert sorted((r.sender, r.receiver, r.dropped) for r in ch.records) == [
-        (1, 2, "collision"), (1, 3, "collision"), (2, 1, "collision"), (2, 3, "collision")]
+        (1, 2, "collision"),
+        (1, 3, "collision"),
+        (2, 1, "collision"),
+        (2, 3, "collision"),
+    ]
 
 
 def test_one_broadcast_is_one_transmission_and_three_receptions() -> None:
@@ -110,7 +131,10 @@ def test_one_broadcast_is_one_transmission_and_three_receptions() -> None:
     assert txs.to_pylist()[0]["listeners"] == 3 and txs.to_pylist()[0]["frames"] == 2
     log = ch.log_table().to_pylist()
     assert [(r["tx"], r["receiver"], r["dropped"]) for r in log] == [
-        (0, 2, None), (0, 3, None), (0, 4, None)]
+        (0, 2, None),
+        (0, 3, None),
+        (0, 4, None),
+    ]
     assert ch.released() == [0]
 
 
@@ -187,8 +211,11 @@ def test_same_seed_same_events() -> None:
 
 
 def _latencies(records: list, t_max: float | None = None) -> list[float]:
-    return [r.t_arrival - r.t_send for r in records
-            if r.t_arrival is not None and (t_max is None or r.t_send < t_max)]
+    return [
+        r.t_arrival - r.t_send
+        for r in records
+        if r.t_arrival is not None and (t_max is None or r.t_send < t_max)
+    ]
 
 
 def test_latency_stays_bounded_when_messages_exceed_the_channel() -> None:

@@ -23,8 +23,9 @@ from channel.payload_codec import (
 from channel.wire import FORMAT_VERSION, CodecError, _digest
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-POSE = np.array([[0.0, -1.0, 0.0, 10.0], [1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 1.0, 1.5],
-                 [0.0, 0.0, 0.0, 1.0]])
+POSE = np.array(
+    [[0.0, -1.0, 0.0, 10.0], [1.0, 0.0, 0.0, -2.0], [0.0, 0.0, 1.0, 1.5], [0.0, 0.0, 0.0, 1.0]]
+)
 # float32 input already rounds a coordinate near 327 m by up to 2**-16 m.
 XYZ_TOL = 0.005 + 2.0**-15
 coords = st.floats(-327.5, 327.5, width=32)
@@ -88,8 +89,10 @@ def test_points_byte_layout_by_hand() -> None:
 
 
 def test_points_beyond_the_int16_range_are_cut_and_counted() -> None:
-    points = np.array([[400.0, 0, 0, 0.1], [1.0, 2.0, 3.0, 0.2], [0, -327.68, 0, 0.3],
-                       [0, 0, 327.674, 0.4]], np.float32)
+    points = np.array(
+        [[400.0, 0, 0, 0.1], [1.0, 2.0, 3.0, 0.2], [0, -327.68, 0, 0.3], [0, 0, 327.674, 0.4]],
+        np.float32,
+    )
     decoded = decode_cloud(encode_cloud(points, np.eye(4), 0.0, 1))
     assert decoded.header.cut == 2 and decoded.header.count == 2
     np.testing.assert_allclose(decoded.points[:, :3], [[1, 2, 3], [0, 0, 327.67]], atol=1e-4)
@@ -119,8 +122,9 @@ def _resign(magic: bytes, header: dict, raw: bytes, declared: int | None = None)
     payload = zstandard.ZstdCompressor(compression_params=params).compress(raw)
     if declared is not None:  # a frame that lies about its size
         payload = zstandard.ZstdCompressor().compress(b"\0" * declared)
-    return msgpack.packb([magic, FORMAT_VERSION, header_bytes, payload,
-                          _digest(header_bytes, payload)])
+    return msgpack.packb(
+        [magic, FORMAT_VERSION, header_bytes, payload, _digest(header_bytes, payload)]
+    )
 
 
 def _origin() -> dict:
@@ -148,8 +152,9 @@ def test_tampered_points_messages_are_refused_with_a_reason() -> None:
         decode_cloud(_resign(POINTS_MAGIC, {**_origin(), "n": -1, "cut": 0}, b""))
     with pytest.raises(CodecError, match="not a v2x points message"):
         decode_cloud(encode_boxes(np.zeros((1, 7)), np.zeros(1), np.eye(4), 0.1, 3))
-    feature = encode_feature(np.ones((2, 12, 16), np.float32), np.eye(4), 0.1, 3,
-                             GridHeader(0.0, 0.0, 8.0, 6.0, 0.5))
+    feature = encode_feature(
+        np.ones((2, 12, 16), np.float32), np.eye(4), 0.1, 3, GridHeader(0.0, 0.0, 8.0, 6.0, 0.5)
+    )
     with pytest.raises(CodecError, match="not a v2x points message"):
         decode_cloud(feature)
 

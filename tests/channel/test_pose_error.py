@@ -19,8 +19,14 @@ from channel.pose_error import (
 def x_to_world(x: float, y: float, z: float, roll: float, yaw: float, pitch: float) -> np.ndarray:
     """OpenCOOD's pose vector (angles in degrees) to a 4x4 world <- sensor matrix."""
     r, w, p = (math.radians(a) for a in (roll, yaw, pitch))
-    cy, sy, cr, sr, cp, sp = math.cos(w), math.sin(w), math.cos(r), math.sin(r), math.cos(p), \
-        math.sin(p)
+    cy, sy, cr, sr, cp, sp = (
+        math.cos(w),
+        math.sin(w),
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+    )
     m = np.eye(4)
     m[:3, 3] = (x, y, z)
     m[0, :3] = (cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr)
@@ -41,14 +47,21 @@ def test_zero_noise_is_identity() -> None:
     assert np.array_equal(reported, pose) and noise == PoseNoise()
 
 
-@pytest.mark.parametrize("roll,pitch,droll,dpitch", [(0, 0, 0, 0), (2.0, -3.0, 0, 0),
-                                                     (2.0, -3.0, 0.7, -0.4)])
+@pytest.mark.parametrize(
+    "roll,pitch,droll,dpitch", [(0, 0, 0, 0), (2.0, -3.0, 0, 0), (2.0, -3.0, 0.7, -0.4)]
+)
 def test_noise_composes_like_adding_to_the_pose_vector(
     roll: float, pitch: float, droll: float, dpitch: float
 ) -> None:
     pose = x_to_world(12.0, -4.0, 1.7, roll, 80.0, pitch)
-    noise = PoseNoise(dx=0.3, dy=-0.2, dz=0.05, droll=math.radians(droll),
-                      dpitch=math.radians(dpitch), dyaw=math.radians(1.5))
+    noise = PoseNoise(
+        dx=0.3,
+        dy=-0.2,
+        dz=0.05,
+        droll=math.radians(droll),
+        dpitch=math.radians(dpitch),
+        dyaw=math.radians(1.5),
+    )
     expected = x_to_world(12.3, -4.2, 1.75, roll + droll, 81.5, pitch + dpitch)
     np.testing.assert_allclose(apply_pose_noise(pose, noise), expected, atol=1e-12)
 

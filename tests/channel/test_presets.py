@@ -66,7 +66,10 @@ def test_presets_share_the_medium_with_documented_overheads() -> None:
     dsrc = load_preset("dsrc").medium
     assert (dsrc.slot_s, dsrc.sifs_s, dsrc.aifs_s, dsrc.cw) == (13e-6, 32e-6, 110e-6, 15)
     assert (dsrc.max_frame_bytes, dsrc.frame_header_bytes, dsrc.carrier_sense_m) == (
-        1500, 36, 300.0)
+        1500,
+        36,
+        300.0,
+    )
     # A 39,192-byte message (int8, top 10%) = 27 frames: 27 x 88 us + 52,256 us + 26 x 32 us.
     assert dsrc.air_time(39_192, 6.0) == pytest.approx((27 * 88 + 52_256 + 26 * 32) * 1e-6)
     assert load_preset("cv2x").medium.slot_s == 0.001

@@ -47,13 +47,19 @@ def test_key_path_reads_like_the_file() -> None:
     ("data", "message"),
     [
         ({"count": 9}, "f.yaml: count: must be >= 0 and <= 5, got 9"),
-        ({"count": True}, "f.yaml: count: must be a valid integer (allowed: >= 0 and <= 5), "
-                          "got True"),
-        ({"items": [{}, {"size": [1, "x"]}]}, "f.yaml: items[1].size[1]: must be a valid "
-                                              "number, got 'x'"),
+        (
+            {"count": True},
+            "f.yaml: count: must be a valid integer (allowed: >= 0 and <= 5), got True",
+        ),
+        (
+            {"items": [{}, {"size": [1, "x"]}]},
+            "f.yaml: items[1].size[1]: must be a valid number, got 'x'",
+        ),
         ({"items": [{"kind": "c"}]}, "f.yaml: items[0].kind: must be 'a' or 'b', got 'c'"),
-        ({"inner": {"sise": 1}}, "f.yaml: inner: unknown key(s) ['sise']; known keys are "
-                                 "['kind', 'size']"),
+        (
+            {"inner": {"sise": 1}},
+            "f.yaml: inner: unknown key(s) ['sise']; known keys are ['kind', 'size']",
+        ),
         ({"inner": {"size": [1.0]}}, "f.yaml: inner.size: expected 2 items, got 1"),
         ({"inner": {"kind": "b"}}, "f.yaml: count needs items when inner.kind is 'b'"),
         ({"count": float("nan")}, "f.yaml: count: must be a valid integer"),
@@ -95,6 +101,11 @@ def test_configkit_is_a_leaf_every_package_may_import() -> None:
     project = {"scenarios", "channel", "models", "agents", "cosim"}
     for path in sorted((root / "configkit").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not {n.split(".")[0] for n in names} & project, path

@@ -20,8 +20,9 @@ def broken_folder(tmp_path: Path) -> tuple[Path, Path]:
     return folder, pcd
 
 
-def test_error_line_without_debug(broken_folder: tuple[Path, Path],
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_error_line_without_debug(
+    broken_folder: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     folder, pcd = broken_folder
     code, lines = cosim(["scenarios", "inspect", folder, "--frame", "0"], capsys)
     assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {pcd}: ")

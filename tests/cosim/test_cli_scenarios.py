@@ -19,8 +19,11 @@ runner = CliRunner()
 def small_scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in intersection with a sparse LiDAR and few frames, to keep tests fast."""
     return write_scenario(
-        tmp_path_factory.mktemp("scenario") / "small.yaml", name="small_intersection",
-        duration_s=0.5, channels=16, points_per_second=57_600,
+        tmp_path_factory.mktemp("scenario") / "small.yaml",
+        name="small_intersection",
+        duration_s=0.5,
+        channels=16,
+        points_per_second=57_600,
     )
 
 

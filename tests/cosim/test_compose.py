@@ -57,8 +57,10 @@ def cosim_commands() -> dict[str, list[str]]:
 
 def compose_cli() -> list[str] | None:
     """``docker compose`` when the plugin is there, else ``docker-compose``, else None."""
-    if shutil.which("docker") and subprocess.run(
-            ["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -68,30 +70,53 @@ def compose_cli() -> list[str] | None:
 def test_compose_file_validates(tmp_path: Path) -> None:
     cli = compose_cli()
     if cli is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed "
-                    "(Debian: apt-get install docker-compose)")
+        pytest.skip(
+            "neither `docker compose` nor `docker-compose` is installed "
+            "(Debian: apt-get install docker-compose)"
+        )
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
-    done = subprocess.run([*cli, "--env-file", ".env.example", "config", "-q"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*cli, "--env-file", ".env.example", "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    missing = subprocess.run([*cli, "--env-file", str(empty), "config", "-q"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [*cli, "--env-file", str(empty), "config", "-q"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "RAY_AUTH_TOKEN" in missing.stderr
 
 
 def test_the_layout_the_issue_asks_for() -> None:
     s = services()
-    assert {"ray-head", "ray-worker", "train", "sim", "ray-worker-gpu", "train-gpu", "carla",
-            "sim-carla"} <= set(s)
+    assert {
+        "ray-head",
+        "ray-worker",
+        "train",
+        "sim",
+        "ray-worker-gpu",
+        "train-gpu",
+        "carla",
+        "sim-carla",
+    } <= set(s)
     assert all(p.startswith("127.0.0.1:") for p in s["ray-head"]["ports"])
     assert "--head" in s["ray-head"]["command"] and "--block" in s["ray-head"]["command"]
     assert "container_name" not in s["ray-worker"] and "ports" not in s["ray-worker"]
     for name in ("ray-head", "ray-worker", "train", "sim", "ray-worker-gpu", "train-gpu"):
         env = s[name]["environment"]
         assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"].startswith(
-            "${RAY_AUTH_TOKEN:?")
+            "${RAY_AUTH_TOKEN:?"
+        )
         assert {"./data:/app/data", "./runs:/app/runs"} <= set(s[name]["volumes"])
     for name in ("ray-worker-gpu", "train-gpu"):
         assert s[name]["build"]["args"]["EXTRAS"] == "gpu" and s[name]["profiles"] == ["gpu"]
@@ -147,21 +172,34 @@ def local(argv: list[str], temp_dir: Path, gcs_port: int) -> list[str]:
     out = [RAY, "start"]
     for word in argv[2:]:
         key = word.split("=", 1)[0]
-        if key in ("--block", "--port", "--dashboard-host", "--dashboard-port",
-                   "--ray-client-server-port"):
+        if key in (
+            "--block",
+            "--port",
+            "--dashboard-host",
+            "--dashboard-port",
+            "--ray-client-server-port",
+        ):
             continue
         out.append(f"--address=127.0.0.1:{gcs_port}" if key == "--address" else word)
     if "--head" in argv:
-        out += [f"--port={gcs_port}", f"--ray-client-server-port={free_port()}",
-                "--include-dashboard=false"]
+        out += [
+            f"--port={gcs_port}",
+            f"--ray-client-server-port={free_port()}",
+            "--include-dashboard=false",
+        ]
     base = worker_port_base()
     return out + [
-        f"--temp-dir={temp_dir}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--min-worker-port={base}", f"--max-worker-port={base + 60}",
+        f"--temp-dir={temp_dir}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--min-worker-port={base}",
+        f"--max-worker-port={base + 60}",
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
     ]
 
 
@@ -192,8 +230,13 @@ def two_nodes() -> Iterator[tuple[str, dict[str, str], list[Path]]]:
     the environment every node and job shares (token auth) and the two temp dirs."""
     root = Path(tempfile.mkdtemp(prefix="r15c-", dir="/tmp"))
     gcs = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_ADDRESS": f"127.0.0.1:{gcs}", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        "RAY_ADDRESS": f"127.0.0.1:{gcs}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     s = services()
     nodes = [root / "head", root / "worker"]
     try:
@@ -219,8 +262,9 @@ def test_compose_head_worker_and_train_train_across_two_nodes(
     # The compose train command with the tiny config and a local storage path.
     args = [str(config) if a.endswith(".yaml") else a for a in argv]
     args[args.index("--storage") + 1] = str(tmp_path / "storage")
-    done = subprocess.run([COSIM, *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    done = subprocess.run(
+        [COSIM, *args], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "best.pt").is_file()
     assert list((tmp_path / "storage").glob("run/checkpoint_*/last.pt"))

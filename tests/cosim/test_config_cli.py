@@ -65,10 +65,18 @@ BAD = [
     ("codec", "dtype: bfloat16\n", "dtype", "must be 'float32', 'float16' or 'int8'"),
     ("codec", "dtype: int8\nzstd_level: 30\n", "zstd_level", "must be >= -7 and <= 22, got 30"),
     ("codec", "dtype: int8\nlevel: 3\n", "", "unknown key(s) ['level']"),
-    ("model", "fusion: max\nhead:\n  anchors: [{name: car}, {name: truck, size: [1, 2, 0]}]\n",
-     "head.anchors[1].size[2]", "must be > 0.0, got 0"),
-    ("model", "fusion: max\nmax_neighbours: 2.5\n", "max_neighbours",
-     "must be a valid integer (allowed: >= 0), got 2.5"),
+    (
+        "model",
+        "fusion: max\nhead:\n  anchors: [{name: car}, {name: truck, size: [1, 2, 0]}]\n",
+        "head.anchors[1].size[2]",
+        "must be > 0.0, got 0",
+    ),
+    (
+        "model",
+        "fusion: max\nmax_neighbours: 2.5\n",
+        "max_neighbours",
+        "must be a valid integer (allowed: >= 0), got 2.5",
+    ),
     ("model", "fusion: max\nhead: {nms_thresh: 0.1}\n", "head", "unknown key(s) ['nms_thresh']"),
     ("train", None, "optimizer.name", "must be 'adamw' or 'adam', got 'sgd'"),
     ("run", "frames: 0\n", "frames", "must be >= 1 or null, got 0"),
@@ -90,8 +98,11 @@ def _bad_file(tmp_path: Path, kind: str, text: str | None) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("kind", "text", "key", "allowed"), BAD,
-                         ids=[f"{b[0]}-{b[2] or 'top'}-{i}" for i, b in enumerate(BAD)])
+@pytest.mark.parametrize(
+    ("kind", "text", "key", "allowed"),
+    BAD,
+    ids=[f"{b[0]}-{b[2] or 'top'}-{i}" for i, b in enumerate(BAD)],
+)
 def test_a_bad_value_names_the_file_the_key_path_and_what_is_allowed(
     tmp_path: Path, kind: str, text: str | None, key: str, allowed: str
 ) -> None:

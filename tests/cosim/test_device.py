@@ -50,8 +50,10 @@ def numpy_only_after_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]
 
     def numpy(self: torch.Tensor, *args: object, **kwargs: object) -> np.ndarray:
         if not getattr(self, "_came_through_cpu", False):
-            raise AssertionError(f"Tensor.numpy() on a {tuple(self.shape)} tensor that did not "
-                                 "come through .cpu(): it would raise on a CUDA tensor")
+            raise AssertionError(
+                f"Tensor.numpy() on a {tuple(self.shape)} tensor that did not "
+                "come through .cpu(): it would raise on a CUDA tensor"
+            )
         passed.append(str(tuple(self.shape)))
         return original_numpy(self, *args, **kwargs)
 
@@ -74,12 +76,17 @@ def test_every_numpy_call_in_the_code_follows_cpu() -> None:
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr == "numpy"):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "numpy"
+                ):
                     receiver = node.func.value
-                    if not (isinstance(receiver, ast.Call)
-                            and isinstance(receiver.func, ast.Attribute)
-                            and receiver.func.attr == "cpu"):
+                    if not (
+                        isinstance(receiver, ast.Call)
+                        and isinstance(receiver.func, ast.Attribute)
+                        and receiver.func.attr == "cpu"
+                    ):
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
 
@@ -107,28 +114,38 @@ def test_cluster_device_and_gpu_fractions() -> None:
 
 
 def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
-    tiny_data: Path, tmp_path: Path, numpy_only_after_cpu: list[str],
+    tiny_data: Path,
+    tmp_path: Path,
+    numpy_only_after_cpu: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     chosen: list[torch.device] = []
     real_run = cosim.training.train.run_training
 
-    def spy(config: TrainConfig, replica: Replica, *args: object,
-            **kwargs: object) -> cosim.training.train.TrainResult:
+    def spy(
+        config: TrainConfig, replica: Replica, *args: object, **kwargs: object
+    ) -> cosim.training.train.TrainResult:
         chosen.append(replica.device)
         return real_run(config, replica, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(cosim.training.train, "run_training", spy)
-    config = TrainConfig.from_dict(config_dict(tiny_data, tmp_path / "run", epochs=1,
-                                               steps_per_epoch=2), "test config")
+    config = TrainConfig.from_dict(
+        config_dict(tiny_data, tmp_path / "run", epochs=1, steps_per_epoch=2), "test config"
+    )
     train(config, device="cpu")  # includes validation: predict -> decode -> numpy
     assert chosen == [torch.device("cpu")]
     payload = read_checkpoint(tmp_path / "run" / "last.pt", map_location="meta")
     assert payload["state_dict"]  # loads with any map_location
     saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
-    tensors = [*saved["state_dict"].values(),
-               *(v for s in saved["optimizer_state"]["optimizer"]["state"].values()
-                 for v in s.values() if isinstance(v, torch.Tensor))]
+    tensors = [
+        *saved["state_dict"].values(),
+        *(
+            v
+            for s in saved["optimizer_state"]["optimizer"]["state"].values()
+            for v in s.values()
+            if isinstance(v, torch.Tensor)
+        ),
+    ]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
 
     model, _, _ = load_checkpoint(tmp_path / "run" / "best.pt", map_location="cpu")
@@ -139,9 +156,17 @@ def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
 
     scenario = write_small_scenario(tmp_path / "small.yaml")
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
-    result = run_simulation(RunConfig(scenario=str(scenario), checkpoint=str(checkpoint),
-                                      frames=2, channel="ideal", executor="inprocess",
-                                      render_frames=0, device="cpu"))
+    result = run_simulation(
+        RunConfig(
+            scenario=str(scenario),
+            checkpoint=str(checkpoint),
+            frames=2,
+            channel="ideal",
+            executor="inprocess",
+            render_frames=0,
+            device="cpu",
+        )
+    )
     assert result.summary["frames"] == 2 and result.summary["messages"]["sent"] > 0
     assert numpy_only_after_cpu  # model outputs did reach numpy, all through .cpu()
 
@@ -150,10 +175,31 @@ def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
     "argv",
     [
         ["eval", "{ckpt}", "--data", "{data}", "--device", "cuda"],
-        ["run", "--checkpoint", "{ckpt}", "--executor", "inprocess", "--frames", "1",
-         "--device", "cuda", "--out", "{tmp}/run"],
-        ["robustness", "{ckpt}", "--data", "{data}", "--parallel", "0", "--device", "cuda",
-         "--out", "{tmp}/rob"],
+        [
+            "run",
+            "--checkpoint",
+            "{ckpt}",
+            "--executor",
+            "inprocess",
+            "--frames",
+            "1",
+            "--device",
+            "cuda",
+            "--out",
+            "{tmp}/run",
+        ],
+        [
+            "robustness",
+            "{ckpt}",
+            "--data",
+            "{data}",
+            "--parallel",
+            "0",
+            "--device",
+            "cuda",
+            "--out",
+            "{tmp}/rob",
+        ],
     ],
     ids=["eval", "run", "robustness"],
 )

@@ -29,8 +29,14 @@ STUDENT = {
     "fusion": "agf",
     "fuse_at": "encoder",
     "fusion_options": {"key_channels": 8, "hidden": 8},
-    "refiner": {"latent_channels": 8, "hidden": 16, "blocks": 1, "ae_stride": 4, "patch": 1,
-                "steps": 2},
+    "refiner": {
+        "latent_channels": 8,
+        "hidden": 16,
+        "blocks": 1,
+        "ae_stride": 4,
+        "patch": 1,
+        "steps": 2,
+    },
 }
 
 
@@ -59,11 +65,21 @@ def teacher(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def student_config(data: Path, out: Path, teacher: Path, **changes: Any) -> TrainConfig:
-    corrupt = {"corruptions": ["beam_missing"], "clean_fraction": 0.0, "target": "all",
-               "pose_error_levels": [0.0], "curriculum": [1, 2]}
+    corrupt = {
+        "corruptions": ["beam_missing"],
+        "clean_fraction": 0.0,
+        "target": "all",
+        "pose_error_levels": [0.0],
+        "curriculum": [1, 2],
+    }
     distill = {"teacher": str(teacher), "refine_steps": 1}
-    settings = {"epochs": 6, "steps_per_epoch": 2, "corrupt": corrupt, "distill": distill,
-                **changes}
+    settings = {
+        "epochs": 6,
+        "steps_per_epoch": 2,
+        "corrupt": corrupt,
+        "distill": distill,
+        **changes,
+    }
     return TrainConfig.from_dict(base_config(data, out, STUDENT, **settings))
 
 
@@ -82,8 +98,7 @@ def test_student_loss_falls_and_records_its_teacher(
     assert [int(r["max_severity"]) for r in rows[::2]] == [1, 2, 2, 2, 2, 2]
     payload = read_checkpoint(tmp_path / "student" / "last.pt")
     recorded = payload["extra"]["teacher"]
-    assert recorded == {"path": str(teacher), "sha256": file_sha256(teacher),
-                        "name": "tiny_early"}
+    assert recorded == {"path": str(teacher), "sha256": file_sha256(teacher), "name": "tiny_early"}
 
 
 def test_student_runs_without_its_teacher_and_k0_is_the_bare_model(
@@ -115,8 +130,9 @@ def test_distill_without_corruption_teaches_the_clean_sample(
     tiny_data: Path, teacher: Path, tmp_path: Path
 ) -> None:
     """No ``corrupt`` section: the student's own (clean) points are the teacher's view."""
-    config = TrainConfig.from_dict(base_config(
-        tiny_data, tmp_path / "plain", STUDENT, distill={"teacher": str(teacher)}))
+    config = TrainConfig.from_dict(
+        base_config(tiny_data, tmp_path / "plain", STUDENT, distill={"teacher": str(teacher)})
+    )
     result = train(config)
     with (tmp_path / "plain" / "steps.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -127,18 +143,38 @@ def test_distill_without_corruption_teaches_the_clean_sample(
 def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match="corrupt.*unknown key.*'fog'"):
         TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT, corrupt={"fog": 1}))
-    with pytest.raises(TrainConfigError,
-                       match=r"distill\.refine_steps: must be >= 0 and <= 10 or null, got 12"):
-        TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT,
-                                          distill={"teacher": str(teacher), "refine_steps": 12}))
+    with pytest.raises(
+        TrainConfigError, match=r"distill\.refine_steps: must be >= 0 and <= 10 or null, got 12"
+    ):
+        TrainConfig.from_dict(
+            base_config(
+                tiny_data, tmp_path, STUDENT, distill={"teacher": str(teacher), "refine_steps": 12}
+            )
+        )
     with pytest.raises(ValueError, match="distill.teacher is needed"):
-        train(TrainConfig.from_dict(base_config(tiny_data, tmp_path / "x", STUDENT,
-                                                distill={"refine_steps": 1},
-                                                corrupt={"clean_fraction": 0.5})))
+        train(
+            TrainConfig.from_dict(
+                base_config(
+                    tiny_data,
+                    tmp_path / "x",
+                    STUDENT,
+                    distill={"refine_steps": 1},
+                    corrupt={"clean_fraction": 0.5},
+                )
+            )
+        )
     # A teacher that is not early fusion cannot be distilled from.
     other = tmp_path / "max_teacher"
     train(TrainConfig.from_dict(base_config(tiny_data, other, TINY_MODEL)))
     with pytest.raises(ValueError, match="must be an early-fusion detector"):
-        train(TrainConfig.from_dict(base_config(tiny_data, tmp_path / "y", STUDENT,
-                                                distill={"teacher": str(other / "last.pt")},
-                                                corrupt={"clean_fraction": 0.5})))
+        train(
+            TrainConfig.from_dict(
+                base_config(
+                    tiny_data,
+                    tmp_path / "y",
+                    STUDENT,
+                    distill={"teacher": str(other / "last.pt")},
+                    corrupt={"clean_fraction": 0.5},
+                )
+            )
+        )

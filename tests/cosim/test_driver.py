@@ -26,7 +26,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
     return RunConfig(
         scenario=str(write_small_scenario(root / "small.yaml")),
         checkpoint=str(write_tiny_checkpoint(root / "tiny.pt")),
-        frames=6, channel="ideal", executor="inprocess", render_frames=0,
+        frames=6,
+        channel="ideal",
+        executor="inprocess",
+        render_frames=0,
         seed=0,  # the placements below (who is within comm range) are seed 0's
     )
 
@@ -83,9 +86,7 @@ def test_messages_past_the_maximum_age_are_dropped(base: RunConfig) -> None:
     assert result.receptions.num_rows == 0
 
 
-def test_undecodable_messages_are_skipped(
-    base: RunConfig, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_undecodable_messages_are_skipped(base: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every message truncated on the way: the egos log codec errors and detect alone."""
     encode = agents.payloads.encode_feature
 
@@ -127,8 +128,13 @@ def test_all_egos_with_seven_vehicles_broadcast_once_each(tmp_path: Path) -> Non
     config = RunConfig(
         scenario=str(write_small_scenario(tmp_path / "seven.yaml", connected=7)),
         checkpoint=str(write_tiny_checkpoint(tmp_path / "tiny.pt")),
-        frames=4, channel="dsrc", dtype="float32", sparsity=None, executor="inprocess",
-        all_egos=True, render_frames=0,
+        frames=4,
+        channel="dsrc",
+        dtype="float32",
+        sparsity=None,
+        executor="inprocess",
+        all_egos=True,
+        render_frames=0,
     )
     result = run_simulation(config)
     medium = result.summary["medium"]
@@ -148,8 +154,14 @@ def test_all_egos_with_seven_vehicles_broadcast_once_each(tmp_path: Path) -> Non
     m = summary["messages"]
     assert {"collision", "too_old", "held_fused"} <= set(m)
     assert {"busy_ratio", "replaced", "transmissions_per_tick"} <= set(summary["medium"])
-    assert m["sent"] == (m["delivered"] + m["lost"] + m["out_of_range"] + m["collision"]
-                         + m["too_old"] + m["in_flight_at_end"])
+    assert m["sent"] == (
+        m["delivered"]
+        + m["lost"]
+        + m["out_of_range"]
+        + m["collision"]
+        + m["too_old"]
+        + m["in_flight_at_end"]
+    )
     assert (out / "transmissions.parquet").is_file() and (out / "channel_busy.parquet").is_file()
 
 

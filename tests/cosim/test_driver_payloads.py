@@ -16,11 +16,19 @@ from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SimulationResult]:
     root = tmp_path_factory.mktemp("driver_payloads")
-    base = RunConfig(scenario=str(write_small_scenario(root / "small.yaml")), frames=3,
-                     channel="dsrc", executor="inprocess", render_frames=0)
-    return {fusion: run_simulation(base.replace(
-        checkpoint=str(write_tiny_checkpoint(Path(root) / f"{fusion}.pt", fusion))))
-        for fusion in ("early", "late")}
+    base = RunConfig(
+        scenario=str(write_small_scenario(root / "small.yaml")),
+        frames=3,
+        channel="dsrc",
+        executor="inprocess",
+        render_frames=0,
+    )
+    return {
+        fusion: run_simulation(
+            base.replace(checkpoint=str(write_tiny_checkpoint(Path(root) / f"{fusion}.pt", fusion)))
+        )
+        for fusion in ("early", "late")
+    }
 
 
 def test_points_and_boxes_travel_with_their_wire_size(runs: dict[str, SimulationResult]) -> None:
@@ -36,14 +44,18 @@ def test_points_and_boxes_travel_with_their_wire_size(runs: dict[str, Simulation
         # The frames table carries what the ego fused, byte for byte.
         log = {r["seq"]: r["wire_bytes"] for r in result.messages.to_pylist()}
         fused = [r for r in result.receptions.to_pylist() if r["status"] == "fused"]
-        assert sum(result.frames.column("fused_wire_bytes").to_pylist()) == sum(
-            log[r["seq"]] for r in fused) > 0
+        assert (
+            sum(result.frames.column("fused_wire_bytes").to_pylist())
+            == sum(log[r["seq"]] for r in fused)
+            > 0
+        )
     points = early.transmissions.column("wire_bytes").to_numpy()
     boxes = late.transmissions.column("wire_bytes").to_numpy()
     # 16-beam sweeps of ~5k points: ~7 bytes a point before zstd; boxes: 32 bytes each.
     assert 5_000 < np.median(points) < 60_000 and 200 < np.median(boxes) < 1_000
     assert early.summary["messages"]["wire_bytes"]["p50"] == pytest.approx(
-        np.median(early.messages.column("wire_bytes").to_numpy()))
+        np.median(early.messages.column("wire_bytes").to_numpy())
+    )
     raw = early.transmissions.column("raw_bytes").to_numpy()
     assert (raw % 16 == 0).all() and (raw > 2 * points).all()  # float32 (N, 4) is 16 B a point
 

@@ -31,8 +31,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
     return RunConfig(
         scenario=str(write_small_scenario(root / "small.yaml")),
         checkpoint=str(write_tiny_checkpoint(root / "tiny.pt")),
-        frames=5, channel="dsrc", dtype="int8", sparsity={"topk": 0.5}, pose_error=0.2,
-        corruption="fog", severity=2, executor="ray", render_frames=0,
+        frames=5,
+        channel="dsrc",
+        dtype="int8",
+        sparsity={"topk": 0.5},
+        pose_error=0.2,
+        corruption="fog",
+        severity=2,
+        executor="ray",
+        render_frames=0,
     )
 
 

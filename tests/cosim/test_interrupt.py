@@ -28,7 +28,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
     return RunConfig(
         scenario=str(write_small_scenario(root / "small.yaml", frames=2.0)),
         checkpoint=str(write_tiny_checkpoint(root / "tiny.pt")),
-        frames=8, channel="ideal", executor="inprocess", render_frames=0,
+        frames=8,
+        channel="ideal",
+        executor="inprocess",
+        render_frames=0,
     )
 
 
@@ -37,6 +40,7 @@ def _signal_at(tick: int, times: int = 1):
         if t == tick:
             for _ in range(times):
                 os.kill(os.getpid(), signal.SIGINT)
+
     return hook
 
 
@@ -85,10 +89,29 @@ app(sys.argv[1:], prog_name="cosim")
 def test_cosim_run_exits_130_with_a_readable_folder(base: RunConfig, tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-c", CLI_WITH_SIGTERM, "run", base.scenario, "--checkpoint",
-         base.checkpoint, "--executor", "inprocess", "--frames", "8", "--channel", "ideal",
-         "--render", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            CLI_WITH_SIGTERM,
+            "run",
+            base.scenario,
+            "--checkpoint",
+            base.checkpoint,
+            "--executor",
+            "inprocess",
+            "--frames",
+            "8",
+            "--channel",
+            "ideal",
+            "--render",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert done.returncode == 130, done.stdout[-2000:] + done.stderr[-2000:]
     assert "interrupted (SIGTERM): wrote the 2 complete tick(s) of 8 to" in done.stdout

@@ -17,10 +17,21 @@ def test_seeds_table_from_real_runs(tmp_path: Path) -> None:
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / "seeds"
     subprocess.run(
-        [sys.executable, str(SCRIPT), "--seeds", "0,1", "--out", str(out),
-         f"--extra=--checkpoint={checkpoint}", "--extra=--frames=1", "--extra=--agents=2",
-         "--extra=--channel=ideal"],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--seeds",
+            "0,1",
+            "--out",
+            str(out),
+            f"--extra=--checkpoint={checkpoint}",
+            "--extra=--frames=1",
+            "--extra=--agents=2",
+            "--extra=--channel=ideal",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads((out / "seeds.json").read_text())
     assert [r["seed"] for r in result["runs"]] == [0, 1]

@@ -45,8 +45,9 @@ ray.shutdown()
 
 
 def _python(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
 
 
 def test_local_instance_listens_on_loopback_only_without_metrics() -> None:
@@ -64,8 +65,11 @@ def test_address_with_nothing_listening_fails_at_once(capsys: pytest.CaptureFixt
     started = time.perf_counter()
     code, out = cosim(["run", "--address", "127.0.0.1:1", "--frames", "1"], capsys)
     assert time.perf_counter() - started < 20
-    assert_one_error_line(code, out, "no Ray cluster at 127.0.0.1:1: nothing accepts "
-                                     "connections there (Connection refused)")
+    assert_one_error_line(
+        code,
+        out,
+        "no Ray cluster at 127.0.0.1:1: nothing accepts connections there (Connection refused)",
+    )
 
 
 SILENT_PEER = r"""
@@ -86,8 +90,13 @@ except ConnectionError as err:
 @pytest.mark.parametrize("address", ["127.0.0.1:PORT", "ray://127.0.0.1:PORT"])
 def test_address_that_never_answers_times_out(address: str) -> None:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", SILENT_PEER, address], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", SILENT_PEER, address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert time.perf_counter() - started < 30
     seconds, _, message = done.stdout.strip().splitlines()[-1].partition(" ")
     assert 1.9 <= float(seconds) <= 5.0

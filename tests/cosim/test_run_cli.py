@@ -49,14 +49,38 @@ def test_run_writes_the_run_directory(
 ) -> None:
     scenario, checkpoint = inputs
     out = tmp_path / "run"
-    result = runner.invoke(app, [
-        "run", scenario, "--checkpoint", checkpoint, "--frames", "4", "--dtype", "int8",
-        "--sparsity", "topk:0.5", "--pose-error", "0.2", "--render", "2", "--out", str(out),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            scenario,
+            "--checkpoint",
+            checkpoint,
+            "--frames",
+            "4",
+            "--dtype",
+            "int8",
+            "--sparsity",
+            "topk:0.5",
+            "--pose-error",
+            "0.2",
+            "--render",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "AP@0.5" in result.output and "latency p50" in result.output
-    for name in ("config.yaml", "summary.json", "messages.parquet", "receptions.parquet",
-                 "detections.parquet", "frames.parquet", "timings.parquet"):
+    for name in (
+        "config.yaml",
+        "summary.json",
+        "messages.parquet",
+        "receptions.parquet",
+        "detections.parquet",
+        "frames.parquet",
+        "timings.parquet",
+    ):
         assert (out / name).is_file(), name
     pictures = sorted((out / "bev").glob("*.png"))
     assert [p.name for p in pictures] == ["tick_0000_ego_1.png", "tick_0003_ego_1.png"]
@@ -66,7 +90,15 @@ def test_run_writes_the_run_directory(
     assert summary["messages"]["sent"] == pq.read_table(out / "messages.parquet").num_rows == 8
     assert summary["codec"] == {"dtype": "int8", "sparsity": {"topk": 0.5}}
     assert set(summary["stage_s_per_tick"]) == {
-        "world", "sense", "encode", "codec", "channel", "decode", "refine", "fuse", "head"
+        "world",
+        "sense",
+        "encode",
+        "codec",
+        "channel",
+        "decode",
+        "refine",
+        "fuse",
+        "head",
     }
     assert summary["stage_s_per_tick"]["encode"] > 0
     assert summary["stage_s_per_tick"]["world"] > 0  # ray casting the synthetic LiDAR
@@ -76,42 +108,72 @@ def test_run_writes_the_run_directory(
 
     # The folder's config.yaml repeats the run (here in process): the same detections.
     again = tmp_path / "again"
-    result = runner.invoke(app, [
-        "run", "--config", str(out / "config.yaml"), "--executor", "inprocess", "--quiet",
-        "--out", str(again),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(out / "config.yaml"),
+            "--executor",
+            "inprocess",
+            "--quiet",
+            "--out",
+            str(again),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert pq.read_table(again / "detections.parquet").equals(
-        pq.read_table(out / "detections.parquet"))
+        pq.read_table(out / "detections.parquet")
+    )
 
 
 def test_run_without_a_checkpoint_explains(inputs: tuple[str, str], tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", inputs[0], "--checkpoint", str(tmp_path / "none.pt"),
-                                 "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        ["run", inputs[0], "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "r")],
+    )
     assert result.exit_code == 2
     assert "checkpoint not found" in result.output
 
 
 def test_bad_options_are_rejected(inputs: tuple[str, str], tmp_path: Path) -> None:
-    for option in (["--sparsity", "topk"], ["--dtype", "int4"], ["--channel", "wifi"],
-                   ["--zstd-level", "23"]):
-        result = runner.invoke(app, ["run", inputs[0], "--checkpoint", inputs[1], *option,
-                                     "--out", str(tmp_path / "r")])
+    for option in (
+        ["--sparsity", "topk"],
+        ["--dtype", "int4"],
+        ["--channel", "wifi"],
+        ["--zstd-level", "23"],
+    ):
+        result = runner.invoke(
+            app,
+            ["run", inputs[0], "--checkpoint", inputs[1], *option, "--out", str(tmp_path / "r")],
+        )
         assert result.exit_code == 2, option
     assert "RunConfig.zstd_level: must be >= -7 and <= 22, got 23" in " ".join(
-        result.output.split())
+        result.output.split()
+    )
     assert build_config(None, zstd_level=6, dtype=None).codec().zstd_level == 6
 
 
 def test_a_bad_message_range_names_the_field(inputs: tuple[str, str], tmp_path: Path) -> None:
     """Unparsable, or not containing the tiny model's 64 x 32 m grid: refused before a run."""
     for value in ("1,2", "-20,-80,80,80"):
-        result = runner.invoke(app, ["run", inputs[0], "--checkpoint", inputs[1],
-                                     f"--message-range={value}", "--out", str(tmp_path / "r")])
+        result = runner.invoke(
+            app,
+            [
+                "run",
+                inputs[0],
+                "--checkpoint",
+                inputs[1],
+                f"--message-range={value}",
+                "--out",
+                str(tmp_path / "r"),
+            ],
+        )
         assert result.exit_code == 2, value
         assert "message_range" in result.output, result.output
     assert RunConfig(message_range=[-1, -2, 3, 4]).detector_overrides() == {
-        "message_range": (-1.0, -2.0, 3.0, 4.0)}
+        "message_range": (-1.0, -2.0, 3.0, 4.0)
+    }
     with pytest.raises(ValueError, match=r"RunConfig\.message_range\[2\]: must be a finite number"):
         RunConfig(message_range=[1, 2, float("nan"), 4])
 
@@ -121,16 +183,34 @@ def test_sweep_writes_table_and_plot(
 ) -> None:
     scenario, checkpoint = inputs
     out = tmp_path / "sweep"
-    result = runner.invoke(app, [
-        "sweep", scenario, "--fusions", checkpoint, "--frames", "2",
-        "--dtypes", "float16,int8", "--sparsities", "none", "--channels", "ideal",
-        "--seeds", "0", "--out", str(out),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            scenario,
+            "--fusions",
+            checkpoint,
+            "--frames",
+            "2",
+            "--dtypes",
+            "float16,int8",
+            "--sparsities",
+            "none",
+            "--channels",
+            "ideal",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = pq.read_table(out / "sweep.parquet").to_pylist()
     assert [(r["kind"], r["dtype"], r["payload"]) for r in table] == [
-        ("fusion", "float16", "map"), ("fusion", "int8", "map"),
-        ("no_fusion", "int8", "map"), ("lossless", "float32", "map"),
+        ("fusion", "float16", "map"),
+        ("fusion", "int8", "map"),
+        ("no_fusion", "int8", "map"),
+        ("lossless", "float32", "map"),
     ]
     assert {(r["fusion"], r["vehicles"], r["egos"]) for r in table} == {("tiny", 3, "one")}
     wire = {r["dtype"]: r["mean_wire_bytes"] for r in table if r["sent"]}
@@ -160,9 +240,13 @@ def test_run_bounded_stops_and_keeps_what_finished(ray_local: None) -> None:
 
     finished: list[int] = []
     started = time.perf_counter()
-    results = run_bounded(lambda i: _sleepy.remote(i), [0, 1, 2, 3], 2,
-                          progress=lambda done, _total: finished.append(done),
-                          should_stop=lambda: bool(finished))
+    results = run_bounded(
+        lambda i: _sleepy.remote(i),
+        [0, 1, 2, 3],
+        2,
+        progress=lambda done, _total: finished.append(done),
+        should_stop=lambda: bool(finished),
+    )
     assert results == [0, None, None, None]
     assert time.perf_counter() - started < 30
 
@@ -173,8 +257,18 @@ def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
     scenario = write_small_scenario(tmp_path / "small.yaml")
     checkpoint = write_tiny_diffkd_checkpoint(tmp_path / "diffkd.pt", skip_above=1.0)
     out = tmp_path / "run"
-    args = ["run", str(scenario), "--checkpoint", str(checkpoint), "--frames", "2",
-            "--executor", "inprocess", "--render", "0"]
+    args = [
+        "run",
+        str(scenario),
+        "--checkpoint",
+        str(checkpoint),
+        "--frames",
+        "2",
+        "--executor",
+        "inprocess",
+        "--render",
+        "0",
+    ]
     result = runner.invoke(app, [*args, "--refine-steps", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "refine (ms / tick" in result.output and "refiner steps asked" in result.output
@@ -192,4 +286,5 @@ def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, [*args, "--refine-steps", "11", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2
     assert "RunConfig.refine_steps: must be >= 0 and <= 10 or null, got 11" in " ".join(
-        bad.output.split())
+        bad.output.split()
+    )

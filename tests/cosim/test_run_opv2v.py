@@ -34,30 +34,62 @@ def test_run_replays_a_written_folder_with_the_default_seed(
     folder_and_model: tuple[Path, Path],
 ) -> None:
     folder, model = folder_and_model
-    config = RunConfig(scenario=str(folder), checkpoint=str(model), channel="ideal",
-                       executor="inprocess", render_frames=0)
+    config = RunConfig(
+        scenario=str(folder),
+        checkpoint=str(model),
+        channel="ideal",
+        executor="inprocess",
+        render_frames=0,
+    )
     assert config.seed == 3 and config.frames == 20  # the defaults that used to be refused
     result = run_simulation(config)
     assert result.summary["frames"] == 3 == result.frames.num_rows
     assert result.summary["messages"]["delivered"] > 0
 
 
-def test_cli_run_on_a_folder_exits_zero(folder_and_model: tuple[Path, Path],
-                                        tmp_path: Path) -> None:
+def test_cli_run_on_a_folder_exits_zero(
+    folder_and_model: tuple[Path, Path], tmp_path: Path
+) -> None:
     folder, model = folder_and_model
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, [
-        "run", str(folder), "--checkpoint", str(model), "--executor", "inprocess",
-        "--channel", "ideal", "--render", "0", "--seed", "3", "--out", str(out), "--quiet",
-    ])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(folder),
+            "--checkpoint",
+            str(model),
+            "--executor",
+            "inprocess",
+            "--channel",
+            "ideal",
+            "--render",
+            "0",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (out / "summary.json").is_file() and (out / "messages.parquet").is_file()
 
 
 def test_agents_flag_is_still_refused_for_a_folder(folder_and_model: tuple[Path, Path]) -> None:
     folder, model = folder_and_model
-    res = CliRunner().invoke(app, [
-        "run", str(folder), "--checkpoint", str(model), "--executor", "inprocess", "--agents", "2",
-    ])
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(folder),
+            "--checkpoint",
+            str(model),
+            "--executor",
+            "inprocess",
+            "--agents",
+            "2",
+        ],
+    )
     assert res.exit_code == 2
     assert "--seed and --agents apply to synthetic scenarios only" in res.output

@@ -38,10 +38,21 @@ def test_ship_a_run_under_another_preset(tiny_data: Path, tmp_path: Path) -> Non
     late_preset = tmp_path / "late.yaml"
     late_preset.write_text(json.dumps(late.config.to_dict()))  # YAML is a superset of JSON
     out = tmp_path / "shipped" / "late.pt"
-    result = CliRunner().invoke(_script_app(), [
-        str(run), str(out), "--strategy", "late", "--as-model", str(late_preset),
-        "--test", str(tiny_data), "--threads", "1",
-    ])
+    result = CliRunner().invoke(
+        _script_app(),
+        [
+            str(run),
+            str(out),
+            "--strategy",
+            "late",
+            "--as-model",
+            str(late_preset),
+            "--test",
+            str(tiny_data),
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     shipped, config, payload = load_checkpoint(out)
     assert config.fusion == "late" and payload["epoch"] == 2
@@ -60,9 +71,11 @@ def test_an_unfinished_run_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     model = tiny_model("none")
     save_checkpoint(run / "best.pt", model, model.config, {})
-    result = CliRunner().invoke(_script_app(), [
-        str(run), str(tmp_path / "x.pt"), "--strategy", "none", "--test", str(tmp_path)],
-        env={"COLUMNS": "300"})
+    result = CliRunner().invoke(
+        _script_app(),
+        [str(run), str(tmp_path / "x.pt"), "--strategy", "none", "--test", str(tmp_path)],
+        env={"COLUMNS": "300"},
+    )
     assert result.exit_code == 2 and "the run has not finished" in result.output
     assert not (tmp_path / "x.pt").exists()
     with pytest.raises(FileNotFoundError):
@@ -75,8 +88,10 @@ def test_ship_a_checkpoint_file(tiny_data: Path, tmp_path: Path) -> None:
     base = tmp_path / "base.pt"
     save_checkpoint(base, model, model.config, {}, None, 3, {"train_command": "cosim train a"})
     out = tmp_path / "none.pt"
-    result = CliRunner().invoke(_script_app(), [
-        str(base), str(out), "--strategy", "none", "--test", str(tiny_data), "--threads", "1"])
+    result = CliRunner().invoke(
+        _script_app(),
+        [str(base), str(out), "--strategy", "none", "--test", str(tiny_data), "--threads", "1"],
+    )
     assert result.exit_code == 0, result.output
     extra = read_checkpoint(out)["extra"]
     assert extra["derived_from"] == str(base) and extra["train_command"] == "cosim train a"

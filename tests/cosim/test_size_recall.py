@@ -30,7 +30,12 @@ def test_size_class_by_length_with_inclusive_upper_bounds() -> None:
     boxes = np.zeros((6, 7))
     boxes[:, 3] = lengths
     assert [SIZE_CLASSES[c] for c in size_classes(boxes)] == [
-        "car", "car", "van", "van", "truck_bus", "truck_bus"
+        "car",
+        "car",
+        "van",
+        "van",
+        "truck_bus",
+        "truck_bus",
     ]
 
 

@@ -77,19 +77,26 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     ("change", "message"),
     [
         ({"epochz": 3}, "unknown key(s) ['epochz']"),
-        ({"optimizer": {"name": "sgd", "lr": 0.1}},
-         "optimizer.name: must be 'adamw' or 'adam', got 'sgd'"),
+        (
+            {"optimizer": {"name": "sgd", "lr": 0.1}},
+            "optimizer.name: must be 'adamw' or 'adam', got 'sgd'",
+        ),
         ({"optimizer": {"name": "adam"}}, "optimizer: missing required key(s) ['lr']"),
         ({"schedule": {"name": "cosine", "warmup": 3}}, "schedule: unknown key(s) ['warmup']"),
         ({"batch_size": 0}, "batch_size: must be >= 1, got 0"),
         ({"epochs": 2.5}, "epochs: must be a valid integer (allowed: >= 1), got 2.5"),
-        ({"data": {"train": "x", "egos": "some"}},
-         "data.egos: must be 'first' or 'all', got 'some'"),
+        (
+            {"data": {"train": "x", "egos": "some"}},
+            "data.egos: must be 'first' or 'all', got 'some'",
+        ),
         ({"augment": {"scale": [1.1, 0.9]}}, "augment.scale: need low <= high, got [1.1, 0.9]"),
         ({"augment": {"flip_prob": 1.5}}, "augment.flip_prob: must be >= 0.0 and <= 1.0, got 1.5"),
         ({"model": "cpu_nope"}, "unknown detector preset 'cpu_nope'"),
-        ({"model": {**TINY_MODEL, "fusion": "blend"}},
-         "model.fusion: must be 'agf', 'attention', 'early', 'late', 'max' or 'none', got 'blend'"),
+        (
+            {"model": {**TINY_MODEL, "fusion": "blend"}},
+            "model.fusion: must be 'agf', 'attention', 'early', 'late', 'max' or 'none', "
+            "got 'blend'",
+        ),
     ],
 )
 def test_invalid_config_names_key_and_file(
@@ -115,8 +122,17 @@ def test_repo_configs_load_and_override() -> None:
     repo = Path(__file__).resolve().parents[2]
     root = repo / "configs" / "train"
     names = sorted(p.stem for p in root.glob("cpu_*.yaml"))
-    assert names == ["cpu_agf", "cpu_attention", "cpu_attention_pkd", "cpu_diffkd",
-                     "cpu_diffkd_flat", "cpu_early", "cpu_late", "cpu_max", "cpu_none"]
+    assert names == [
+        "cpu_agf",
+        "cpu_attention",
+        "cpu_attention_pkd",
+        "cpu_diffkd",
+        "cpu_diffkd_flat",
+        "cpu_early",
+        "cpu_late",
+        "cpu_max",
+        "cpu_none",
+    ]
     fusion = {"cpu_attention_pkd": "attention", "cpu_diffkd": "agf", "cpu_diffkd_flat": "agf"}
     for name in names:
         cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
@@ -276,7 +292,8 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     assert set(by_size) == {"car", "van", "truck_bus"} and "truck bus" in res.output
     assert sum(row["gt"] for row in by_size.values()) == report["num_gt"]
     assert sum(row["found"] for row in by_size.values()) == sum(
-        row["found"] for row in by_class.values())
+        row["found"] for row in by_class.values()
+    )
     assert "median_centre_error_m" in by_size["car"]
     assert 0 <= report["false_positives"]["0.5"] <= report["detections"]
     assert f"{report['detections']} detections at score >=" in res.output
@@ -284,15 +301,29 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
         cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json"]
     )
     assert res.exit_code == 0 and json.loads(res.output)["ap"] == report["ap"]
-    assert report["score_threshold"] == read_checkpoint(run_dir / "best.pt")["config"]["head"][
-        "score_threshold"]
-    res = runner.invoke(cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data),
-                                "--json", "--score-threshold", "1.0"])
+    assert (
+        report["score_threshold"]
+        == read_checkpoint(run_dir / "best.pt")["config"]["head"]["score_threshold"]
+    )
+    res = runner.invoke(
+        cli(),
+        [
+            "eval",
+            str(run_dir / "best.pt"),
+            "--data",
+            str(tiny_data),
+            "--json",
+            "--score-threshold",
+            "1.0",
+        ],
+    )
     strict = json.loads(res.output)  # nothing scores above 1: no detection, AP 0, recall 0
     assert strict["score_threshold"] == 1.0 and set(strict["ap"].values()) <= {0.0, None}
     assert strict["detections"] == 0 and strict["vote_iou"] == 0.0
-    res = runner.invoke(cli(), ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data),
-                                "--json", "--vote-iou", "0.3"])
+    res = runner.invoke(
+        cli(),
+        ["eval", str(run_dir / "best.pt"), "--data", str(tiny_data), "--json", "--vote-iou", "0.3"],
+    )
     voted = json.loads(res.output)
     assert voted["vote_iou"] == 0.3 and voted["detections"] == report["detections"]
     assert all(row["found"] == 0 for row in strict["recall_by_visibility"].values())

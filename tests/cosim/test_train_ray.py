@@ -65,15 +65,19 @@ def test_two_workers_batch_two_take_the_single_process_batch_four_step(
     assert single["optimizer_state"]["step"] == ddp["optimizer_state"]["step"] == 1
     moved = 0
     for name, weight in single["state_dict"].items():
-        torch.testing.assert_close(ddp["state_dict"][name], weight, rtol=1e-4, atol=1e-5,
-                                   msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            ddp["state_dict"][name], weight, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+        )
         moved += 1
     assert moved > 10
     # Both runs really stepped: the weights left their (shared, seed 3) initialisation.
     torch.manual_seed(3)
     init = CooperativeDetector(one.model).state_dict()
-    changed = [k for k, v in init.items() if v.is_floating_point()
-               and not torch.allclose(v, single["state_dict"][k])]
+    changed = [
+        k
+        for k, v in init.items()
+        if v.is_floating_point() and not torch.allclose(v, single["state_dict"][k])
+    ]
     assert len(changed) > 10
     with (tmp_path / "two" / "steps.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -116,8 +120,9 @@ def test_cluster_flags_need_more_than_one_worker(tmp_path: Path, tiny_data: Path
     result = CliRunner().invoke(app, ["train", str(path), "--address", "auto"])
     assert result.exit_code == 2
     assert "--address need --workers 2 or more" in " ".join(result.output.split())
-    result = CliRunner().invoke(app, ["train", str(path), "--workers", "2",
-                                      "--gpus-per-worker", "1.5"])
+    result = CliRunner().invoke(
+        app, ["train", str(path), "--workers", "2", "--gpus-per-worker", "1.5"]
+    )
     assert result.exit_code == 2 and "--gpus-per-worker 1.5" in result.output
     assert not (tmp_path / "run").exists()
 
@@ -128,10 +133,18 @@ def test_diffkd_teacher_student_training_runs_on_two_workers(
     from tests.cosim.test_diffkd_train import TEACHER, base_config, student_config
 
     teacher = tmp_path / "teacher"
-    train(TrainConfig.from_dict(base_config(tiny_data, teacher, TEACHER, steps_per_epoch=1)),
-          device="cpu")
-    config = student_config(tiny_data, tmp_path / "student", teacher / "last.pt", epochs=1,
-                            steps_per_epoch=2, batch_size=2)
+    train(
+        TrainConfig.from_dict(base_config(tiny_data, teacher, TEACHER, steps_per_epoch=1)),
+        device="cpu",
+    )
+    config = student_config(
+        tiny_data,
+        tmp_path / "student",
+        teacher / "last.pt",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+    )
     train_distributed(config, 2, device="cpu", max_failures=0)
     last = read_checkpoint(tmp_path / "student" / "last.pt")
     assert last["extra"]["teacher"]["path"] == str((teacher / "last.pt").absolute())

@@ -83,8 +83,9 @@ def test_unknown_keys_name_the_key_and_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=unknown):
         DetectorConfig.from_yaml(path)
     path = write(tmp_path, "name: x\nfeatures: {preset: cpu, pillar: {filters: [8]}}\n")
-    with pytest.raises(ValueError,
-                       match=r"det\.yaml: features\.pillar: unknown key\(s\) \['filters'\]"):
+    with pytest.raises(
+        ValueError, match=r"det\.yaml: features\.pillar: unknown key\(s\) \['filters'\]"
+    ):
         DetectorConfig.from_yaml(path)
 
 
@@ -99,8 +100,9 @@ def test_grids_that_do_not_divide_are_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_fusion_and_missing_presets(tmp_path: Path) -> None:
-    with pytest.raises(ValueError,
-                       match=r"det\.yaml: fusion: must be 'agf', 'attention'.*got 'sum'"):
+    with pytest.raises(
+        ValueError, match=r"det\.yaml: fusion: must be 'agf', 'attention'.*got 'sum'"
+    ):
         DetectorConfig.from_yaml(write(tmp_path, "name: x\nfusion: sum\n"))
     with pytest.raises(ValueError, match=r"det\.yaml.*fusion_options.*unknown option.*'width'"):
         DetectorConfig.from_yaml(
@@ -285,17 +287,19 @@ def test_late_merge_votes_across_agents() -> None:
     = 10.2, and keeps its score; a lone box is unchanged."""
     model = build_detector("cpu_late_sizes")
     car = [4.5, 1.8, 1.5, 0.0]
-    own = Detections(np.array([[10.0, 0.0, -1, *car], [-20.0, 5.0, -1, *car]], np.float32),
-                     np.array([0.9, 0.5], np.float32))
-    theirs = Detections(np.array([[10.5, 0.0, -1, *car]], np.float32),
-                        np.array([0.6], np.float32))
+    own = Detections(
+        np.array([[10.0, 0.0, -1, *car], [-20.0, 5.0, -1, *car]], np.float32),
+        np.array([0.9, 0.5], np.float32),
+    )
+    theirs = Detections(np.array([[10.5, 0.0, -1, *car]], np.float32), np.array([0.6], np.float32))
     assert model.anchor_head.config.vote_iou == pytest.approx(0.3)
     merged = detect_late(model, own, [(theirs, np.eye(4))])
     np.testing.assert_allclose(merged.scores, [0.9, 0.5])
     np.testing.assert_allclose(merged.boxes[:, 0], [10.2, -20.0], atol=1e-5)
     model.anchor_head.config = dataclasses.replace(model.anchor_head.config, vote_iou=0.0)
-    np.testing.assert_allclose(detect_late(model, own, [(theirs, np.eye(4))]).boxes[:, 0],
-                               [10.0, -20.0])
+    np.testing.assert_allclose(
+        detect_late(model, own, [(theirs, np.eye(4))]).boxes[:, 0], [10.0, -20.0]
+    )
 
 
 def test_the_ego_seen_by_its_neighbours_is_not_a_detection(sample: CooperativeSample) -> None:
@@ -304,8 +308,10 @@ def test_the_ego_seen_by_its_neighbours_is_not_a_detection(sample: CooperativeSa
     model = build_detector("cpu_late")
     facing_back = yaw_pose(20.0, 0.0, 0.0, math.pi)
     theirs = Detections(
-        np.array([[20.0, 0.3, -1, 4.5, 1.8, 1.5, math.pi], [20.0, 3.0, -1, 4.5, 1.8, 1.5, 0.0]],
-                 np.float32),
+        np.array(
+            [[20.0, 0.3, -1, 4.5, 1.8, 1.5, math.pi], [20.0, 3.0, -1, 4.5, 1.8, 1.5, 0.0]],
+            np.float32,
+        ),
         np.array([0.9, 0.8], np.float32),
     )
     nothing = Detections(np.zeros((0, 7), np.float32), np.zeros(0, np.float32))
@@ -327,8 +333,8 @@ def test_late_predict_equals_manual_per_agent_merge(sample: CooperativeSample) -
     clouds = [sample.ego_points, *sample.neighbour_points]
     with torch.no_grad():
         per_agent = model.detect(model.head(model.bev(model.encode(clouds))), score_threshold=0.0)
-    manual = detect_late(model,
-        per_agent[0], list(zip(per_agent[1:], sample.neighbour_to_ego, strict=True))
+    manual = detect_late(
+        model, per_agent[0], list(zip(per_agent[1:], sample.neighbour_to_ego, strict=True))
     )
     got = predict(model, [sample], score_threshold=0.0)[0]
     np.testing.assert_allclose(got.boxes, manual.boxes, atol=1e-5)

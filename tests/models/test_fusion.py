@@ -34,8 +34,12 @@ def test_registry_and_errors() -> None:
     agf = build_fusion("agf", 4, {"hidden": 5, "key_channels": 3})
     assert isinstance(agf, AdaptiveGatedFusion) and agf.options == AGFOptions(3, 5, 3)
     with pytest.raises(ValueError, match=r"cues must be \(1, 2, 3\)"):
-        agf(torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 4, 2, 2), torch.ones(1, 2, 1, 2, 2),
-            torch.zeros(1, 2, 2))
+        agf(
+            torch.zeros(1, 4, 2, 2),
+            torch.zeros(1, 2, 4, 2, 2),
+            torch.ones(1, 2, 1, 2, 2),
+            torch.zeros(1, 2, 2),
+        )
     with pytest.raises(ValueError, match="masks must be"):
         build_fusion("max", 1)(
             torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2), torch.ones(1, 1)

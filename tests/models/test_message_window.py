@@ -97,7 +97,9 @@ def test_car_60_m_ahead_of_a_neighbour_reaches_the_ego_only_with_the_wide_window
     car_ego = points_to_frame(np.array([[*car_nbr, 0.0, 1.0]], np.float32), nbr_to_ego)[0, :2]
     np.testing.assert_allclose(car_ego, (40.0, 0.0), atol=1e-5)
     sample = CooperativeSample(
-        np.zeros((0, 4), np.float32), (car_points(car_nbr),), nbr_to_ego[None],
+        np.zeros((0, 4), np.float32),
+        (car_points(car_nbr),),
+        nbr_to_ego[None],
         np.zeros((0, 7), np.float32),
     )
     grid = old.map_grid
@@ -119,8 +121,10 @@ def test_backbone_fuse_point_works_with_a_wider_window() -> None:
     old, new = _models("cpu_max", message_range, fuse_at="backbone")
     assert new.message_shape == (96, 88, 128) and new.map_shape == (96, 80, 120)
     sample = CooperativeSample(
-        car_points((10.0, 3.0)), (car_points((30.0, -2.0)),),
-        yaw_pose(-20.0, 5.0, 0.0, 0.0)[None], np.zeros((0, 7), np.float32),
+        car_points((10.0, 3.0)),
+        (car_points((30.0, -2.0)),),
+        yaw_pose(-20.0, 5.0, 0.0, 0.0)[None],
+        np.zeros((0, 7), np.float32),
     )
     with torch.no_grad():
         out = new([sample])

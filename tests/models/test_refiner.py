@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from models.refiner import FeatureRefiner, RefineOutput, RefinerConfig, make_scheduler
 
-SMALL = RefinerConfig(latent_channels=4, ae_stride=1, hidden=8, blocks=1, patch=2,
-                      prediction_type="epsilon")
+SMALL = RefinerConfig(
+    latent_channels=4, ae_stride=1, hidden=8, blocks=1, patch=2, prediction_type="epsilon"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -81,8 +82,9 @@ def test_ddim_eta1_every_timestep_mean_is_ddpm_posterior_mean(schedule: str) -> 
 
 
 def test_config_round_trip_and_unknown_key() -> None:
-    cfg = RefinerConfig(latent_channels=None, ae_stride=1, steps=5, skip_above=0.9,
-                        prediction_type="epsilon")
+    cfg = RefinerConfig(
+        latent_channels=None, ae_stride=1, steps=5, skip_above=0.9, prediction_type="epsilon"
+    )
     assert RefinerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match=r"diffkd\.refiner.*'stpes'"):
         RefinerConfig.from_dict({"stpes": 2}, where="diffkd.refiner")
@@ -337,8 +339,9 @@ def test_strided_autoencoder_refines_at_lower_resolution() -> None:
 def test_residual_decode_keeps_the_student_where_the_latent_is_unchanged() -> None:
     """A denoiser that returns its condition (x0 = z) leaves the student map untouched, even
     through a strided, narrow autoencoder that cannot reconstruct it."""
-    cfg = RefinerConfig(**{**SMALL.to_dict(), "ae_stride": 2, "patch": 2,
-                           "prediction_type": "sample"})
+    cfg = RefinerConfig(
+        **{**SMALL.to_dict(), "ae_stride": 2, "patch": 2, "prediction_type": "sample"}
+    )
     refiner = FeatureRefiner(8, cfg).eval()
     refiner.denoiser.denoise = lambda x, t, cond_emb: z_hold[0]  # type: ignore[method-assign]
     x = _feature(seed=4)

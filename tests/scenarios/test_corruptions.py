@@ -62,6 +62,7 @@ def ranges(points: NDArray[np.float32]) -> NDArray[np.float64]:
 
 def ray_index(sweep: NDArray[np.float32], points: NDArray[np.float32]) -> NDArray[np.int64]:
     """Index of the input ray each point lies on (its direction), asserting it is one."""
+
     def unit(p: NDArray[np.float32]) -> NDArray[np.float64]:
         return p[:, :3] / ranges(p)[:, None]
 
@@ -84,8 +85,15 @@ def test_sweep_covers_every_ring_at_every_azimuth(sweep: NDArray[np.float32]) ->
 
 
 def test_registry_order_and_table() -> None:
-    expected = ("beam_missing", "motion_blur", "fog", "crosstalk", "emi", "wet_ground",
-                "incomplete_echo")
+    expected = (
+        "beam_missing",
+        "motion_blur",
+        "fog",
+        "crosstalk",
+        "emi",
+        "wet_ground",
+        "incomplete_echo",
+    )
     assert CORRUPTION_NAMES == expected == tuple(CORRUPTIONS) == tuple(CORRUPTION_TABLE)
     for spec in CORRUPTION_TABLE.values():
         assert len({type(level) for level in spec.levels}) == 1 and len(spec.levels) == 3
@@ -124,8 +132,13 @@ def test_severity_zero_is_clean_copy(sweep: NDArray[np.float32]) -> None:
 
 @pytest.mark.parametrize(
     ("name", "severity", "message"),
-    [("snow", 1, "snow"), ("fog", 4, "4"), ("fog", -1, "-1"), ("fog", 1.5, "1.5"),
-     ("fog", True, "True")],
+    [
+        ("snow", 1, "snow"),
+        ("fog", 4, "4"),
+        ("fog", -1, "-1"),
+        ("fog", 1.5, "1.5"),
+        ("fog", True, "True"),
+    ],
 )
 def test_bad_name_or_severity_raises(name: str, severity: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -189,7 +202,7 @@ def test_fog_attenuates_thresholds_and_backscatters(sweep: NDArray[np.float32]) 
         keep = attenuated >= p.threshold
         out = corrupt(sweep, "fog", severity, 11, CTX)
         n_bs = round(p.backscatter_fraction * n)
-        kept, scatter = out[: out.shape[0] - n_bs], out[out.shape[0] - n_bs:]
+        kept, scatter = out[: out.shape[0] - n_bs], out[out.shape[0] - n_bs :]
         assert np.array_equal(kept[:, :3], sweep[keep, :3])
         np.testing.assert_allclose(kept[:, 3], attenuated[keep], rtol=1e-5)
         assert np.all(scatter[:, 3] >= p.threshold) and np.all(scatter[:, 3] < 2 * p.threshold)
@@ -233,8 +246,15 @@ def test_emi_garbles_sectors_of_some_rings(sweep: NDArray[np.float32]) -> None:
         hit_rings = np.unique(ring[affected])
         assert 0 < len(hit_rings) <= round(p.ring_fraction * 32)
         for k in hit_rings:
-            az = np.sort(np.degrees(np.arctan2(sweep[affected[ring[affected] == k], 1],
-                                               sweep[affected[ring[affected] == k], 0])) % 360)
+            az = np.sort(
+                np.degrees(
+                    np.arctan2(
+                        sweep[affected[ring[affected] == k], 1],
+                        sweep[affected[ring[affected] == k], 0],
+                    )
+                )
+                % 360
+            )
             gaps = np.diff(np.append(az, az[0] + 360.0))
             assert 360.0 - gaps.max() <= p.sector_deg  # all inside one sector
         new_r = ranges(out[np.isin(rays, scrambled)])

@@ -12,8 +12,15 @@ from scenarios.lidar_config import LidarConfig
 SMALL = LidarConfig(channels=16, points_per_second=16 * 720 * 10, range=80.0)
 
 
-def _scan(cfg: LidarConfig, static: np.ndarray | None, boxes: np.ndarray, pose: np.ndarray,
-          own: int | None = None, ground: float | None = 150.0, seed: int = 0):
+def _scan(
+    cfg: LidarConfig,
+    static: np.ndarray | None,
+    boxes: np.ndarray,
+    pose: np.ndarray,
+    own: int | None = None,
+    ground: float | None = 150.0,
+    seed: int = 0,
+):
     sim = LidarSimulator(cfg, static, ground_half_size=ground)
     return sim.scan(boxes, [pose], [own], [np.random.default_rng(seed)])[0]
 
@@ -38,10 +45,12 @@ def test_sensor_frame_follows_the_pose_yaw() -> None:
 
 def test_box_behind_wall_gets_no_hits_visible_box_does() -> None:
     wall = np.array([[10.5, 0.0, 3.0, 1.0, 12.0, 6.0, 0.0]])
-    cars = np.array([
-        [20.0, 0.0, 0.75, 4.5, 1.8, 1.5, 0.0],  # straight behind the wall
-        [0.0, -20.0, 0.75, 4.5, 1.8, 1.5, 0.3],  # in the open
-    ])
+    cars = np.array(
+        [
+            [20.0, 0.0, 0.75, 4.5, 1.8, 1.5, 0.0],  # straight behind the wall
+            [0.0, -20.0, 0.75, 4.5, 1.8, 1.5, 0.3],  # in the open
+        ]
+    )
     scan = _scan(SMALL, wall, cars, yaw_pose(0.0, 0.0, 1.9, 0.0))
     assert scan.hits[0] == 0
     assert scan.hits[1] > 5
@@ -64,8 +73,9 @@ def test_hits_match_points_inside_the_boxes() -> None:
 @pytest.mark.parametrize(("height", "sensor_yaw"), [(1.5, 0.0), (2.1, 0.0), (3.5, 0.0), (2.1, 0.4)])
 def test_own_body_returns_no_points(height: float, sensor_yaw: float) -> None:
     """LiDAR above the roof and inside the body; aligned with the box or turned against it."""
-    own = np.array([[0.0, 0.0, height / 2, 5.0, 2.0, height, 0.0],
-                    [0.0, 8.0, 0.75, 4.5, 1.8, 1.5, 0.0]])
+    own = np.array(
+        [[0.0, 0.0, height / 2, 5.0, 2.0, height, 0.0], [0.0, 8.0, 0.75, 4.5, 1.8, 1.5, 0.0]]
+    )
     pose = yaw_pose(0.0, 0.0, 1.9, sensor_yaw)
     scan = _scan(SMALL, None, own, pose, own=0)
     assert scan.hits[0] == 0 and scan.hits[1] > 0
@@ -77,8 +87,14 @@ def test_own_body_returns_no_points(height: float, sensor_yaw: float) -> None:
 
 
 def test_no_point_beyond_range_and_elevations_within_fov() -> None:
-    cfg = LidarConfig(channels=8, points_per_second=8 * 360 * 10, range=30.0, noise_stddev=0.05,
-                      upper_fov=10.0, lower_fov=-30.0)
+    cfg = LidarConfig(
+        channels=8,
+        points_per_second=8 * 360 * 10,
+        range=30.0,
+        noise_stddev=0.05,
+        upper_fov=10.0,
+        lower_fov=-30.0,
+    )
     walls = np.array([[0.0, 0.0, 5.0, 60.0, 60.0, 10.0, 0.0]])  # a room, sides 30 m away
     p = _scan(cfg, walls, np.zeros((0, 7)), yaw_pose(0.0, 0.0, 1.9, 0.0), ground=500.0).points
     r = np.linalg.norm(p[:, :3], axis=1)

@@ -67,6 +67,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
             for k in path[:-1]:
                 d = d[k]
             d[path[-1]] = value
+
         return edit
 
     def deleter(path: tuple[str, ...]):
@@ -74,6 +75,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
             for k in path[:-1]:
                 d = d[k]
             del d[path[-1]]
+
         return edit
 
     return [

@@ -14,9 +14,16 @@ from scenarios.traffic import VEHICLE_TYPES, Traffic
 def _traffic(name: str = "intersection", seed: int = 0) -> Traffic:
     sc = load_scenario(name)
     road = build_map(sc.layout, sc.map_params, sc.seed)
-    return Traffic(road, sc.vehicles, sc.parked, sc.connected, sc.mix, seed,
-                   signal_green=sc.map_params.get("signal_green", 10.0),
-                   signal_clearance=sc.map_params.get("signal_clearance", 4.0))
+    return Traffic(
+        road,
+        sc.vehicles,
+        sc.parked,
+        sc.connected,
+        sc.mix,
+        seed,
+        signal_green=sc.map_params.get("signal_green", 10.0),
+        signal_clearance=sc.map_params.get("signal_clearance", 4.0),
+    )
 
 
 def _overlapping_pairs(boxes: np.ndarray) -> list[tuple[int, int]]:
@@ -77,8 +84,9 @@ def test_short_run_has_no_collisions_and_traffic_moves(name: str) -> None:
         st = tr.state()
         travelled += np.hypot(*(st.boxes[:, :2] - before).T)
         kinds = [tr.road.segments[g].kind for g in tr.seg] + ["parked"] * len(tr.parked.ids)
-        bad = [(i, j) for i, j in _overlapping_pairs(st.boxes)
-               if "uturn" not in (kinds[i], kinds[j])]  # tight loops at the far map ends
+        bad = [
+            (i, j) for i, j in _overlapping_pairs(st.boxes) if "uturn" not in (kinds[i], kinds[j])
+        ]  # tight loops at the far map ends
         assert not bad, f"{name}: overlapping vehicles {st.ids[list(bad[0])]}"
     moving = len(tr.s)
     assert np.all(tr.v >= 0.0)
@@ -105,8 +113,11 @@ def test_red_approach_waits_before_the_stop_line() -> None:
             if seg.kind != "connector":
                 continue
             # every vehicle inside the junction comes from one approach at a time
-            groups = {tr.came_from[j] for j in range(len(tr.s))
-                      if tr.road.segments[tr.seg[j]].kind == "connector"}
+            groups = {
+                tr.came_from[j]
+                for j in range(len(tr.s))
+                if tr.road.segments[tr.seg[j]].kind == "connector"
+            }
             assert len(groups) == 1
     states = [tr.signal_state(g) for g in range(4)]
     assert states.count("red") >= 3
