@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cosim.cli.errors import print_error
+from cosim.cli.options import RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.common.progress import progress_bar
 
@@ -53,15 +54,8 @@ def robustness_command(
         str,
         typer.Option(help="Who carries a sensor corruption: all, ego or neighbours (RCP-Bench)."),
     ] = "all",
-    refine_steps: Annotated[
-        int | None, typer.Option(help="PKD refiner DDIM steps 0-10 [default: the checkpoint's].")
-    ] = None,
-    refine_skip_above: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this."
-        ),
-    ] = None,
+    refine_steps: RefineSteps = None,
+    refine_skip_above: RefineSkipAbove = None,
     device: Annotated[
         str,
         typer.Option(

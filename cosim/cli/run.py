@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from cosim.cli.errors import print_error
+from cosim.cli.options import RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.common.progress import progress_bar
 from cosim.sim.run_config import RunConfig, parse_sparsity
@@ -144,10 +145,7 @@ def run(
         int | None, typer.Option(help="Ray restarts of a dead vehicle actor [default: 1]")
     ] = None,
     render: Annotated[int | None, typer.Option(help="BEV pictures to draw [default: 3]")] = None,
-    refine_steps: Annotated[
-        int | None,
-        typer.Option(help="PKD refiner DDIM steps 0-10 (0: off) [default: the checkpoint's]"),
-    ] = None,
+    refine_steps: RefineSteps = None,
     refine_neighbours: Annotated[
         bool | None,
         typer.Option(
@@ -155,13 +153,7 @@ def run(
             help="also refine every received map before fusing it",
         ),
     ] = None,
-    refine_skip_above: Annotated[
-        float | None,
-        typer.Option(
-            help="adaptive steps: skip refining maps the noise adapter rates >= this (0-1; "
-            "1 = never skip) [default: the checkpoint's]"
-        ),
-    ] = None,
+    refine_skip_above: RefineSkipAbove = None,
     device: Annotated[
         str | None,
         typer.Option(

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cosim.cli.errors import print_error
+from cosim.cli.options import RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.training.evaluate import evaluate_report
 from cosim.training.train import train
@@ -182,18 +183,8 @@ def eval_command(
             min=0.0, max=1.0, help="Drop detections below this score (default: the config's)."
         ),
     ] = None,
-    refine_steps: Annotated[
-        int | None,
-        typer.Option(
-            min=0, max=10, help="PKD refiner DDIM steps, 0 = off (default: the checkpoint's)."
-        ),
-    ] = None,
-    refine_skip_above: Annotated[
-        float | None,
-        typer.Option(
-            min=0.0, max=1.0, help="Adaptive steps: skip maps the noise adapter rates >= this."
-        ),
-    ] = None,
+    refine_steps: RefineSteps = None,
+    refine_skip_above: RefineSkipAbove = None,
     vote_iou: Annotated[
         float | None,
         typer.Option(

@@ -1,0 +1,24 @@
+"""Options several commands share (`run`, `eval`, `robustness`), declared once so that their
+flags, ranges and help agree."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+RefineSteps = Annotated[
+    int | None,
+    typer.Option(
+        min=0, max=10, help="PKD refiner DDIM steps, 0 = off [default: the checkpoint's]."
+    ),
+]
+RefineSkipAbove = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Adaptive steps: skip refining maps the noise adapter rates >= this "
+        "(1 = never skip) [default: the checkpoint's].",
+    ),
+]
