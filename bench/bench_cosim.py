@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cosim.sim.driver import SimulationResult, run_simulation
+from cosim.sim.driver import run_simulation
+from cosim.sim.results import SimulationResult
 from cosim.sim.run_config import DEFAULT_CHECKPOINT, RunConfig
 from cosim.sim.scoring import STAGES
 from models.checkpoint import save_checkpoint

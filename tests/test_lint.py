@@ -18,3 +18,14 @@ RUFF = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.whi
 def test_ruff_is_clean(command: list[str]) -> None:
     done = subprocess.run([RUFF, *command, "."], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_package_module_is_over_400_lines() -> None:
+    packages = ("configkit", "scenarios", "channel", "models", "agents", "cosim")
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for package in packages
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > 400
+    }
+    assert long == {}

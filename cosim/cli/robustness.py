@@ -64,7 +64,7 @@ def robustness_command(
     ] = "auto",
 ) -> None:
     """Evaluate a checkpoint clean and under every corruption x severity and channel fault."""
-    from cosim.experiments.robustness import build_conditions
+    from cosim.experiments.conditions import build_conditions
     from cosim.experiments.robustness_report import summarize, write_outputs
     from cosim.experiments.robustness_run import BenchmarkConfig, check_conditions, run_benchmark
     from models.checkpoint import read_checkpoint
@@ -76,7 +76,7 @@ def robustness_command(
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         chosen = build_conditions(tuple(p.strip() for p in conditions.split(",") if p.strip()))
-        from cosim.experiments.robustness import CORRUPT_TARGETS
+        from cosim.experiments.conditions import CORRUPT_TARGETS
         from models.device import DEVICE_CHOICES, resolve_device
         from models.refiner import MAX_STEPS
 

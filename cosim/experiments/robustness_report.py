@@ -21,7 +21,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from cosim.common.render import save  # noqa: E402
-from cosim.experiments.robustness import LOSS_MODELS  # noqa: E402
+from cosim.experiments.conditions import LOSS_MODELS
 from models.metrics import relative_corruption_error  # noqa: E402
 from scenarios.corruptions import CORRUPTION_NAMES, SEVERITIES  # noqa: E402
 

@@ -20,8 +20,9 @@ import ray
 import torch
 
 from cosim.common.ray_setup import connect, init_local
+from cosim.experiments.conditions import Condition
 from cosim.experiments.ray_tasks import run_bounded
-from cosim.experiments.robustness import Condition, evaluate_condition, frame_spacing, latency_lag
+from cosim.experiments.robustness import evaluate_condition, frame_spacing, latency_lag
 from cosim.experiments.robustness_report import COLUMNS, with_rce
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore

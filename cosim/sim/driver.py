@@ -25,17 +25,16 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from agents.payloads import payload_kind
 from agents.steps import EgoResult, Inbound, SenseResult, VehicleSpec
 from channel import BroadcastChannel
 from cosim.sim.executors import Executor, VehicleFailure, make_executor
+from cosim.sim.results import RenderItem, SimulationResult
 from cosim.sim.run_config import RunConfig, check_checkpoint
 from cosim.sim.run_log import EPS_S, RunLog
 from cosim.sim.scoring import (
@@ -56,33 +55,6 @@ from scenarios.source import FrameSource, close_source, is_recorded_source, open
 log = logging.getLogger(__name__)
 
 TickHook = Callable[[int, Executor], None]
-
-
-@dataclass
-class RenderItem:
-    """What a BEV picture of one tick needs."""
-
-    frame: Frame
-    ego_id: int
-    result: EgoResult | None
-    gt: np.ndarray
-
-
-@dataclass
-class SimulationResult:
-    """A run's tables (pyarrow), its summary and the ticks kept for pictures."""
-
-    config: RunConfig
-    summary: dict[str, Any]
-    messages: pa.Table
-    receptions: pa.Table
-    detections: pa.Table
-    frames: pa.Table
-    timings: pa.Table
-    events: list[dict[str, Any]]
-    renders: list[RenderItem] = field(default_factory=list)
-    transmissions: pa.Table | None = None  # one row per broadcast (channel.TX_SCHEMA)
-    busy: pa.Table | None = None  # busy ratio per tick and vehicle (channel.BUSY_SCHEMA)
 
 
 def detector_config_of(checkpoint: str, overrides: dict[str, Any] | None = None) -> DetectorConfig:

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from cosim.common.render import draw_boxes, save  # noqa: E402
-from cosim.sim.driver import RenderItem, SimulationResult  # noqa: E402
+from cosim.sim.results import RenderItem, SimulationResult  # noqa: E402
 from cosim.sim.scoring import STAGES  # noqa: E402
 from models.grid import GridSpec  # noqa: E402
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import agents.payloads
-from cosim.sim.driver import SimulationResult, run_simulation
+from cosim.sim.driver import run_simulation
 from cosim.sim.outputs import write_run
+from cosim.sim.results import SimulationResult
 from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 

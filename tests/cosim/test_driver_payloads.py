@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosim.sim.driver import SimulationResult, run_simulation
+from cosim.sim.driver import run_simulation
+from cosim.sim.results import SimulationResult
 from cosim.sim.run_config import RunConfig
 from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
 

@@ -15,15 +15,8 @@ import typer
 from typer.testing import CliRunner
 
 from cosim.cli.robustness import register
-from cosim.experiments.robustness import (
-    CLEAN,
-    Condition,
-    build_conditions,
-    condition_samples,
-    evaluate_condition,
-    loss_config,
-    source_runs,
-)
+from cosim.experiments.conditions import CLEAN, Condition, build_conditions, loss_config
+from cosim.experiments.robustness import condition_samples, evaluate_condition, source_runs
 from cosim.experiments.robustness_report import compare_report, render_report, summarize, with_rce
 from cosim.experiments.robustness_run import BenchmarkConfig, run_benchmark
 from cosim.training.dataset_build import build_dataset
