@@ -20,7 +20,7 @@ from rich.table import Table
 from cosim.cli.errors import print_error
 from cosim.cli.options import RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
-from cosim.training.evaluate import evaluate_report
+from cosim.training.evaluate import EvalOptions, evaluate_report
 from cosim.training.train import train
 from cosim.training.train_config import TrainConfig
 from models.checkpoint import load_checkpoint
@@ -225,15 +225,10 @@ def eval_command(
             model.set_refine_skip(refine_skip_above)
         if vote_iou is not None:
             model.anchor_head.config = replace(model.anchor_head.config, vote_iou=vote_iou)
-        report = evaluate_report(
-            model,
-            data,
-            frames,
-            score_threshold=score_threshold,
-            progress=not as_json,
-            console=console,
-            refine_steps=refine_steps,
+        options = EvalOptions(
+            frames=frames, score_threshold=score_threshold, refine_steps=refine_steps
         )
+        report = evaluate_report(model, data, options, progress=not as_json, console=console)
     except (DatasetFormatError, ValueError) as error:
         raise _fail(str(error)) from error
     report.update(checkpoint=str(checkpoint), model=config.name, epoch=payload["epoch"])

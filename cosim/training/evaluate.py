@@ -11,7 +11,8 @@ takes up to its ``max_neighbours`` nearest).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,39 +40,49 @@ def eval_dataset(model: CooperativeDetector, data_dir: str | Path) -> Cooperativ
     return CooperativeDataset(data_dir, model.grid, **EVAL_DATA)
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """What one evaluation pass may vary: the first ``frames`` samples (None: all), the batch,
+    the score threshold (None: the checkpoint's) and the PKD refiner's DDIM steps (None: the
+    checkpoint's)."""
+
+    frames: int | None = None
+    batch_size: int = 4
+    score_threshold: float | None = None
+    refine_steps: int | None = None
+
+
 def accumulate(
     model: CooperativeDetector,
     data_dir: str | Path,
-    frames: int | None = None,
-    batch_size: int = 4,
-    score_threshold: float | None = None,
+    options: EvalOptions = EvalOptions(),
+    *,
     progress: bool = True,
     console: Console | None = None,
     on_batch: Callable[[int, int], None] | None = None,
-    visibility: ClassRecall | None = None,
-    by_size: ClassRecall | None = None,
-    refine_steps: int | None = None,
+    recalls: Sequence[ClassRecall] = (),
 ) -> DetectionAccumulator:
-    """Run the model on the first ``frames`` evaluation samples (all when None) and match its
-    detections to the GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch;
-    ``visibility`` / ``by_size`` (if given) also collect recall by who saw each box and by its
-    size class; ``refine_steps``: the PKD refiner's DDIM steps (None: the checkpoint's)."""
+    """Run the model on the evaluation samples of ``data_dir`` and match its detections to the
+    GT at IoU 0.3 / 0.5 / 0.7; ``on_batch(done, total)`` after each batch; each of ``recalls``
+    (by visibility, by size class) also collects its recall."""
     dataset = eval_dataset(model, data_dir)
-    total = len(dataset) if frames is None else min(frames, len(dataset))
+    total = len(dataset) if options.frames is None else min(options.frames, len(dataset))
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
     with progress_bar(console, disable=not progress, transient=True) as bar:
         task = bar.add_task(f"eval {Path(data_dir).name}", total=total)
-        for start in range(0, total, batch_size):
-            samples = [dataset[i] for i in range(start, min(start + batch_size, total))]
+        for start in range(0, total, options.batch_size):
+            samples = [dataset[i] for i in range(start, min(start + options.batch_size, total))]
             with torch.no_grad():
                 detections = predict(
-                    model, samples, score_threshold=score_threshold, refine_steps=refine_steps
+                    model,
+                    samples,
+                    score_threshold=options.score_threshold,
+                    refine_steps=options.refine_steps,
                 )
             for sample, det in zip(samples, detections, strict=True):
                 acc.add(det.boxes, det.scores, sample.gt_boxes)
-                for recall in (visibility, by_size):
-                    if recall is not None:
-                        recall.add(sample, det.boxes)
+                for recall in recalls:
+                    recall.add(sample, det.boxes)
             bar.update(task, advance=len(samples))
             if on_batch is not None:
                 on_batch(start + len(samples), total)
@@ -81,28 +92,25 @@ def accumulate(
 def evaluate(
     model: CooperativeDetector,
     data_dir: str | Path,
-    frames: int | None = None,
-    batch_size: int = 4,
-    score_threshold: float | None = None,
+    options: EvalOptions = EvalOptions(),
+    *,
     global_sort: bool = False,
     progress: bool = True,
     console: Console | None = None,
 ) -> dict[float, float]:
     """``{0.3: AP, 0.5: AP, 0.7: AP}`` on ``data_dir`` (OPV2V protocol; ``global_sort`` as in
     :mod:`models.metrics`)."""
-    acc = accumulate(model, data_dir, frames, batch_size, score_threshold, progress, console)
+    acc = accumulate(model, data_dir, options, progress=progress, console=console)
     return acc.average_precision(global_sort)
 
 
 def evaluate_report(
     model: CooperativeDetector,
     data_dir: str | Path,
-    frames: int | None = None,
-    batch_size: int = 4,
-    score_threshold: float | None = None,
+    options: EvalOptions = EvalOptions(),
+    *,
     progress: bool = True,
     console: Console | None = None,
-    refine_steps: int | None = None,
 ) -> dict[str, Any]:
     """Both orderings from one pass: ``{"ap": {...}, "ap_global_sort": {...}, "frames",
     "num_gt", "detections", "false_positives", "score_threshold", "vote_iou",
@@ -116,17 +124,7 @@ def evaluate_report(
     visibility = VisibilityRecall((0.5, 0.7))
     by_size = SizeRecall((0.5, 0.7))
     acc = accumulate(
-        model,
-        data_dir,
-        frames,
-        batch_size,
-        score_threshold,
-        progress,
-        console,
-        None,
-        visibility,
-        by_size,
-        refine_steps,
+        model, data_dir, options, progress=progress, console=console, recalls=(visibility, by_size)
     )
     head = model.config.head
 
@@ -141,12 +139,14 @@ def evaluate_report(
         "ap_global_sort": plain(acc.average_precision(True)),
         "detections": acc.num_detections,
         "false_positives": {f"{t:g}": n for t, n in acc.false_positives().items()},
-        "score_threshold": head.score_threshold if score_threshold is None else score_threshold,
+        "score_threshold": head.score_threshold
+        if options.score_threshold is None
+        else options.score_threshold,
         "vote_iou": model.anchor_head.config.vote_iou,
         "recall_by_visibility": visibility.report(),
         "recall_by_size": by_size.report(),
         "protocol": dict(EVAL_DATA, fusion=model.config.fusion),
         "refine_steps": None
         if model.refiner is None
-        else (model.refiner.config.steps if refine_steps is None else refine_steps),
+        else (model.refiner.config.steps if options.refine_steps is None else options.refine_steps),
     }

@@ -31,7 +31,7 @@ from rich.console import Console
 from torch.nn.parallel import DistributedDataParallel
 
 from cosim.training.dataset_build import source_lidars
-from cosim.training.evaluate import evaluate_report
+from cosim.training.evaluate import EvalOptions, evaluate_report
 from cosim.training.replica import Replica
 from cosim.training.train_config import TrainConfig
 from cosim.training.train_log import EPOCH_FIELDS, append_rows, truncate_log
@@ -241,7 +241,10 @@ def run_training(
                 and (epoch % config.eval_every == 0 or epoch == config.epochs)
             ):
                 report_ = evaluate_report(
-                    model, config.data.val, config.data.val_frames, console=console
+                    model,
+                    config.data.val,
+                    EvalOptions(frames=config.data.val_frames),
+                    console=console,
                 )
                 model.train()
                 aps = {k: math.nan if v is None else v for k, v in report_["ap"].items()}

@@ -21,7 +21,7 @@ import cosim.training.train
 from cosim.cli.app import app
 from cosim.sim.driver import run_simulation
 from cosim.sim.run_config import RunConfig
-from cosim.training.evaluate import evaluate_report
+from cosim.training.evaluate import EvalOptions, evaluate_report
 from cosim.training.replica import Replica
 from cosim.training.train import train
 from cosim.training.train_config import TrainConfig
@@ -150,7 +150,7 @@ def test_train_eval_and_run_pass_the_device_and_convert_through_cpu(
 
     model, _, _ = load_checkpoint(tmp_path / "run" / "best.pt", map_location="cpu")
     assert model.device == torch.device("cpu")
-    report = evaluate_report(model, tiny_data, 2, progress=False)
+    report = evaluate_report(model, tiny_data, EvalOptions(frames=2), progress=False)
     assert report["frames"] == 2
     assert message_value_bounds(model) is None or len(message_value_bounds(model)[0]) > 0
 
