@@ -9,8 +9,10 @@ each decided for 6 listeners. Message sizes are those of ``cosim run``'s pillar 
 10%: 39,192 B; dense fp16: 102,811 B). Only the channel runs (no payload bytes, no models):
 ``events`` = broadcasts queued + receptions decided; the time is the best of ``--repeats``.
 
-``--run N`` also runs ``cosim run`` in process (the default scenario and checkpoint, N ticks,
-all egos) and reports the channel stage's share of a tick's wall time, the issue's < 5% target.
+``--run N`` also runs ``cosim run`` in process (the default scenario, N ticks, all egos) with
+each of ``--checkpoints`` (shipped names or paths; default: the main job's; ``early`` sends
+points, ``late`` boxes) and reports the channel stage's share of a tick's wall time, the
+issue's < 5% target.
 """
 
 from __future__ import annotations
@@ -87,18 +89,24 @@ def simulate(
     }
 
 
-def run_share(frames: int) -> dict[str, Any]:
-    """The channel's share of a tick in ``cosim run`` (in process, all egos)."""
+def run_share(frames: int, checkpoint: str | None = None) -> dict[str, Any]:
+    """The channel's share of a tick in ``cosim run`` (in process, all egos) with ``checkpoint``
+    (None: the main job's)."""
+    from cosim.experiments.sweep import fusion_checkpoint
     from cosim.sim.driver import run_simulation
     from cosim.sim.run_config import RunConfig
 
-    result = run_simulation(
-        RunConfig(frames=frames, executor="inprocess", all_egos=True, render_frames=0)
-    )
+    config = RunConfig(frames=frames, executor="inprocess", all_egos=True, render_frames=0)
+    if checkpoint is not None:
+        config = config.replace(checkpoint=fusion_checkpoint(checkpoint))
+    result = run_simulation(config)
     rows = [r for r in result.timings.to_pylist() if r["agent"] == -1]
     channel = [r["seconds"] for r in rows if r["stage"] == "channel"]
     tick = [r["seconds"] for r in rows if r["stage"] == "tick_wall"]
     return {
+        "checkpoint": str(config.checkpoint),
+        "payload": result.summary["payload"],
+        "mean_wire_bytes": result.summary["messages"]["mean_wire_bytes"],
         "ticks": frames,
         "vehicles": len(result.summary["vehicles"]),
         "channel_ms_per_tick": 1e3 * float(np.mean(channel)),
@@ -114,6 +122,11 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run", type=int, default=0, help="also time N ticks of cosim run")
+    parser.add_argument(
+        "--checkpoints",
+        default="",
+        help="comma-separated checkpoints for --run (default: main job's)",
+    )
     args = parser.parse_args()
     out: dict[str, Any] = {
         "machine": platform.processor() or platform.machine(),
@@ -135,7 +148,8 @@ def main() -> None:
                 "ms_per_tick": 1e3 * best / args.ticks,
             }
     if args.run:
-        out["cosim_run"] = run_share(args.run)
+        names = [n.strip() for n in args.checkpoints.split(",") if n.strip()] or [None]
+        out["cosim_run"] = [run_share(args.run, name) for name in names]
     print(json.dumps(out, indent=2))
 
 

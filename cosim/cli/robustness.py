@@ -29,6 +29,14 @@ from cosim.common.progress import progress_bar
 console = Console()
 
 
+def _severities(text: str) -> tuple[int, ...]:
+    """``--severities 2`` -> (2,); a value that is not a whole number is an error naming it."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise ValueError(f"--severities must be whole numbers like 1,2,3, got {text!r}") from err
+
+
 def robustness_command(
     checkpoint: Annotated[Path, typer.Argument(help="Detector checkpoint (.pt).")],
     data: Annotated[Path, typer.Option(help="Test dataset folder (cosim dataset build).")] = (
@@ -43,6 +51,9 @@ def robustness_command(
     conditions: Annotated[
         str, typer.Option(help="Comma-separated groups: sensor, comm (= pose, latency, loss).")
     ] = "sensor,comm",
+    severities: Annotated[
+        str, typer.Option(help="Comma-separated corruption severities to run (of 1, 2, 3).")
+    ] = "1,2,3",
     parallel: Annotated[
         int, typer.Option(min=0, help="Conditions at once, one CPU each (0 = in-process).")
     ] = 2,
@@ -75,7 +86,10 @@ def robustness_command(
     try:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-        chosen = build_conditions(tuple(p.strip() for p in conditions.split(",") if p.strip()))
+        chosen = build_conditions(
+            tuple(p.strip() for p in conditions.split(",") if p.strip()),
+            _severities(severities),
+        )
         from cosim.experiments.conditions import CORRUPT_TARGETS
         from models.device import DEVICE_CHOICES, resolve_device
         from models.refiner import MAX_STEPS

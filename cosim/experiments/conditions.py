@@ -79,10 +79,16 @@ class Condition:
 CLEAN = Condition("clean", "clean", 0.0)
 
 
-def build_conditions(groups: tuple[str, ...] = ("sensor", "comm")) -> list[Condition]:
-    """The benchmark's conditions, clean first: sensor = 7 corruptions x 3 severities (21),
+def build_conditions(
+    groups: tuple[str, ...] = ("sensor", "comm"), severities: tuple[int, ...] = SEVERITIES
+) -> list[Condition]:
+    """The benchmark's conditions, clean first: sensor = 7 corruptions x 3 severities (21; only
+    ``severities`` of them when given, e.g. ``(2,)`` for the seven an mRCE at severity 2 needs),
     pose = sigma 0 / 0.2 / 0.4 / 0.6 (4), latency = 0 / 100 / 200 ms (3), loss = none 0 %,
     Bernoulli and Gilbert-Elliott at 10 % and 30 % (5). 34 in all with both groups."""
+    unknown = sorted(set(severities) - set(SEVERITIES))
+    if unknown or not severities:
+        raise ValueError(f"severities must be among {list(SEVERITIES)}, got {list(severities)}")
     kinds: list[str] = []
     for group in groups:
         if group not in GROUPS:
@@ -90,7 +96,12 @@ def build_conditions(groups: tuple[str, ...] = ("sensor", "comm")) -> list[Condi
         kinds += [k for k in GROUPS[group] if k not in kinds]
     out = [CLEAN]
     if "sensor" in kinds:
-        out += [Condition("sensor", n, float(s)) for n in CORRUPTION_NAMES for s in SEVERITIES]
+        out += [
+            Condition("sensor", n, float(s))
+            for n in CORRUPTION_NAMES
+            for s in SEVERITIES
+            if s in severities
+        ]
     if "pose" in kinds:
         out += [Condition("pose", "sigma", float(s)) for s in POSE_ERROR_LEVELS]
     if "latency" in kinds:

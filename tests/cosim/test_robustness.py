@@ -83,6 +83,10 @@ def test_condition_list() -> None:
         "gilbert_elliott/30%",
     ]
     assert len(build_conditions(("sensor",))) == 22 and len(build_conditions(("comm",))) == 13
+    middle = build_conditions(("sensor",), severities=(2,))
+    assert [c.label for c in middle] == ["clean"] + [f"{n}/2" for n in CORRUPTION_NAMES]
+    with pytest.raises(ValueError, match=r"severities must be among \[1, 2, 3\], got \[4\]"):
+        build_conditions(("sensor",), severities=(4,))
     with pytest.raises(ValueError, match="unknown condition group 'radar'"):
         build_conditions(("radar",))
     with pytest.raises(ValueError, match="severity 1-3"):
@@ -355,6 +359,18 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
         ],
     )
     assert bad.exit_code == 2 and "frame spacing 200 ms" in bad.output
+    sev = runner.invoke(
+        app,
+        [
+            "robustness",
+            str(folder / "tiny.pt"),
+            "--data",
+            str(folder / "data"),
+            "--severities",
+            "2,x",
+        ],
+    )
+    assert sev.exit_code == 2 and "--severities must be whole numbers" in sev.output
 
 
 def test_stop_request_keeps_the_finished_conditions(folder: Path) -> None:
