@@ -71,3 +71,24 @@ def test_a_folder_without_a_sweep_is_named(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True
     )
     assert result.returncode != 0 and "sweep.parquet: not found" in result.stderr
+
+
+def test_compact_table_lists_each_vehicle_count_per_channel_and_ego_mode(tmp_path: Path) -> None:
+    rows = [
+        _row("fusion", "late", "boxes", "dsrc", 2, "one", **{"ap@0.5": 0.61}),
+        _row("fusion", "late", "boxes", "dsrc", 7, "one", **{"ap@0.5": 0.70}),
+        _row("no_fusion", "late", "boxes", "ideal", 2, "one", mean_wire_bytes=0.0),
+    ]
+    folder = tmp_path / "study"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), folder / "sweep.parquet")
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), str(folder), "--compact", "--plot", str(tmp_path / "v.png")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert out[0] == "| message | wire bytes | dsrc one ego (2 / 7 veh) |"
+    assert out[2] == "| late boxes | 1,000 | .610 / .700 |"
+    assert out[3] == "| no fusion (reference) | 0 | .400 / — |"
+    assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
