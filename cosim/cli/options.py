@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from models.refiner import MAX_STEPS
+
 RefineSteps = Annotated[
     int | None,
     typer.Option(
-        min=0, max=10, help="PKD refiner DDIM steps, 0 = off [default: the checkpoint's]."
+        min=0, max=MAX_STEPS, help="PKD refiner DDIM steps, 0 = off [default: the checkpoint's]."
     ),
 ]
 RefineSkipAbove = Annotated[

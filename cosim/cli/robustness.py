@@ -92,14 +92,11 @@ def robustness_command(
         )
         from cosim.experiments.conditions import CORRUPT_TARGETS
         from models.device import DEVICE_CHOICES, resolve_device
-        from models.refiner import MAX_STEPS
 
         if corrupt not in CORRUPT_TARGETS:
             raise ValueError(
                 f"--corrupt must be one of {', '.join(CORRUPT_TARGETS)}, got {corrupt!r}"
             )
-        if refine_steps is not None and not 0 <= refine_steps <= MAX_STEPS:
-            raise ValueError(f"--refine-steps must be in 0..{MAX_STEPS}, got {refine_steps}")
         config = BenchmarkConfig(
             data=str(data),
             frames=frames,

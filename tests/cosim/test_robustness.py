@@ -371,6 +371,18 @@ def test_cli_writes_table_report_and_plots(folder: Path, tmp_path: Path) -> None
         ],
     )
     assert sev.exit_code == 2 and "--severities must be whole numbers" in sev.output
+    steps = runner.invoke(
+        app,
+        [
+            "robustness",
+            str(folder / "tiny.pt"),
+            "--data",
+            str(folder / "data"),
+            "--refine-steps",
+            "11",
+        ],
+    )
+    assert steps.exit_code == 2 and "Invalid value for '--refine-steps'" in steps.output
 
 
 def test_stop_request_keeps_the_finished_conditions(folder: Path) -> None:
