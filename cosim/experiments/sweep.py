@@ -13,6 +13,7 @@ against the number of vehicles, per channel, averaged over seeds.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -259,13 +260,14 @@ def _panels(channels: Sequence[str], title: str) -> tuple[Any, list[Any]]:
     return figure, list(panels[0])
 
 
-def _label(axes: Any, title: str, xlabel: str, metric: str) -> None:
-    """A panel's title, axis labels, grid and legend (both sweep plots alike)."""
+def _label(axes: Any, title: str, xlabel: str, metric: str, legend: bool = True) -> None:
+    """A panel's title, axis labels, grid and (unless ``legend`` is False) legend."""
     axes.set_title(title)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(metric.upper())
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7)
+    if legend:
+        axes.legend(fontsize=7)
 
 
 def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.5") -> Path:
@@ -304,36 +306,46 @@ def plot_sweep(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.
 
 
 def plot_vehicles(table: pa.Table, out: Path, title: str = "", metric: str = "ap@0.5") -> Path:
-    """``metric`` against the number of vehicles, one panel per channel, one line per message
-    setting and ego mode; no fusion in black."""
-    rows = table.to_pylist()
-    fused = [dict(r, setting=setting_label(r)) for r in rows if r["kind"] == "fusion"]
-    channels = sorted({r["channel"] for r in fused})
-    figure, panels = _panels(channels or ["-"], title or f"{metric.upper()} vs vehicles")
-    ap = _mean_by(fused, ("channel", "setting", "egos", "vehicles"), metric)
-    reference = _mean_by(
-        [r for r in rows if r["kind"] == "no_fusion"], ("egos", "vehicles"), metric
+    """``metric`` (mean over seeds) against the number of vehicles: a row of panels per ego
+    mode, a column per channel, a line per message setting; no fusion dotted black, each
+    fusion's lossless reference (ideal channel) dashed."""
+    rows = mean_over_seeds(table).to_pylist()
+    channels = list(dict.fromkeys(r["channel"] for r in rows if r["kind"] == "fusion")) or ["-"]
+    egos = list(dict.fromkeys(r["egos"] for r in rows))
+    figure, panels = plt.subplots(
+        len(egos), len(channels), figsize=(6 * len(channels), 4.2 * len(egos)), squeeze=False
     )
-    for axes, channel in zip(panels, channels, strict=False):
-        for setting, egos in sorted({k[1:3] for k in ap if k[0] == channel}):
-            points = sorted((k[3], v) for k, v in ap.items() if k[:3] == (channel, setting, egos))
-            axes.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                "o-" if egos == "one" else "o--",
-                label=f"{setting} ({egos})",
+    figure.suptitle(title or f"{metric.upper()} vs vehicles")
+    palette = plt.get_cmap("tab10").colors
+    for axes_row, ego in zip(panels, egos, strict=True):
+        for axes, channel in zip(axes_row, channels, strict=True):
+            lines: dict[str, list[tuple[int, float]]] = {}
+            for r in rows:
+                if r["egos"] == ego and (r["kind"] != "fusion" or r["channel"] == channel):
+                    lines.setdefault(reference_label(r), []).append((r["vehicles"], r[metric]))
+            colours = itertools.cycle(palette)
+            for label, points in lines.items():
+                style = ":" if label == "no fusion" else "--" if label.endswith("(ideal)") else "o-"
+                colour = "black" if label == "no fusion" else next(colours)
+                axes.plot(*zip(*sorted(points), strict=True), style, label=label, color=colour)
+            first = axes is panels[0][-1]  # one legend: the lines are the same in every panel
+            _label(
+                axes,
+                f"{channel}, {ego} ego{'s' if ego == 'all' else ''}",
+                "connected vehicles",
+                metric,
+                legend=first,
             )
-        for egos in sorted({k[0] for k in reference}):
-            points = sorted((k[1], v) for k, v in reference.items() if k[0] == egos)
-            axes.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                "k" + (":" if egos == "one" else "-."),
-                label=f"no fusion ({egos})",
-            )
-        _label(axes, channel, "connected vehicles", metric)
     figure.tight_layout()
     return save(figure, out)
+
+
+def reference_label(row: dict[str, Any]) -> str:
+    """How a seed-mean row is named in plots and tables: its setting for a fusion run, ``no
+    fusion``, or ``<setting> (ideal)`` for a lossless reference."""
+    return {"no_fusion": "no fusion", "lossless": f"{row['setting']} (ideal)"}.get(
+        row["kind"], row["setting"]
+    )
 
 
 MEAN_COLUMNS = (

@@ -51,6 +51,7 @@ def test_one_table_per_channel_with_references_under_each(tmp_path: Path) -> Non
             mean_wire_bytes=0.0,
             **{"ap@0.5": 0.25},
         ),
+        _row("lossless", "attention", "map", "ideal", 2, "one", dtype="float32", **{"ap@0.5": 0.7}),
     ]
     folder = tmp_path / "study"
     folder.mkdir()
@@ -61,9 +62,11 @@ def test_one_table_per_channel_with_references_under_each(tmp_path: Path) -> Non
     dsrc, cv2x = out.split("**cv2x**")
     assert "| 2 veh, one ego | 4 veh, all ego |" in dsrc
     assert "| attention int8 none | 1,000 | 0.400 | 0.450 |" in dsrc  # mean of seeds 0.3, 0.5
-    assert "| no fusion (reference) | 0 | 0.250 | — |" in dsrc
+    assert "| no fusion | 0 | 0.250 | — |" in dsrc
     assert "| late boxes | 1,000 | 0.610 | — |" in cv2x and "late" not in dsrc
-    assert "| no fusion (reference) |" in cv2x
+    assert "| no fusion |" in cv2x
+    for table in (dsrc, cv2x):  # the ideal-channel reference belongs under every channel
+        assert "| attention float32 none (ideal) | 1,000 | 0.700 | — |" in table
 
 
 def test_a_folder_without_a_sweep_is_named(tmp_path: Path) -> None:
@@ -90,5 +93,5 @@ def test_compact_table_lists_each_vehicle_count_per_channel_and_ego_mode(tmp_pat
     ).stdout.splitlines()
     assert out[0] == "| message | wire bytes | dsrc one ego (2 / 7 veh) |"
     assert out[2] == "| late boxes | 1,000 | .610 / .700 |"
-    assert out[3] == "| no fusion (reference) | 0 | .400 / — |"
+    assert out[3] == "| no fusion | 0 | .400 / — |"
     assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
