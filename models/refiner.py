@@ -107,6 +107,15 @@ class RefinerConfig:
         return validate(cls, data, where)
 
 
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error of ``a`` and ``b`` ``(B, C, H, W)`` over the cells where ``mask``
+    ``(B, 1, H, W)`` is 1 (None: every cell); 0 when the mask is empty."""
+    if mask is None:
+        return F.mse_loss(a, b)
+    weight = mask.expand_as(a)
+    return ((a - b) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+
+
 def schedule_length(steps: int, start_fraction: float) -> int:
     """``set_timesteps`` count whose last ``steps`` timesteps start near ``start_fraction * T``."""
     return max(steps, round(steps / start_fraction))
@@ -269,7 +278,7 @@ class FeatureRefiner(nn.Module):
         cond_emb = self.denoiser.embed_cond(cond)
         timesteps = [int(t) for t in sched.timesteps[-k:]]
         for i, t in enumerate(timesteps):
-            model_output = self.denoiser.denoise(x, t, cond_emb)
+            model_output = self._output(self.denoiser.denoise(x, t, cond_emb), cond)
             variance_noise = None
             if eta > 0:
                 full = (batch, *x.shape[1:])
@@ -287,13 +296,15 @@ class FeatureRefiner(nn.Module):
         student: torch.Tensor,
         generator: torch.Generator | None = None,
         detach_target: bool = False,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoising loss on the teacher latent at random timesteps, conditioned on the student.
 
         The encoder gets this loss's gradient through the student condition and, unless
         ``detach_target`` (DiffKD detaches it), through the teacher latent too; the latter lets
         the encoder lower the loss by shrinking the latent, so pair it with
-        :meth:`autoencoder_loss`.
+        :meth:`autoencoder_loss`. ``mask`` ``(B, 1, H, W)`` (1 = counts) limits the loss to
+        the latent cells it touches (max-pooled by ``ae_stride``); None: every cell.
         """
         self._check_feature(teacher, "teacher")
         self._check_feature(student, "student")
@@ -311,7 +322,27 @@ class FeatureRefiner(nn.Module):
         noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
         x_t = self.scheduler.add_noise(x0, noise, t)
         target = noise if self.config.prediction_type == "epsilon" else x0
-        return F.mse_loss(self.denoiser(x_t, t, cond), target)
+        prediction = self._output(self.denoiser(x_t, t, cond), cond)
+        if mask is None:
+            return masked_mse(prediction, target, None)
+        if mask.shape != (b, 1, *teacher.shape[2:]):
+            raise ValueError(
+                f"refiner: mask {tuple(mask.shape)} must be (B, 1, H, W) of the teacher "
+                f"{tuple(teacher.shape)}"
+            )
+        stride = self.config.ae_stride
+        cells = F.max_pool2d(mask, stride) if stride > 1 else mask
+        return masked_mse(prediction, target, cells)
+
+    def _output(self, prediction: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The scheduler's ``model_output``: the noise, or with ``sample`` prediction the
+        student latent plus the denoiser's correction. The denoiser's last layer starts near
+        zero, so an untrained refiner returns the student map instead of the map minus its
+        own latent (measured: an x0 head predicting from scratch left the shipped refiner
+        changing maps by 26% and moving them away from the teacher)."""
+        if self.config.prediction_type == "epsilon":
+            return prediction
+        return cond + prediction
 
     def autoencoder_loss(self, teacher: torch.Tensor) -> torch.Tensor:
         """Reconstruction MSE of the teacher through the autoencoder (0 without one)."""

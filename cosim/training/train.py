@@ -100,6 +100,32 @@ def make_dataset(config: TrainConfig, model: CooperativeDetector) -> Cooperative
     return dataset
 
 
+def freeze_except(model: CooperativeDetector, prefixes: tuple[str, ...] | None) -> None:
+    """Only parameters whose names start with one of ``prefixes`` train (None: all); a prefix
+    that names no parameter is an error (a typo would silently train nothing)."""
+    if prefixes is None:
+        return
+    names = [name for name, _ in model.named_parameters()]
+    unused = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unused:
+        raise ValueError(f"train_only: {unused} name no parameter of model {model.config.name!r}")
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+
+
+def train_mode(model: CooperativeDetector, prefixes: tuple[str, ...] | None) -> None:
+    """``model.train()``, except that BatchNorm layers outside ``prefixes`` keep their
+    statistics (eval mode): a frozen part must compute exactly what it did before."""
+    model.train()
+    if prefixes is None:
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not (
+            name + "."
+        ).startswith(prefixes):
+            module.eval()
+
+
 def load_teacher(config: TrainConfig, model: CooperativeDetector) -> CooperativeDetector | None:
     """The frozen Diff-KD teacher, checked against the student; None without one."""
     if config.distill is None or config.distill.teacher is None:
@@ -172,9 +198,10 @@ def run_training(
         warm_start(model, config.init_from, config.init_skip)
     if replica.world > 1:  # before the optimizer is built: it holds the new norms' parameters
         use_global_batch_norm(model)
+    freeze_except(model, config.train_only)
     model.to(replica.device)
     teacher = load_teacher(config, model)
-    model.train()
+    train_mode(model, config.train_only)
     dataset = make_dataset(config, model)
     per_epoch = steps_per_epoch(config, len(dataset), replica.world)
     total_steps = per_epoch * config.epochs
@@ -246,7 +273,7 @@ def run_training(
                     EvalOptions(frames=config.data.val_frames),
                     console=console,
                 )
-                model.train()
+                train_mode(model, config.train_only)
                 aps = {k: math.nan if v is None else v for k, v in report_["ap"].items()}
                 row.update(ap30=aps["0.3"], ap50=aps["0.5"], ap70=aps["0.7"])
             result.epochs.append(row)

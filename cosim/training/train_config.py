@@ -28,7 +28,7 @@ from pydantic.json_schema import SkipJsonSchema
 from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
-from models.distill import DistillWeights
+from models.distill import DistillRegion, DistillWeights
 from models.pairs import PairConfig
 from models.refiner import MAX_STEPS
 from scenarios.safe_yaml import load_yaml_file
@@ -119,6 +119,10 @@ class DistillConfig:
     teacher: Str | None = None
     weights: Section[DistillWeights] = field(default_factory=DistillWeights)
     refine_steps: Int | None = Field(None, ge=0, le=MAX_STEPS)
+    # Cells where the feature and diffusion losses compare the student with the teacher:
+    # "ego_view" (cells with the ego's own clean or corrupted points: what its map can repair)
+    # or "map" (every cell, including what only a neighbour sees).
+    region: DistillRegion = "ego_view"
 
 
 @config_dataclass
@@ -149,6 +153,11 @@ class TrainConfig:
     init_skip: Annotated[
         tuple[Annotated[Str, Field(min_length=1)], ...], BeforeValidator(_list_or_null)
     ] = ()
+    # Parameter-name prefixes that train (None: all). The rest keep their (init_from) weights
+    # and their BatchNorm statistics, e.g. [refiner.] trains a PKD refiner on a frozen student.
+    train_only: (
+        Annotated[tuple[Annotated[Str, Field(min_length=1)], ...], Field(min_length=1)] | None
+    ) = None
     # Diff-KD pairs: corrupt the student's points per sample
     corrupt: Annotated[PairConfig | None, BeforeValidator(_off)] = None
     distill: DistillConfig | None = None  # Diff-KD teacher and loss weights

@@ -28,10 +28,11 @@ def lr_factor(schedule: ScheduleConfig, step: int, total: int) -> float:
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW or Adam over every parameter."""
+    """AdamW or Adam over every trainable parameter (``train_only`` freezes the rest)."""
     opt = config.optimizer
     cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return cls(trainable, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
 def steps_per_epoch(config: TrainConfig, num_samples: int, world: int = 1) -> int:

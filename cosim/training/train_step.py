@@ -58,6 +58,7 @@ def step_loss(
         distill.weights if distill else DistillWeights(),
         None if distill is None else distill.refine_steps,
         normaliser_of,
+        "ego_view" if distill is None else distill.region,
     )
     return StepLoss(loss.total, loss.row(), loss.num_positive)
 

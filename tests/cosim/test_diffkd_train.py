@@ -89,7 +89,7 @@ def test_student_loss_falls_and_records_its_teacher(
     torch.manual_seed(0)
     result = train(student_config(tiny_data, tmp_path / "student", teacher))
     losses = [row["loss"] for row in result.epochs]
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < 0.85 * losses[0], losses  # the refiner starts at identity: less to fall
     with (tmp_path / "student" / "steps.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert {"diffusion", "feature", "autoencoder", "adapter", "detection"} <= set(rows[0])
@@ -178,3 +178,57 @@ def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -
                 )
             )
         )
+
+
+def test_refiner_trains_alone_on_a_frozen_student(
+    tiny_data: Path, teacher: Path, tmp_path: Path
+) -> None:
+    """``train_only: [refiner.]``: every other weight and BatchNorm statistic stays the
+    student's, so refinement off reproduces the student exactly; the refiner itself learns."""
+    train(student_config(tiny_data, tmp_path / "stage1", teacher, epochs=1, steps_per_epoch=1))
+    start = tmp_path / "stage1" / "last.pt"
+    config = student_config(
+        tiny_data,
+        tmp_path / "stage2",
+        teacher,
+        epochs=1,
+        steps_per_epoch=2,
+        init_from=str(start),
+        train_only=["refiner."],
+    )
+    train(config)
+    before = read_checkpoint(start)["state_dict"]
+    after = read_checkpoint(tmp_path / "stage2" / "last.pt")["state_dict"]
+    frozen = [k for k in before if not k.startswith("refiner.")]
+    assert any("running_mean" in k for k in frozen)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(
+        not torch.equal(before[k], after[k]) for k in before if k.startswith("refiner.denoiser")
+    )
+    with pytest.raises(ValueError, match=r"train_only: \['refiner_typo.'\] name no parameter"):
+        train(dataclasses.replace(config, train_only=("refiner_typo.",)))
+    with pytest.raises(TrainConfigError, match="train_only"):
+        TrainConfig.from_dict(base_config(tiny_data, tmp_path, STUDENT, train_only=[]))
+
+
+def test_ego_view_mask_marks_the_cells_of_the_ego_points(tiny_data: Path) -> None:
+    from models.distill import ego_view_mask
+
+    model = CooperativeDetector(
+        TrainConfig.from_dict(base_config(tiny_data, Path("x"), STUDENT)).model
+    )
+    grid = model.grid
+    x0, y0, size = grid.point_range[0], grid.point_range[1], grid.voxel_size[0]
+    sample = eval_dataset(model, tiny_data)[0]
+
+    def at(cells: list[tuple[int, int]]) -> np.ndarray:
+        """Points at the centres of (row, column) cells, plus one outside the grid."""
+        pts = [[x0 + (c + 0.5) * size, y0 + (r + 0.5) * size, -1.0, 0.5] for r, c in cells]
+        return np.array([*pts, [x0 - 5.0, y0, 0.0, 0.5]], dtype=np.float32)
+
+    clean = dataclasses.replace(sample, ego_points=at([(0, 0), (3, 7)]), clean=None)
+    corrupted = dataclasses.replace(clean, ego_points=at([(3, 7), (5, 2), (5, 2)]), clean=clean)
+    mask = ego_view_mask(model, [corrupted, clean])
+    assert mask.shape == (2, 1, grid.ny, grid.nx)  # fuse_at encoder: the pillar grid
+    assert {tuple(i) for i in mask[0, 0].nonzero().tolist()} == {(0, 0), (3, 7), (5, 2)}
+    assert {tuple(i) for i in mask[1, 0].nonzero().tolist()} == {(0, 0), (3, 7)}

@@ -128,29 +128,36 @@ def test_repo_configs_load_and_override() -> None:
         "cpu_attention_pkd",
         "cpu_diffkd",
         "cpu_diffkd_flat",
+        "cpu_diffkd_noae",
         "cpu_early",
         "cpu_late",
         "cpu_max",
         "cpu_none",
     ]
-    fusion = {"cpu_attention_pkd": "attention", "cpu_diffkd": "agf", "cpu_diffkd_flat": "agf"}
+    distilled = ("cpu_attention_pkd", "cpu_diffkd", "cpu_diffkd_flat", "cpu_diffkd_noae")
+    fusion = {name: "agf" for name in distilled} | {"cpu_attention_pkd": "attention"}
     for name in names:
         cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
         assert cfg.model.fusion == fusion.get(name, name.removeprefix("cpu_"))
         assert cfg.data.egos == "all"
-        distilled = name in ("cpu_attention_pkd", "cpu_diffkd", "cpu_diffkd_flat")
-        diffkd_family = distilled or name == "cpu_agf"  # retrained on the per-size head
+        diffkd_family = name in distilled or name == "cpu_agf"  # retrained on the per-size head
         assert cfg.data.train == ("data/train3" if diffkd_family else "data/train")
         assert cfg.out == f"runs/{name}"
         if diffkd_family:
             assert len(cfg.model.head.anchors) == 3 and cfg.model.message_range is not None
+        if name == "cpu_agf":
             assert cfg.init_from == "models/checkpoints/base/sizes_early.pt"
-        if distilled:  # the committed teacher gives maps the student can be distilled from
+        if name in distilled:  # a refiner trained on a frozen shipped student
+            student = "attention" if name == "cpu_attention_pkd" else "agf"
+            assert cfg.init_from == f"models/checkpoints/{student}.pt"
+            assert cfg.train_only == ("refiner.",) and cfg.init_skip == ("refiner.",)
+            warm_start(build_detector(cfg.model), str(repo / cfg.init_from), cfg.init_skip)
+            # the committed teacher gives maps the student can be distilled from
             teacher, _, _ = load_checkpoint(repo / cfg.distill.teacher)
             check_teacher(teacher, build_detector(cfg.model))
-        assert (cfg.model.refiner is not None) == distilled
-        assert (cfg.distill is not None) == distilled
-        assert (cfg.corrupt is not None) == (distilled or name == "cpu_agf")
+        assert (cfg.model.refiner is not None) == (name in distilled)
+        assert (cfg.distill is not None) == (name in distilled)
+        assert (cfg.corrupt is not None) == diffkd_family
         if cfg.corrupt is not None:
             assert cfg.corrupt.progressive == (name != "cpu_diffkd_flat")
     moved = cfg.with_overrides(data_train="/d/train", epochs=7)

@@ -337,18 +337,17 @@ def test_strided_autoencoder_refines_at_lower_resolution() -> None:
 
 
 def test_residual_decode_keeps_the_student_where_the_latent_is_unchanged() -> None:
-    """A denoiser that returns its condition (x0 = z) leaves the student map untouched, even
+    """A denoiser that predicts no correction (x0 = z) leaves the student map untouched, even
     through a strided, narrow autoencoder that cannot reconstruct it."""
     cfg = RefinerConfig(
         **{**SMALL.to_dict(), "ae_stride": 2, "patch": 2, "prediction_type": "sample"}
     )
     refiner = FeatureRefiner(8, cfg).eval()
-    refiner.denoiser.denoise = lambda x, t, cond_emb: z_hold[0]  # type: ignore[method-assign]
+    refiner.denoiser.denoise = lambda x, t, cond_emb: torch.zeros_like(x)  # type: ignore[method-assign]
     x = _feature(seed=4)
-    z_hold = [refiner.autoencoder.encode(x)]
     with torch.no_grad():
         out = refiner(x, steps=2)
-    lossy = refiner.autoencoder.decode(z_hold[0])
+        lossy = refiner.autoencoder.decode(refiner.autoencoder.encode(x))
     assert (lossy - x).abs().max() > 0.1  # the autoencoder alone would lose detail
     torch.testing.assert_close(out.feature, x, rtol=0, atol=1e-5)
 
@@ -367,3 +366,39 @@ def test_decoded_delta_is_the_difference_of_two_decodes(stride: int) -> None:
     out.sum().backward()  # the in-place add keeps the graph: d out / d base = 1
     assert base.grad is not None
     torch.testing.assert_close(base.grad, torch.ones_like(base))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_untrained_sample_refiner_starts_near_identity(k: int) -> None:
+    """x0 is the student latent plus the denoiser's correction, whose last layer starts near 0:
+    a fresh refiner barely moves the map (an x0 head from scratch moved it by ~100%)."""
+    torch.manual_seed(0)
+    cfg = RefinerConfig(
+        **{**SMALL.to_dict(), "ae_stride": 2, "patch": 2, "prediction_type": "sample"}
+    )
+    refiner = FeatureRefiner(8, cfg).eval()
+    x = _feature(seed=7)
+    with torch.no_grad():
+        out = refiner(x, steps=k).feature
+    assert float((out - x).norm() / x.norm()) < 0.02
+
+
+def test_masked_diffusion_loss_ignores_teacher_outside_the_mask() -> None:
+    cfg = RefinerConfig(
+        **{**SMALL.to_dict(), "ae_stride": 2, "patch": 2, "prediction_type": "sample"}
+    )
+    refiner = FeatureRefiner(8, cfg)
+    student, teacher = _feature(seed=8), _feature(seed=9)
+    mask = torch.zeros(student.shape[0], 1, *student.shape[2:])
+    mask[:, :, :8] = 1.0  # the top half counts
+    changed = teacher.clone()
+    changed[:, :, 8:] += 5.0  # only outside the mask
+    loss = [
+        refiner.diffusion_loss(t, student, torch.Generator().manual_seed(3), mask=mask)
+        for t in (teacher, changed)
+    ]
+    torch.testing.assert_close(loss[0], loss[1])
+    unmasked = refiner.diffusion_loss(changed, student, torch.Generator().manual_seed(3))
+    assert unmasked > 2 * loss[1]
+    with pytest.raises(ValueError, match="mask"):
+        refiner.diffusion_loss(teacher, student, mask=mask[:, :, :4])
