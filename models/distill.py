@@ -129,8 +129,8 @@ def ego_view_mask(
     points, clean or corrupted: what a refiner of the ego map can repair.
 
     Elsewhere the teacher's map holds what only a neighbour sees; the ego map has nothing
-    there to refine, and a loss over those cells taught the refiner to paint a blur (measured
-    with ``scripts/refiner_diagnostics.py``: 0.084 of the 0.095 student-teacher distance at
+    there to refine from, yet over the whole map that is most of the loss
+    (``scripts/refiner_diagnostics.py``: 0.084 of the 0.095 student-teacher distance at
     severity 2 is the clean ego's own gap to the teacher).
     """
     grid = student.grid
