@@ -46,6 +46,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     indices = rng.choice(len(dataset), size=min(args.samples, len(dataset)), replace=False)
     clean = [dataset[int(i)] for i in indices]
+    frames = [dataset.store.frame(dataset.items[int(i)][0]) for i in indices]  # read once
     result: dict[str, dict[str, float]] = {}
     for severity in (int(s) for s in args.severities.split(",")):
         config = PairConfig(
@@ -57,8 +58,7 @@ def main() -> None:
         )
         maker = PairMaker(config)
         rows: dict[str, list[float]] = {}
-        for index, sample in zip(indices, clean, strict=True):
-            frame = dataset.store.frame(dataset.items[int(index)][0])
+        for index, sample, frame in zip(indices, clean, frames, strict=True):
             pair = maker(sample, frame, np.random.default_rng([args.seed, int(index)]), 1)
             with torch.no_grad():
                 student, _ = model.encode_samples([pair])
