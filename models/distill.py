@@ -1,11 +1,13 @@
 """Diff-KD teacher-student losses: the PKD refiner learns the clean teacher's features.
 
-The **teacher** is a frozen detector that sees *clean* data with global context: every agent's
-clean points merged into the ego frame (early fusion, ``sample.clean``), encoded to the map the
+The **teacher** is a frozen detector that sees *clean* data with global context, at the map the
 student fuses (the encoder's pseudo-image when the student fuses at the encoder, else the
-backbone's output) so both live in one space (grid, channels, stage). The **student** encodes
-each agent's *corrupted* points; its refiner repairs the ego map, and the refined map is fused
-and detected. One step's loss (:func:`distill_loss`)::
+backbone's output): every agent's clean points merged into the ego frame (early fusion,
+``sample.clean``), or a feature-fusion model's fused map of the clean sample (clean
+intermediate fusion). The second lives in the student's own feature space when the teacher is
+the student's frozen starting point, so the student's head reads what the refiner aims at.
+The **student** encodes each agent's *corrupted* points; its refiner repairs the ego map, and
+the refined map is fused and detected. One step's loss (:func:`distill_loss`)::
 
     total = w_det * detection(refined, fused)          head loss against the ground truth
           + w_diff * diffusion(teacher | student)      denoiser trained on teacher maps
@@ -85,11 +87,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def check_teacher(teacher: CooperativeDetector, student: CooperativeDetector) -> None:
-    """The teacher must produce the student's message map: same grid, channels and stage."""
-    if teacher.config.fusion != "early":
+    """The teacher must see every agent (early fusion of the clean clouds, or clean
+    intermediate fusion at the student's fuse point) and produce the student's map: same grid,
+    channels and stage."""
+    if teacher.config.fusion != "early" and not (
+        teacher.config.is_feature_fusion and teacher.fuse_at == student.fuse_at
+    ):
         raise ValueError(
-            f"distill: the teacher must be an early-fusion detector (clean points of every "
-            f"agent), got fusion {teacher.config.fusion!r}"
+            f"distill: the teacher must fuse every agent's clean data (early fusion, or "
+            f"feature fusion at the student's fuse point {student.fuse_at!r}), got fusion "
+            f"{teacher.config.fusion!r} at {teacher.fuse_at!r}"
         )
     shape = teacher_shape(teacher, student)
     if shape != student.map_shape:
@@ -101,10 +108,16 @@ def check_teacher(teacher: CooperativeDetector, student: CooperativeDetector) ->
 
 def teacher_shape(teacher: CooperativeDetector, student: CooperativeDetector) -> tuple[int, ...]:
     """``(C, H, W)`` of the teacher's map at the student's fuse point."""
+    if teacher.config.is_feature_fusion:
+        return teacher.map_shape
     if student.fuse_at == "encoder":
         grid = dataclasses.replace(teacher.grid, feature_stride=1)
         return (teacher.features.encoder.out_channels, *grid.bev_shape)
     return (teacher.features.out_channels, *teacher.grid.bev_shape)
+
+
+#: What the teacher sees of the clean sample: every agent (global context) or the ego alone.
+TeacherInput = Literal["all_agents", "ego"]
 
 
 @torch.no_grad()
@@ -112,13 +125,25 @@ def teacher_maps(
     teacher: CooperativeDetector,
     samples: Sequence[CooperativeSample],
     stage: str,
+    view: TeacherInput = "all_agents",
 ) -> torch.Tensor:
-    """The teacher's maps ``(B, C, H, W)`` of each sample's clean view (merged clean clouds),
-    at ``stage`` (``encoder``: the pillar pseudo-image; ``backbone``: the 2D backbone's). A
-    sample without one (training with no ``corrupt`` section) is clean itself."""
-    clouds = [teacher.merged_cloud(s if s.clean is None else s.clean) for s in samples]
-    voxels = teacher.features.voxelize(clouds)
-    maps = teacher.features.encoder(voxels)
+    """The teacher's maps ``(B, C, H, W)`` of each sample's clean view at ``stage``
+    (``encoder``: the pillar pseudo-image; ``backbone``: the 2D backbone's). ``all_agents``:
+    an early-fusion teacher encodes the merged clean clouds, a feature-fusion teacher (clean
+    intermediate fusion) returns its fused map of the clean sample, refiner off. ``ego``: the
+    teacher's map of the ego's clean points alone (with the student's own frozen weights as
+    the teacher: exactly what the student sees without the corruption). A sample without a
+    clean view (training with no ``corrupt`` section) is clean itself."""
+    clean = [s if s.clean is None else s.clean for s in samples]
+    if view == "ego":
+        if teacher.config.is_feature_fusion:
+            return teacher.own_map(teacher.encode([s.ego_points for s in clean]))
+        maps = teacher.features.encoder(teacher.features.voxelize([s.ego_points for s in clean]))
+    elif teacher.config.is_feature_fusion:
+        return teacher.forward_pass(clean, refine_steps=0).fused.features
+    else:
+        voxels = teacher.features.voxelize([teacher.merged_cloud(s) for s in clean])
+        maps = teacher.features.encoder(voxels)
     return maps if stage == "encoder" else teacher.features.backbone(maps)
 
 

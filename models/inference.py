@@ -163,19 +163,35 @@ def predict(
     """Detections per sample in the ego LiDAR frame, for every fusion strategy: encode the
     batch's clouds, then :func:`detect_features` (late fusion: every agent's boxes by
     :func:`detect_alone`, merged per ego by :func:`~models.late_fusion.detect_late`)."""
-    with inference_mode(model):
-        if model.config.fusion == "late":
+    if model.config.fusion == "late":
+        with inference_mode(model):
             return _predict_late(model, samples, score_threshold, nms_iou)
+    results = predict_ego(model, samples, score_threshold, nms_iou, refine_steps)
+    return [r.detections for r in results]
+
+
+def predict_ego(
+    model: CooperativeDetector,
+    samples: Sequence[CooperativeSample],
+    score_threshold: float | None = None,
+    nms_iou: float | None = None,
+    refine_steps: int | None = None,
+    refine_neighbours: bool = False,
+) -> list[EgoDetections]:
+    """:func:`predict` with each ego's whole result (the refiner's ``gamma``, steps run and
+    stage timings beside the detections); every strategy but late fusion.
+    ``refine_neighbours`` refines each received map too (:func:`detect_features`)."""
+    with inference_mode(model):
         ego_maps, neighbours = model.encode_samples(samples)
-        results = detect_features(
+        return detect_features(
             model,
             ego_maps,
             neighbours,
             refine_steps,
+            refine_neighbours,
             score_threshold=score_threshold,
             nms_iou=nms_iou,
         )
-        return [r.detections for r in results]
 
 
 def _predict_late(

@@ -4,7 +4,7 @@ A student BEV feature ``(B, C, H, W)`` (an agent's encoder on possibly corrupted
 refined toward the clean teacher feature of the same shape::
 
     z   = AE.encode(student)                       # light 1x1 autoencoder, or identity
-    g   = adapter(z)                               # (B,) in (0, 1): how clean z already is
+    g   = adapter(student, z)                      # (B,) in (0, 1): how clean it already is
     x   = g * z + (1 - g) * eps                    # DiffKD's adaptive noise matching
     for t in scheduler(K).timesteps:               # K DDIM steps from the top timestep
         x = scheduler.step(denoiser(x, t, cond=z), t, x).prev_sample
@@ -62,8 +62,8 @@ class RefinerConfig:
     # keeps K = 2 under a quarter of the encoder's time; the residual decode keeps the detail.
     latent_channels: Int | None = Field(16, ge=1)  # light linear AE C -> latent; None: no AE
     ae_stride: Int = Field(4, ge=1)  # AE folds ae_stride x ae_stride cells per latent cell
-    hidden: Int = Field(24, ge=1)  # denoiser width
-    blocks: Int = Field(2, ge=0)  # bottleneck residual blocks with timestep FiLM
+    hidden: Int = Field(16, ge=1)  # denoiser width
+    blocks: Int = Field(1, ge=0)  # bottleneck residual blocks with timestep FiLM
     patch: Int = Field(1, ge=1)  # denoiser works at H/(ae_stride*patch) x W/(ae_stride*patch)
     num_train_timesteps: Int = Field(1000, ge=1)
     beta_schedule: BetaSchedule = "linear"  # a diffusers DDIMScheduler beta_schedule
@@ -160,7 +160,7 @@ class FeatureRefiner(nn.Module):
         latent = self.autoencoder.latent_channels
         self.denoiser = Denoiser(latent, config.hidden, config.blocks, config.patch)
         self.adapter = NoiseAdapter(
-            latent, config.hidden, config.noise_adapter, float(config.fixed_gamma)
+            latent, config.hidden, config.noise_adapter, float(config.fixed_gamma), config.ae_stride
         )
         # Training schedule: add_noise only; set_timesteps is never called on it.
         self.scheduler = make_scheduler(config)
@@ -208,7 +208,7 @@ class FeatureRefiner(nn.Module):
             gamma = torch.full((b,), float("nan"), device=device, dtype=student.dtype)
             return RefineOutput(student, gamma, torch.zeros(b, dtype=torch.int64, device=device))
         z = self.autoencoder.encode(student)
-        gamma = self.adapter(z)
+        gamma = self.adapter(student, z)
         active = torch.ones(b, dtype=torch.bool, device=device)
         if self.config.skip_above is not None:
             active = gamma < self.config.skip_above
@@ -277,8 +277,12 @@ class FeatureRefiner(nn.Module):
         eta = float(self.config.eta)
         cond_emb = self.denoiser.embed_cond(cond)
         timesteps = [int(t) for t in sched.timesteps[-k:]]
+        films = None
+        if self.denoiser.blocks:  # every step's timestep FiLM in one pass
+            films = self.denoiser.film(torch.tensor(timesteps, device=x.device))
         for i, t in enumerate(timesteps):
-            model_output = self._output(self.denoiser.denoise(x, t, cond_emb), cond)
+            film = None if films is None else films[i : i + 1]
+            model_output = self._output(self.denoiser.denoise(x, t, cond_emb, film), cond)
             variance_noise = None
             if eta > 0:
                 full = (batch, *x.shape[1:])

@@ -2,13 +2,14 @@
 
 For each corruption severity, draws Diff-KD pairs from a dataset (ego corrupted, ``--target
 ego``) and prints JSON per severity: the map distances (mean squared error per cell) of the
-raw student map and of the refined one to the teacher's clean early-fusion map and to the
-student encoder's own map of the *clean* ego points, the relative size of the refiner's change,
+raw student map and of the refined one to the teacher's map of the clean sample (what
+``distill.teacher_input`` says it sees: every agent, or the ego alone) and to the student
+encoder's own map of the *clean* ego points, the relative size of the refiner's change,
 and the noise adapter's gamma. A refiner that repairs moves the map toward the clean one
 (``refined_to_clean`` < ``student_to_clean``)::
 
     python scripts/refiner_diagnostics.py models/checkpoints/diffkd.pt \
-        --teacher models/checkpoints/base/sizes_early.pt --data data/val3 --samples 24
+        --teacher models/checkpoints/agf.pt --data data/val3 --samples 24
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: model's)")
     parser.add_argument("--severities", default="0,1,2,3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher-input",
+        default="all_agents",
+        choices=["all_agents", "ego"],
+        help="what the teacher sees of the clean sample (as distill.teacher_input)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     model, _, _ = load_checkpoint(args.checkpoint)
@@ -64,7 +71,7 @@ def main() -> None:
                 student, _ = model.encode_samples([pair])
                 own_clean, _ = model.encode_samples([sample])
                 refined = model.refine(student, args.steps)
-                target = teacher_maps(teacher, [pair], model.fuse_at)
+                target = teacher_maps(teacher, [pair], model.fuse_at, args.teacher_input)
             assert refined is not None
             out = refined.feature
 

@@ -24,3 +24,10 @@ RefineSkipAbove = Annotated[
         "(1 = never skip) [default: the checkpoint's].",
     ),
 ]
+RefineNeighbours = Annotated[
+    bool | None,
+    typer.Option(
+        "--refine-neighbours/--no-refine-neighbours",
+        help="Also refine every received map before fusing it [default: no].",
+    ),
+]

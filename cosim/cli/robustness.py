@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cosim.cli.errors import print_error
-from cosim.cli.options import RefineSkipAbove, RefineSteps
+from cosim.cli.options import RefineNeighbours, RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.common.progress import progress_bar
 
@@ -67,6 +67,7 @@ def robustness_command(
     ] = "all",
     refine_steps: RefineSteps = None,
     refine_skip_above: RefineSkipAbove = None,
+    refine_neighbours: RefineNeighbours = None,
     device: Annotated[
         str,
         typer.Option(
@@ -105,6 +106,7 @@ def robustness_command(
             corrupt=corrupt,
             refine_steps=refine_steps,
             refine_skip_above=refine_skip_above,
+            refine_neighbours=bool(refine_neighbours),
             device=device,
         )
         if device not in DEVICE_CHOICES:

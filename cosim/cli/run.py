@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from cosim.cli.errors import print_error
-from cosim.cli.options import RefineSkipAbove, RefineSteps
+from cosim.cli.options import RefineNeighbours, RefineSkipAbove, RefineSteps
 from cosim.common.interrupts import EXIT_INTERRUPTED, graceful_stop
 from cosim.common.progress import progress_bar
 from cosim.sim.run_config import RunConfig, parse_sparsity
@@ -146,13 +146,7 @@ def run(
     ] = None,
     render: Annotated[int | None, typer.Option(help="BEV pictures to draw [default: 3]")] = None,
     refine_steps: RefineSteps = None,
-    refine_neighbours: Annotated[
-        bool | None,
-        typer.Option(
-            "--refine-neighbours/--no-refine-neighbours",
-            help="also refine every received map before fusing it",
-        ),
-    ] = None,
+    refine_neighbours: RefineNeighbours = None,
     refine_skip_above: RefineSkipAbove = None,
     device: Annotated[
         str | None,

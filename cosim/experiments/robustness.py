@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 
 from channel.links import LinkConfig, LinkModel, id_key
 from channel.pose_error import PoseErrorConfig, PoseErrorModel
@@ -52,7 +51,7 @@ from models.batch import CooperativeSample
 from models.dataset import FrameStore, sample_from_frame, shard_paths
 from models.detector import CooperativeDetector
 from models.grid import GridSpec
-from models.inference import predict
+from models.inference import predict, predict_ego
 from models.metrics import DEFAULT_IOU_THRESHOLDS, DetectionAccumulator
 from scenarios.corruptions import CorruptionContext, corrupt
 from scenarios.frame import Frame
@@ -271,13 +270,19 @@ def evaluate_condition(
     score_threshold: float | None = None,
     target: str = "all",
     refine_steps: int | None = None,
+    refine_neighbours: bool = False,
 ) -> dict[str, Any]:
     """One table row: the condition, AP@0.3/0.5/0.7 (OPV2V per-frame sort), frames, GT boxes,
-    mean neighbours given to the model, mean points per agent, seconds."""
+    mean neighbours given to the model, mean points per agent, seconds; for a model with a
+    refiner also its mean ``gamma`` on the ego maps, the share of them it skipped (adaptive
+    steps) and its milliseconds per ego map."""
     start = time.perf_counter()
     store = FrameStore(data_dir)
     acc = DetectionAccumulator(DEFAULT_IOU_THRESHOLDS)
     neighbours = points = clouds = 0
+    gammas: list[float] = []
+    steps_run: list[int] = []
+    refine_s = 0.0
     batch: list[CooperativeSample] = []
     samples = condition_samples(store, model.grid, condition, frames, seed, target)
     for sample in [*samples, None]:
@@ -287,13 +292,34 @@ def evaluate_condition(
             clouds += 1 + sample.num_neighbours
             points += len(sample.ego_points) + sum(len(p) for p in sample.neighbour_points)
         if batch and (sample is None or len(batch) == batch_size):
-            with torch.no_grad():
+            if model.refiner is None:
                 detections = predict(
                     model, batch, score_threshold=score_threshold, refine_steps=refine_steps
                 )
+            else:
+                results = predict_ego(
+                    model,
+                    batch,
+                    score_threshold,
+                    refine_steps=refine_steps,
+                    refine_neighbours=refine_neighbours,
+                )
+                detections = [r.detections for r in results]
+                gammas += [r.gamma for r in results]
+                steps_run += [r.steps_run for r in results]
+                refine_s += sum(r.timings["refine"] for r in results)
             for s, det in zip(batch, detections, strict=True):
                 acc.add(det.boxes, det.scores, s.gt_boxes)
             batch = []
+    refiner: dict[str, float] = {}
+    if model.refiner is not None:
+        asked = model.refiner.config.steps if refine_steps is None else refine_steps
+        ran = np.asarray(steps_run)
+        refiner = {
+            "refine_gamma": float(np.mean(gammas)) if asked > 0 and gammas else math.nan,
+            "refine_skipped": float(np.mean(ran == 0)) if asked > 0 and ran.size else math.nan,
+            "refine_ms": 1e3 * refine_s / max(len(ran), 1),
+        }
     aps = acc.average_precision(False)
     return {
         **condition.to_dict(),
@@ -303,5 +329,6 @@ def evaluate_condition(
         "num_gt": acc.num_gt,
         "mean_neighbours": neighbours / max(acc.num_frames, 1),
         "mean_points": points / max(clouds, 1),
+        **refiner,
         "seconds": time.perf_counter() - start,
     }

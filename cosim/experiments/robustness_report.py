@@ -41,6 +41,9 @@ COLUMNS = [
     "mean_points",
     "seconds",
 ]
+#: Filled for a model with a PKD refiner only (null otherwise): its mean gamma on the ego
+#: maps, the share it skipped (adaptive steps) and its milliseconds per ego map.
+REFINER_COLUMNS = ["refine_gamma", "refine_skipped", "refine_ms"]
 
 
 def _rce(clean: float, value: float) -> float:
@@ -58,7 +61,14 @@ def with_rce(rows: Sequence[dict[str, Any]]) -> pa.Table:
         raise ValueError(f"robustness table needs exactly one clean row, got {len(clean)}")
     base = clean[0]["ap@0.5"]
     out = [{**r, "rce@0.5": _rce(base, r["ap@0.5"])} for r in rows]
-    return pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in out])
+    return as_table(out)
+
+
+def as_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    """Rows with every :data:`COLUMNS` key (and any :data:`REFINER_COLUMNS`) as the table."""
+    return pa.Table.from_pylist(
+        [{**{c: r[c] for c in COLUMNS}, **{c: r.get(c) for c in REFINER_COLUMNS}} for r in rows]
+    )
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
@@ -95,17 +105,25 @@ def render_report(table: pa.Table, title: str) -> str:
     """The markdown report: AP@0.5 / AP@0.7 / RCE per condition, RCE per corruption x
     severity, and the two mRCEs."""
     rows, summary = table.to_pylist(), summarize(table)
+    refined = any(r.get("refine_ms") is not None for r in rows)
+    extra = " refiner gamma | skipped | refine ms |" if refined else ""
     lines = [
         f"# {title}",
         "",
-        "| kind | condition | AP@0.5 | AP@0.7 | RCE@0.5 | neighbours |",
-        "|---|---|---|---|---|---|",
+        "| kind | condition | AP@0.5 | AP@0.7 | RCE@0.5 | neighbours |" + extra,
+        "|---|---|---|---|---|---|" + "---|" * (3 if refined else 0),
     ]
-    lines += [
-        f"| {r['kind']} | {r['label']} | {_f(r['ap@0.5'])} | {_f(r['ap@0.7'])} | "
-        f"{_f(r['rce@0.5'])} | {r['mean_neighbours']:.2f} |"
-        for r in rows
-    ]
+    for r in rows:
+        line = (
+            f"| {r['kind']} | {r['label']} | {_f(r['ap@0.5'])} | {_f(r['ap@0.7'])} | "
+            f"{_f(r['rce@0.5'])} | {r['mean_neighbours']:.2f} |"
+        )
+        if refined:
+            line += (
+                f" {_f(r.get('refine_gamma'), 3)} | {_f(r.get('refine_skipped'), 2)} |"
+                f" {_f(r.get('refine_ms'), 1)} |"
+            )
+        lines.append(line)
     if summary["rce"]:
         lines += [
             "",

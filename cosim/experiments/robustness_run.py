@@ -23,7 +23,7 @@ from cosim.common.ray_setup import connect, init_local
 from cosim.experiments.conditions import Condition
 from cosim.experiments.ray_tasks import run_bounded
 from cosim.experiments.robustness import evaluate_condition, frame_spacing, latency_lag
-from cosim.experiments.robustness_report import COLUMNS, with_rce
+from cosim.experiments.robustness_report import as_table, with_rce
 from models.checkpoint import load_checkpoint
 from models.dataset import FrameStore
 from models.device import cluster_device, resolve_device
@@ -35,7 +35,8 @@ EXECUTORS = ("ray", "inprocess")
 class BenchmarkConfig:
     """What every condition shares: data, frames per source, seed, batch, torch threads, who
     carries a sensor corruption (``corrupt``: all, ego, neighbours) and the refiner's DDIM
-    steps (None: the checkpoint's); ``device`` the models run on (auto, cpu, cuda)."""
+    steps (None: the checkpoint's), adaptive-steps threshold and whether received maps are
+    refined too; ``device`` the models run on (auto, cpu, cuda)."""
 
     data: str
     frames: int | None = None
@@ -45,6 +46,7 @@ class BenchmarkConfig:
     corrupt: str = "all"
     refine_steps: int | None = None
     refine_skip_above: float | None = None
+    refine_neighbours: bool = False
     device: str = "auto"
 
 
@@ -72,6 +74,7 @@ def _evaluate(model: Any, config: BenchmarkConfig, condition: Condition) -> dict
             config.batch_size,
             target=config.corrupt,
             refine_steps=config.refine_steps,
+            refine_neighbours=config.refine_neighbours,
         )
     finally:
         torch.set_num_threads(before)
@@ -173,7 +176,5 @@ def run_benchmark(
     else:
         rows = run_ray(checkpoint, config, conditions, parallel, address, progress, should_stop)
     if len(rows) < len(conditions) and sum(r["kind"] == "clean" for r in rows) != 1:
-        return pa.Table.from_pylist(
-            [{c: math.nan if c == "rce@0.5" else r[c] for c in COLUMNS} for r in rows]
-        )
+        return as_table([{**r, "rce@0.5": math.nan} for r in rows])
     return with_rce(rows)

@@ -28,7 +28,7 @@ from pydantic.json_schema import SkipJsonSchema
 from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
-from models.distill import DistillRegion, DistillWeights
+from models.distill import DistillRegion, DistillWeights, TeacherInput
 from models.pairs import PairConfig
 from models.refiner import MAX_STEPS
 from scenarios.safe_yaml import load_yaml_file
@@ -123,6 +123,10 @@ class DistillConfig:
     # "ego_view" (cells with the ego's own clean or corrupted points: what its map can repair)
     # or "map" (every cell, including what only a neighbour sees).
     region: DistillRegion = "ego_view"
+    # What the teacher sees of the clean sample: "all_agents" (global context: merged clouds,
+    # or a feature-fusion teacher's fused map) or "ego" (the ego's clean points alone: with
+    # the frozen student as teacher, the refiner learns to undo the corruption).
+    teacher_input: TeacherInput = "all_agents"
 
 
 @config_dataclass

@@ -50,7 +50,10 @@ def step_loss(
             loss.total, {k: float(v.detach()) for k, v in parts.items()}, loss.num_positive
         )
     distill = config.distill
-    maps = None if teacher is None else teacher_maps(teacher, batch, model.fuse_at)
+    maps = None
+    if teacher is not None:
+        view = "all_agents" if distill is None else distill.teacher_input
+        maps = teacher_maps(teacher, batch, model.fuse_at, view)
     loss = distill_loss(
         model,
         batch,

@@ -163,10 +163,10 @@ def test_distill_config_errors(tiny_data: Path, teacher: Path, tmp_path: Path) -
                 )
             )
         )
-    # A teacher that is not early fusion cannot be distilled from.
+    # A feature-fusion teacher must fuse where the student does (TINY_MODEL: the backbone).
     other = tmp_path / "max_teacher"
     train(TrainConfig.from_dict(base_config(tiny_data, other, TINY_MODEL)))
-    with pytest.raises(ValueError, match="must be an early-fusion detector"):
+    with pytest.raises(ValueError, match="teacher must fuse every agent's clean data"):
         train(
             TrainConfig.from_dict(
                 base_config(
@@ -205,6 +205,31 @@ def test_refiner_trains_alone_on_a_frozen_student(
     assert any(
         not torch.equal(before[k], after[k]) for k in before if k.startswith("refiner.denoiser")
     )
+    # Clean intermediate fusion as the teacher: the frozen student itself on the clean sample.
+    from models.distill import teacher_maps
+
+    frozen_student, _, _ = load_checkpoint(start)
+    samples = [eval_dataset(frozen_student, tiny_data)[i] for i in range(2)]
+    corrupted = [dataclasses.replace(s, ego_points=s.ego_points[::3], clean=s) for s in samples]
+    maps = teacher_maps(frozen_student.eval(), corrupted, "encoder")
+    with torch.no_grad():
+        fused = frozen_student.forward_pass(samples, refine_steps=0).fused.features
+    torch.testing.assert_close(maps, fused, rtol=0, atol=0)
+    # The ego alone (distill.teacher_input: ego): the student's own map of the clean points.
+    ego_only = teacher_maps(frozen_student, corrupted, "encoder", "ego")
+    with torch.no_grad():
+        own, _ = frozen_student.encode_samples(samples)
+    torch.testing.assert_close(ego_only, own, rtol=0, atol=0)
+    assert not torch.equal(ego_only, maps)
+    train(
+        dataclasses.replace(
+            config,
+            out=str(tmp_path / "self_teacher"),
+            distill=dataclasses.replace(config.distill, teacher=str(start)),
+        )
+    )
+    recorded = read_checkpoint(tmp_path / "self_teacher" / "last.pt")["extra"]["teacher"]
+    assert recorded["name"] == "tiny_diffkd"
     with pytest.raises(ValueError, match=r"train_only: \['refiner_typo.'\] name no parameter"):
         train(dataclasses.replace(config, train_only=("refiner_typo.",)))
     with pytest.raises(TrainConfigError, match="train_only"):

@@ -29,7 +29,11 @@ from models.inference import predict
 from models.metrics import evaluate_detections
 from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.geometry import relative_transform
-from tests.agents.helpers import write_small_scenario, write_tiny_checkpoint
+from tests.agents.helpers import (
+    write_small_scenario,
+    write_tiny_checkpoint,
+    write_tiny_diffkd_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +110,27 @@ def test_clean_equals_cosim_eval(folder: Path, model: CooperativeDetector) -> No
     reference = evaluate(model, folder / "data", progress=False)
     assert aps(row) == (reference[0.3], reference[0.5], reference[0.7])
     assert row["frames"] == 12 and row["num_gt"] > 0 and row["ap@0.3"] > 0
+
+
+def test_refiner_rows_report_gamma_skips_and_time(folder: Path, tmp_path: Path) -> None:
+    """A model with a refiner: each row says its mean gamma, the share of ego maps it skipped
+    and its time; skipping every map (threshold 0) gives refinement-off's APs exactly."""
+    refined = load_checkpoint(write_tiny_diffkd_checkpoint(tmp_path / "d.pt"))[0]
+    skip_all = load_checkpoint(write_tiny_diffkd_checkpoint(tmp_path / "s.pt", skip_above=0.0))[0]
+    row = evaluate_condition(refined, folder / "data", CLEAN)
+    assert 0 < row["refine_gamma"] < 1 and row["refine_skipped"] == 0.0 and row["refine_ms"] > 0
+    skipped = evaluate_condition(skip_all, folder / "data", CLEAN)
+    off = evaluate_condition(refined, folder / "data", CLEAN, refine_steps=0)
+    assert skipped["refine_skipped"] == 1.0 and aps(skipped) == aps(off)
+    assert math.isnan(off["refine_gamma"]) and math.isnan(off["refine_skipped"])
+    # Refining the received maps too: same frames, the ego's numbers unchanged in kind.
+    both = evaluate_condition(refined, folder / "data", CLEAN, refine_neighbours=True)
+    assert both["frames"] == row["frames"] and both["refine_gamma"] == row["refine_gamma"]
+    plain = evaluate_condition(load_checkpoint(folder / "tiny.pt")[0], folder / "data", CLEAN)
+    assert "refine_ms" not in plain
+    table = with_rce([{**row, "kind": "clean"}])
+    assert table.column("refine_skipped").to_pylist() == [0.0]
+    assert "refiner gamma | skipped | refine ms" in render_report(table, "t")
 
 
 def test_level_zero_faults_are_clean(folder: Path, model: CooperativeDetector) -> None:

@@ -182,6 +182,48 @@ def test_gamma_strictly_inside_unit_interval(scale: str) -> None:
             assert bool(((gamma > 0) & (gamma < 1)).all()), (scale, bias, gamma)
 
 
+def test_adapter_reads_occupancy_by_range_band() -> None:
+    """Ring shares on a hand-built map: pillars only near the centre fill the inner band."""
+    cfg = RefinerConfig(**{**SMALL.to_dict(), "latent_channels": 4, "ae_stride": 2, "patch": 1})
+    refiner = FeatureRefiner(8, cfg)
+    x = torch.zeros(2, 8, 16, 16)
+    x[0, :, 7:9, 7:9] = 1.0  # the 2 x 2 pillars around the centre
+    x[1] = 1.0  # every pillar
+    with torch.no_grad():
+        stats = refiner.adapter.statistics(x, refiner.autoencoder.encode(x))
+    rings = refiner.adapter.rings
+    masks = refiner.adapter.ring_masks(8, 8, x.device)
+    assert masks.sum().item() == 64 and bool((masks.sum(dim=0) == 1).all())
+    inner = masks[0].sum().item()
+    assert stats[0, :rings].tolist() == pytest.approx([4 / 4 / inner * 1.0, 0.0, 0.0, 0.0])
+    assert stats[1, :rings].tolist() == pytest.approx([1.0] * rings)
+
+
+def test_adapter_learns_to_tell_a_thinned_map_from_a_full_one() -> None:
+    """Trained on its loss alone, gamma separates full maps (target 1) from maps whose outer
+    bands lost their pillars, as fog does (target 0.25)."""
+    torch.manual_seed(0)
+    refiner = FeatureRefiner(8, SMALL)
+    full = _feature(8, seed=1)
+    thinned = full.clone()
+    thinned[:, :, :3] = 0
+    thinned[:, :, -3:] = 0
+    thinned[:, :, :, :3] = 0
+    thinned[:, :, :, -3:] = 0
+    x = torch.cat([full, thinned])
+    target = torch.tensor([1.0] * 8 + [0.25] * 8)
+    optimizer = torch.optim.Adam(refiner.adapter.parameters(), lr=0.01)
+    for _ in range(150):
+        gamma = refiner.adapter(x, refiner.autoencoder.encode(x).detach())
+        loss = refiner.adapter_loss(gamma, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        gamma = refiner(x, steps=1).gamma
+    assert float(gamma[8:].max()) < 0.5 < float(gamma[:8].min()), gamma
+
+
 def test_fixed_gamma_without_adapter() -> None:
     cfg = RefinerConfig(**{**SMALL.to_dict(), "noise_adapter": False, "fixed_gamma": 0.3})
     refiner = FeatureRefiner(8, cfg)
@@ -343,7 +385,7 @@ def test_residual_decode_keeps_the_student_where_the_latent_is_unchanged() -> No
         **{**SMALL.to_dict(), "ae_stride": 2, "patch": 2, "prediction_type": "sample"}
     )
     refiner = FeatureRefiner(8, cfg).eval()
-    refiner.denoiser.denoise = lambda x, t, cond_emb: torch.zeros_like(x)  # type: ignore[method-assign]
+    refiner.denoiser.denoise = lambda x, t, cond_emb, film=None: torch.zeros_like(x)  # type: ignore[method-assign]
     x = _feature(seed=4)
     with torch.no_grad():
         out = refiner(x, steps=2)
