@@ -127,6 +127,7 @@ def test_repo_configs_load_and_override() -> None:
         "cpu_attention",
         "cpu_attention_pkd",
         "cpu_diffkd",
+        "cpu_diffkd_ego",
         "cpu_diffkd_flat",
         "cpu_diffkd_noae",
         "cpu_early",
@@ -134,7 +135,13 @@ def test_repo_configs_load_and_override() -> None:
         "cpu_max",
         "cpu_none",
     ]
-    distilled = ("cpu_attention_pkd", "cpu_diffkd", "cpu_diffkd_flat", "cpu_diffkd_noae")
+    distilled = (
+        "cpu_attention_pkd",
+        "cpu_diffkd",
+        "cpu_diffkd_ego",
+        "cpu_diffkd_flat",
+        "cpu_diffkd_noae",
+    )
     fusion = {name: "agf" for name in distilled} | {"cpu_attention_pkd": "attention"}
     for name in names:
         cfg = TrainConfig.from_yaml(root / f"{name}.yaml")
@@ -152,7 +159,12 @@ def test_repo_configs_load_and_override() -> None:
             assert cfg.init_from == f"models/checkpoints/{student}.pt"
             assert cfg.train_only == ("refiner.",) and cfg.init_skip == ("refiner.",)
             warm_start(build_detector(cfg.model), str(repo / cfg.init_from), cfg.init_skip)
-            # the committed teacher gives maps the student can be distilled from
+            # the teacher is the frozen student itself on clean data (clean intermediate
+            # fusion), so its maps are in the student's own feature space
+            assert cfg.distill.teacher == cfg.init_from
+            assert cfg.distill.teacher_input == (
+                "ego" if name == "cpu_diffkd_ego" else "all_agents"
+            )
             teacher, _, _ = load_checkpoint(repo / cfg.distill.teacher)
             check_teacher(teacher, build_detector(cfg.model))
         assert (cfg.model.refiner is not None) == (name in distilled)
