@@ -59,7 +59,8 @@ class RefinerConfig:
     """Sizes, schedule and sampling settings of :class:`FeatureRefiner` (validated on build)."""
 
     # Defaults: the CPU preset's (cpu_diffkd). The diffusion runs on 1/16 of the cells, which
-    # keeps K = 2 under a quarter of the encoder's time; the residual decode keeps the detail.
+    # keeps K = 2 at 23% of voxelize + encoder (bench/bench_models.py); the residual decode
+    # keeps the detail.
     latent_channels: Int | None = Field(16, ge=1)  # light linear AE C -> latent; None: no AE
     ae_stride: Int = Field(4, ge=1)  # AE folds ae_stride x ae_stride cells per latent cell
     hidden: Int = Field(16, ge=1)  # denoiser width

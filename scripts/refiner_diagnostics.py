@@ -23,7 +23,7 @@ import torch
 
 from models.checkpoint import load_checkpoint
 from models.dataset import CooperativeDataset
-from models.distill import ego_view_mask, teacher_maps
+from models.distill import TeacherInput, ego_view_mask, teacher_maps
 from models.pairs import PairConfig, PairMaker
 from models.refiner import masked_mse
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument(
         "--teacher-input",
         default="all_agents",
-        choices=["all_agents", "ego"],
+        choices=TeacherInput.__args__,
         help="what the teacher sees of the clean sample (as distill.teacher_input)",
     )
     args = parser.parse_args()

@@ -50,10 +50,9 @@ def step_loss(
             loss.total, {k: float(v.detach()) for k, v in parts.items()}, loss.num_positive
         )
     distill = config.distill
-    maps = None
-    if teacher is not None:
-        view = "all_agents" if distill is None else distill.teacher_input
-        maps = teacher_maps(teacher, batch, model.fuse_at, view)
+    maps = None  # a teacher is only loaded with a distill section (train.load_teacher)
+    if teacher is not None and distill is not None:
+        maps = teacher_maps(teacher, batch, model.fuse_at, distill.teacher_input)
     loss = distill_loss(
         model,
         batch,

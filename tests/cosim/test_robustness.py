@@ -123,9 +123,18 @@ def test_refiner_rows_report_gamma_skips_and_time(folder: Path, tmp_path: Path) 
     off = evaluate_condition(refined, folder / "data", CLEAN, refine_steps=0)
     assert skipped["refine_skipped"] == 1.0 and aps(skipped) == aps(off)
     assert math.isnan(off["refine_gamma"]) and math.isnan(off["refine_skipped"])
-    # Refining the received maps too: same frames, the ego's numbers unchanged in kind.
+    # Refining the received maps too: the refiner sees every received map beside the ego's
+    # (counted by a hook), and the ego's own gamma is the same.
+    seen: list[int] = []
+    hook = refined.refiner.register_forward_hook(lambda _m, args, _o: seen.append(len(args[0])))
+    ego_only = evaluate_condition(refined, folder / "data", CLEAN)
+    ego_maps = sum(seen)
+    seen.clear()
     both = evaluate_condition(refined, folder / "data", CLEAN, refine_neighbours=True)
-    assert both["frames"] == row["frames"] and both["refine_gamma"] == row["refine_gamma"]
+    hook.remove()
+    assert ego_maps == row["frames"] == ego_only["frames"]
+    assert sum(seen) == round(row["frames"] * (1 + both["mean_neighbours"]))
+    assert both["mean_neighbours"] > 0 and both["refine_gamma"] == row["refine_gamma"]
     plain = evaluate_condition(load_checkpoint(folder / "tiny.pt")[0], folder / "data", CLEAN)
     assert "refine_ms" not in plain
     table = with_rce([{**row, "kind": "clean"}])

@@ -194,8 +194,8 @@ def test_adapter_reads_occupancy_by_range_band() -> None:
     rings = refiner.adapter.rings
     masks = refiner.adapter.ring_masks(8, 8, x.device)
     assert masks.sum().item() == 64 and bool((masks.sum(dim=0) == 1).all())
-    inner = masks[0].sum().item()
-    assert stats[0, :rings].tolist() == pytest.approx([4 / 4 / inner * 1.0, 0.0, 0.0, 0.0])
+    inner = masks[0].sum().item()  # four latent cells hold a quarter occupied pillar each
+    assert stats[0, :rings].tolist() == pytest.approx([1 / inner, 0.0, 0.0, 0.0])
     assert stats[1, :rings].tolist() == pytest.approx([1.0] * rings)
 
 
