@@ -150,15 +150,62 @@ class AttentionFusion(FusionStrategy):
 @config_dataclass
 class AGFOptions:
     """AGF's hyperparameters: ``key_channels`` of the attention's query/key projections,
-    ``hidden`` width and ``kernel`` size of the gate's first convolution."""
+    ``hidden`` width and ``kernel`` size of the gate's first convolution, ``reliability``
+    channels of the per-neighbour reliability score (0: off)."""
 
     key_channels: Int = Field(16, ge=1)
     hidden: Int = Field(32, ge=1)
     kernel: Int = Field(3, ge=1, description="odd")
+    # Channels of the per-neighbour reliability descriptor (:class:`NeighbourReliability`);
+    # 0 = none (the module of the first agf.pt, whose checkpoints load unchanged).
+    reliability: Int = Field(0, ge=0)
 
     def __post_init__(self) -> None:
         if self.kernel % 2 == 0:
             raise ValueError(f"fusion[agf]: kernel must be odd, got {self.kernel}")
+
+
+class NeighbourReliability(nn.Module):
+    """One reliability logit per neighbour ``(B, K)`` from what its whole map looks like.
+
+    The gate's 3 x 3 window cannot tell fog backscatter or crosstalk clutter from a car, but
+    the map as a whole can (the refiner's noise adapter reads the same corruptions from
+    occupancy): a 1 x 1 projection to ``channels`` descriptors, pooled (mean and max) over
+    the cells where the neighbour is valid, beside the ego's descriptors pooled over the same
+    cells and the message cues, goes through a small MLP. Its last layer starts at zero, so a
+    new score is 0 for every neighbour and the fusion is unchanged until training moves it.
+    """
+
+    def __init__(self, in_channels: int, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.project = nn.Conv2d(in_channels, channels, 1)
+        self.mlp = nn.Sequential(
+            nn.Linear(4 * channels + NUM_CUES, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(
+        self, ego: torch.Tensor, nbrs: torch.Tensor, valid: torch.Tensor, cues: torch.Tensor
+    ) -> torch.Tensor:
+        """``ego`` ``(B, C, H, W)``, zeroed ``nbrs`` ``(B, K, C, H, W)``, bool ``valid``
+        ``(B, K, 1, H, W)``, ``cues`` ``(B, K, NUM_CUES)`` -> logits ``(B, K)``; a neighbour
+        with no valid cell pools to zeros (its weight is zero anyway)."""
+        b, k = nbrs.shape[:2]
+        own = self.project(ego).unsqueeze(1)  # (B, 1, R, H, W)
+        theirs = self.project(nbrs.flatten(0, 1)).view(b, k, -1, *nbrs.shape[-2:])
+        weight = valid.to(ego.dtype)
+        count = weight.sum(dim=(3, 4)).clamp_min(1.0)  # (B, K, 1)
+        floor = torch.finfo(ego.dtype).min
+
+        def pooled(x: torch.Tensor) -> torch.Tensor:
+            mean = (x * weight).sum(dim=(3, 4)) / count
+            peak = x.masked_fill(~valid, floor).amax(dim=(3, 4))
+            peak = peak.where(valid.flatten(2).any(dim=2, keepdim=True), 0.0)
+            return torch.cat([mean, peak], dim=2)
+
+        stats = torch.cat([pooled(theirs), pooled(own.expand_as(theirs)), cues], dim=2)
+        return self.mlp(stats).squeeze(2)
 
 
 class AdaptiveGatedFusion(FusionStrategy):
@@ -169,6 +216,9 @@ class AdaptiveGatedFusion(FusionStrategy):
     giving ``agg``. The gate ``g = sigmoid(conv([ego, agg, weighted cues, neighbour count]))``
     reads the ego's reliability against what arrived; the output is ``g * ego + (1 - g) * agg``.
     Where no neighbour is valid the output is the ego feature exactly (``g`` is forced to 1).
+    With ``reliability`` > 0 a per-neighbour score ``r`` (:class:`NeighbourReliability`) is
+    added to its attention logits and, weighted like the cues, to the gate's logit (times a
+    learnt factor): a fogged or badly placed neighbour can be shut out as a whole.
     """
 
     name = "agf"
@@ -187,12 +237,24 @@ class AdaptiveGatedFusion(FusionStrategy):
             nn.ReLU(inplace=True),
             nn.Conv2d(opts.hidden, 1, 1),
         )
+        self.reliability: NeighbourReliability | None = None
+        if opts.reliability:
+            self.reliability = NeighbourReliability(channels, opts.reliability, opts.hidden)
+            self.reliability_gate = nn.Parameter(torch.zeros(()))
 
     def gate_map(
-        self, ego: torch.Tensor, agg: torch.Tensor, cue_map: torch.Tensor, count: torch.Tensor
+        self,
+        ego: torch.Tensor,
+        agg: torch.Tensor,
+        cue_map: torch.Tensor,
+        count: torch.Tensor,
+        reliability_map: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``g`` ``(B, 1, H, W)`` in (0, 1) before the no-neighbour override."""
-        return torch.sigmoid(self.gate(torch.cat([ego, agg, cue_map, count], dim=1)))
+        logit = self.gate(torch.cat([ego, agg, cue_map, count], dim=1))
+        if reliability_map is not None:
+            logit = logit + self.reliability_gate * reliability_map
+        return torch.sigmoid(logit)
 
     def combine(
         self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
@@ -207,6 +269,10 @@ class AdaptiveGatedFusion(FusionStrategy):
         keys = self.key(nbrs.flatten(0, 1)).view(b, k, -1, h, w)
         logits = (query * keys).sum(dim=2, keepdim=True) / math.sqrt(keys.shape[2])
         logits = logits + self.cue_bias(cues).view(b, k, 1, 1, 1)
+        score = None
+        if self.reliability is not None:
+            score = self.reliability(ego, nbrs, valid, cues).view(b, k, 1, 1, 1)
+            logits = logits + score
         # Cells with no valid neighbour get uniform logits (no all -inf softmax, no NaN); their
         # weights are zeroed by the mask and their gate forced to 1 below.
         logits = logits.masked_fill(~valid, float("-inf")).where(any_valid.unsqueeze(1), 0.0)
@@ -214,7 +280,8 @@ class AdaptiveGatedFusion(FusionStrategy):
         agg = (weights * nbrs).sum(dim=1)
         cue_map = (weights * cues.view(b, k, NUM_CUES, 1, 1)).sum(dim=1)
         count = valid.sum(dim=1).to(ego.dtype)
-        gate = self.gate_map(ego, agg, cue_map, count).where(any_valid, 1.0)
+        reliability_map = None if score is None else (weights * score).sum(dim=1)
+        gate = self.gate_map(ego, agg, cue_map, count, reliability_map).where(any_valid, 1.0)
         return gate * ego + (1.0 - gate) * agg
 
 

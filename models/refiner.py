@@ -38,12 +38,17 @@ from pydantic import Field
 from torch import nn
 
 from configkit import Bool, Float, Int, config_dataclass, validate
-from models.denoiser import Denoiser, LinearAutoencoder, NoiseAdapter
+from models.denoiser import Denoiser, LinearAutoencoder, NoiseAdapter, pointwise, widen
 
 if TYPE_CHECKING:  # diffusers is imported when a refiner is built, not by every cosim command
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 MAX_STEPS = 10
+#: How the refined latent becomes a map: ``transposed`` (a transposed-conv decode of the
+#: latent correction added to the student) or ``gated`` (the correction broadcast over each
+#: latent cell's block, and every pillar of the student scaled by a gate read from that
+#: pillar's own feature and the refined latent: :meth:`FeatureRefiner.readout`).
+Readout = Literal["transposed", "gated"]
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
 PredictionType = Literal["epsilon", "sample"]
 BETA_SCHEDULES: tuple[str, ...] = BetaSchedule.__args__
@@ -84,6 +89,7 @@ class RefinerConfig:
     # refined = student + decode(x0) - decode(z) (True) or decode(x0) (False): the residual
     # form keeps the student's detail that a strided, narrow latent cannot hold.
     residual_decode: Bool = True
+    readout: Readout = "transposed"
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> ValueError:
@@ -91,6 +97,8 @@ class RefinerConfig:
 
         if self.latent_channels is None and self.ae_stride != 1:
             raise bad("ae_stride", "must be 1 without an autoencoder (latent_channels None)")
+        if self.readout == "gated" and not self.residual_decode:
+            raise bad("readout", "'gated' scales the student map: needs residual_decode true")
         need = schedule_length(MAX_STEPS, self.start_fraction)
         if self.num_train_timesteps < need:
             raise bad(
@@ -157,8 +165,19 @@ class FeatureRefiner(nn.Module):
             raise ValueError(f"refiner: channels={channels!r}; must be an int >= 1")
         self.channels = channels
         self.config = config
-        self.autoencoder = LinearAutoencoder(channels, config.latent_channels, config.ae_stride)
+        gated = config.readout == "gated"
+        self.autoencoder = LinearAutoencoder(
+            channels, config.latent_channels, config.ae_stride, block_decode=gated
+        )
         latent = self.autoencoder.latent_channels
+        self.pillar_gate: nn.Conv2d | None = None
+        self.context_gate: nn.Conv2d | None = None
+        if gated:  # both start at zero: the gate is 1 everywhere, an untrained refiner the identity
+            self.pillar_gate = nn.Conv2d(channels, 1, 1)
+            self.context_gate = nn.Conv2d(latent, 1, 1)
+            for conv in (self.pillar_gate, self.context_gate):
+                nn.init.zeros_(conv.weight)
+                nn.init.zeros_(conv.bias)
         self.denoiser = Denoiser(latent, config.hidden, config.blocks, config.patch)
         self.adapter = NoiseAdapter(
             latent, config.hidden, config.noise_adapter, float(config.fixed_gamma), config.ae_stride
@@ -229,15 +248,31 @@ class FeatureRefiner(nn.Module):
         # Residual decode: the student map plus the decoded latent correction. The decoder is
         # linear, so this equals decode(x0) where the autoencoder is exact, and keeps the
         # student's own detail where it is not (a strided, narrow latent).
-        if self.config.residual_decode:
-            base = student if idx is None else student[idx]
-            refined = self.autoencoder.add_decoded_delta(base, x0 - z)  # one full-size decode
-        else:
-            refined = self.autoencoder.decode(x0)
+        base = student if idx is None else student[idx]
+        refined = self.readout(base, z, x0)
         if idx is None:
             return RefineOutput(refined, gamma, steps_run)
         feature = student.index_copy(0, idx, refined.to(student.dtype))
         return RefineOutput(feature, gamma, steps_run)
+
+    def readout(self, student: torch.Tensor, z: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The refined map from the student ``(B, C, H, W)``, its latent ``z`` and the
+        refined latent ``x0``. Residual decode: the student plus the decoded correction
+        ``x0 - z`` (the decoder is linear, so this equals ``decode(x0)`` where the autoencoder
+        is exact and keeps the student's detail where it is not). The ``gated`` readout also
+        scales each pillar by ``2 sigmoid(a . pillar + b . x0(cell))`` in (0, 2): a latent
+        correction shared by a block of 4 x 4 pillars cannot remove one clutter pillar, a
+        per-pillar gate can (and can keep the car beside it)."""
+        if not self.config.residual_decode:
+            return self.autoencoder.decode(x0)
+        if self.pillar_gate is None or self.context_gate is None:
+            return self.autoencoder.add_decoded_delta(student, x0 - z)
+        b, _, h, w = student.shape
+        s = self.config.ae_stride
+        logit = pointwise(self.pillar_gate, student).view(b, 1, h // s, s, w)
+        logit = logit + widen(pointwise(self.context_gate, x0), s)
+        scale = (2.0 * torch.sigmoid(logit)).view(b, 1, h, w)
+        return self.autoencoder.add_decoded_delta(student, x0 - z, scale)
 
     def _start_noise(
         self, z: torch.Tensor, generator: torch.Generator | None

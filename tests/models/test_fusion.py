@@ -166,3 +166,74 @@ def test_agf_attention_weights_follow_cues() -> None:
     # logits 0 and -ln 3 -> weights 3/4, 1/4 -> 2 * 3/4 + 6 * 1/4 = 3.
     assert out.item() == pytest.approx(3.0, rel=1e-6)
     assert CUE_NAMES == ("age_s", "stale", "pose_sigma")
+
+
+def _reliable_agf(channels: int, gate_logit: float) -> AdaptiveGatedFusion:
+    """An AGF with a reliability score and a constant gate sigmoid(gate_logit)."""
+    agf = AdaptiveGatedFusion(channels, AGFOptions(key_channels=2, hidden=4, reliability=2))
+    with torch.no_grad():
+        agf.gate[-1].weight.zero_()
+        agf.gate[-1].bias.fill_(gate_logit)
+    return agf
+
+
+def test_agf_reliability_starts_as_the_plain_agf() -> None:
+    """A fresh reliability score is 0 for every neighbour: the plain AGF's output exactly."""
+    torch.manual_seed(4)
+    plain = AdaptiveGatedFusion(3, AGFOptions(key_channels=2, hidden=4))
+    scored = AdaptiveGatedFusion(3, AGFOptions(key_channels=2, hidden=4, reliability=2))
+    missing = scored.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == sorted(
+        [n for n, _ in scored.named_parameters() if n.startswith("reliability")]
+    )
+    ego, nbrs = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 3, 4, 5)
+    masks = (torch.rand(2, 3, 1, 4, 5) > 0.4).float()
+    cues = torch.rand(2, 3, 3)
+    torch.testing.assert_close(scored(ego, nbrs, masks, cues), plain(ego, nbrs, masks, cues))
+
+
+def test_agf_reliability_shuts_out_a_neighbour_by_its_cue() -> None:
+    """A score of -100 * (scaled pose sigma): the neighbour reporting sigma 0.6 gets no weight."""
+    agf = _reliable_agf(1, -100.0)
+    mlp = agf.reliability.mlp  # input: 4 x 2 pooled descriptors, then the 3 cues
+    with torch.no_grad():
+        agf.key.weight.zero_()
+        agf.key.bias.zero_()
+        mlp[0].weight.zero_()
+        mlp[0].bias.zero_()
+        mlp[0].weight[0, 8 + CUE_NAMES.index("pose_sigma")] = 1.0
+        mlp[2].weight.zero_()
+        mlp[2].weight[0, 0] = -100.0
+    ego = torch.zeros(1, 1, 2, 2)
+    nbrs = torch.stack([torch.full((1, 2, 2), 2.0), torch.full((1, 2, 2), 6.0)]).unsqueeze(0)
+    cues = torch.tensor([[cue_vector(pose_sigma=0.0), cue_vector(pose_sigma=0.6)]])
+    out = agf(ego, nbrs, torch.ones(1, 2, 1, 2, 2), cues)
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 2.0), rtol=0, atol=1e-6)
+    # With the cue swapped the other neighbour is the one kept.
+    out = agf(ego, nbrs, torch.ones(1, 2, 1, 2, 2), cues.flip(1))
+    torch.testing.assert_close(out, torch.full((1, 1, 2, 2), 6.0), rtol=0, atol=1e-6)
+
+
+def test_agf_reliability_reads_only_valid_cells() -> None:
+    """Garbage where a neighbour is masked (or in a neighbour masked everywhere) changes
+    neither its score nor the output, whatever the score's weights."""
+    torch.manual_seed(5)
+    agf = _reliable_agf(3, 0.0)
+    with torch.no_grad():
+        for p in agf.reliability.parameters():
+            p.normal_()
+        agf.reliability_gate.fill_(1.5)
+    ego = torch.randn(1, 3, 4, 4)
+    nbrs = torch.randn(1, 2, 3, 4, 4)
+    masks = torch.zeros(1, 2, 1, 4, 4)
+    masks[0, 0, :, :2] = 1.0  # neighbour 0 valid in the top half; neighbour 1 nowhere
+    cues = torch.rand(1, 2, 3)
+    out = agf(ego, nbrs, masks, cues)
+    dirty = nbrs.clone()
+    dirty[0, 0, :, 2:] = 1e6
+    dirty[0, 1] = -1e6
+    torch.testing.assert_close(agf(ego, dirty, masks, cues), out, rtol=0, atol=0)
+    # And the score does move the output where the neighbour is valid.
+    with torch.no_grad():
+        agf.reliability_gate.fill_(-1.5)
+    assert not torch.allclose(agf(ego, nbrs, masks, cues)[..., :2, :], out[..., :2, :])
