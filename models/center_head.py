@@ -136,7 +136,7 @@ class CenterHead(nn.Module):
                 idx = idx[torch.topk(scores[idx], cfg.pre_nms_top_k).indices]
             cells = torch.stack([idx // width, idx % width], -1)
             codes = codes_all[b].flatten(1)[:, idx].T
-            boxes = decode_center(self.grid, cells, codes)
+            boxes = decode_center(self.grid, cells, codes, self.config.center.axis_yaw)
             boxes[:, 6] = torch.remainder(boxes[:, 6] + math.pi, 2.0 * math.pi) - math.pi
             results.append(select_detections(boxes, scores[idx], cfg, iou))
         return results

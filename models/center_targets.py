@@ -9,7 +9,9 @@ box code::
     (dx, dy)            sub-cell offset of the centre from the cell's corner, in cells, [0, 1)
     z                   centre height, metres (LiDAR frame)
     log l, log w, log h sizes, metres
-    sin yaw, cos yaw    the heading without a seam at +-pi
+    sin yaw, cos yaw    the heading without a seam at +-pi; with ``axis_yaw`` sin 2yaw,
+                        cos 2yaw: the heading modulo pi, as BEV IoU and the anchor head's
+                        sine loss see it
 
 Cell ``(i, j)`` (row along +y, column along +x) covers ``x in [x_min + j c, x_min + (j+1) c)``
 with ``c = grid.cell_size`` (see :mod:`models.grid`).
@@ -27,7 +29,7 @@ import torch
 from numpy.typing import NDArray
 from pydantic import Field
 
-from configkit import Float, Int, config_dataclass, validate
+from configkit import Bool, Float, Int, config_dataclass, validate
 from models.grid import GridSpec
 
 CODE_SIZE = 8  # dx, dy, z, log l, log w, log h, sin yaw, cos yaw
@@ -44,6 +46,9 @@ class CenterConfig:
     outputs read the input directly). ``heatmap_prior``: initial peak probability (CenterPoint's
     bias -2.19). Focal loss ``(alpha, beta)``: CornerNet's penalty-reduced form. The loss is
     ``heatmap_weight * focal + reg_weight * sum(code_weights * L1)``, both per positive.
+    ``axis_yaw``: regress ``(sin 2yaw, cos 2yaw)`` (yaw decoded in ``[-pi/2, pi/2]``): cars
+    seen front or back alike have targets ``(0, +-1)`` / ``(+-1, 0)`` that an L1 fit averages
+    to ``(0, 0)``, a random heading (measured in models/checkpoints/README.md).
     """
 
     min_overlap: Float = Field(0.1, gt=0.0, lt=1.0)
@@ -55,6 +60,7 @@ class CenterConfig:
     heatmap_weight: Positive = 1.0
     reg_weight: Positive = 0.25
     code_weights: tuple[Float, Float, Float, Float, Float, Float, Float, Float] = (1.0,) * 8
+    axis_yaw: Bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,29 +110,35 @@ class CenterTargets:
         return int(self.positive.sum())
 
 
-def encode_center(grid: GridSpec, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_center(
+    grid: GridSpec, boxes: torch.Tensor, axis_yaw: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(M, 7)`` boxes (grid frame) -> centre cells ``(M, 2)`` long ``(row, col)`` and box
-    codes ``(M, 8)``; cells may lie outside the map (the caller drops those)."""
+    codes ``(M, 8)`` (yaw doubled with ``axis_yaw``); cells may lie outside the map (the
+    caller drops those)."""
     cell = grid.cell_size
     fx = (boxes[:, 0] - grid.point_range[0]) / cell
     fy = (boxes[:, 1] - grid.point_range[1]) / cell
     col, row = torch.floor(fx), torch.floor(fy)
     sizes = torch.log(boxes[:, 3:6].clamp(min=1e-3))
-    yaw = boxes[:, 6]
+    yaw = boxes[:, 6] * (2.0 if axis_yaw else 1.0)
     codes = torch.stack(
         [fx - col, fy - row, boxes[:, 2], *sizes.unbind(-1), torch.sin(yaw), torch.cos(yaw)], -1
     )
     return torch.stack([row, col], -1).long(), codes
 
 
-def decode_center(grid: GridSpec, cells: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+def decode_center(
+    grid: GridSpec, cells: torch.Tensor, codes: torch.Tensor, axis_yaw: bool = False
+) -> torch.Tensor:
     """Inverse of :func:`encode_center`: ``(N, 2)`` ``(row, col)`` and ``(N, 8)`` codes ->
-    ``(N, 7)`` boxes, yaw in ``[-pi, pi]`` (``atan2`` of the unnormalised sine and cosine)."""
+    ``(N, 7)`` boxes, yaw in ``[-pi, pi]`` (``atan2`` of the unnormalised sine and cosine;
+    halved, ``[-pi/2, pi/2]``, with ``axis_yaw``)."""
     cell = grid.cell_size
     x = grid.point_range[0] + (cells[:, 1].to(codes) + codes[:, 0]) * cell
     y = grid.point_range[1] + (cells[:, 0].to(codes) + codes[:, 1]) * cell
     sizes = torch.exp(codes[:, 3:6].clamp(max=6.0))  # at most ~400 m: no overflow untrained
-    yaw = torch.atan2(codes[:, 6], codes[:, 7])
+    yaw = torch.atan2(codes[:, 6], codes[:, 7]) / (2.0 if axis_yaw else 1.0)
     return torch.cat([x[:, None], y[:, None], codes[:, 2:3], sizes, yaw[:, None]], -1)
 
 
@@ -144,7 +156,7 @@ def center_targets(
         heatmap = torch.zeros(height, width)
         positive = torch.zeros(height, width, dtype=torch.bool)
         codes = torch.zeros(height, width, CODE_SIZE)
-        cells, box_codes = encode_center(grid, boxes)
+        cells, box_codes = encode_center(grid, boxes, config.axis_yaw)
         for (row, col), code, box in zip(cells.tolist(), box_codes, boxes, strict=True):
             if not (0 <= row < height and 0 <= col < width):
                 continue

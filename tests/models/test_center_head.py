@@ -110,6 +110,20 @@ def test_decode_of_encode_is_identity_incl_yaw_near_pi() -> None:
     assert np.all(np.abs(codes[:, 6:].norm(dim=-1).numpy() - 1.0) < 1e-6)
 
 
+def test_axis_yaw_codes_the_heading_modulo_pi() -> None:
+    yaws = torch.tensor([math.pi - 1e-4, -math.pi + 1e-4, 0.0, 1.3, -2.9, math.pi / 2])
+    boxes = torch.tensor([box_at(5 + 4 * k, 9, (4.5, 1.8, 1.5), -1.0, 0.0) for k in range(6)])
+    boxes[:, 6] = yaws
+    cells, codes = encode_center(GRID, boxes, axis_yaw=True)
+    # A heading and its reverse get one code: (sin 2yaw, cos 2yaw) of pi/2 and -pi/2 is (0, -1).
+    torch.testing.assert_close(codes[5, 6:], torch.tensor([0.0, -1.0]), atol=1e-6, rtol=0)
+    back = decode_center(GRID, cells, codes, axis_yaw=True)
+    assert float(back[:, 6].abs().max()) <= math.pi / 2 + 1e-6
+    flip = np.remainder(back[:, 6].numpy() - yaws.numpy() + math.pi / 2, math.pi) - math.pi / 2
+    assert np.abs(flip).max() < 1e-5  # the same axis
+    assert np.all(np.diag(rotated_iou_bev(back.numpy(), boxes.numpy())) > 0.999)
+
+
 def perfect_output(targets_heat: torch.Tensor, codes: torch.Tensor) -> HeadOutput:
     """What a perfect head would output: the targets' logits and codes."""
     logits = torch.logit(targets_heat.clamp(1e-6, 1 - 1e-6))[:, None]
