@@ -93,6 +93,8 @@ class HeadConfig:
             given = [k for k in ("anchor", "anchors", "assign") if k in data]
             if given:
                 raise ValueError(f"type 'center' has no anchors; remove {given}")
+        elif isinstance(data, dict) and "center" in data:
+            raise ValueError("'center' configures type 'center'; set type: center or remove it")
         return data
 
     def __post_init__(self) -> None:

@@ -183,6 +183,8 @@ def test_config_round_trip_and_bad_values_name_the_key() -> None:
         HeadConfig.from_dict({"type": "center", "center": {"min_overlap": 1.5}})
     with pytest.raises(ValueError, match=r"head\.center.*'radius'"):
         HeadConfig.from_dict({"type": "center", "center": {"radius": 2}})
+    with pytest.raises(ValueError, match="set type: center or remove it"):
+        HeadConfig.from_dict({"center": {"min_radius": 1}})  # would be ignored by an anchor head
     with pytest.raises(ValueError, match=r"no anchors; remove \['anchors'\]"):
         HeadConfig.from_dict({"type": "center", "anchors": [{"name": "car"}]})
 
