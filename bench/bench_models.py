@@ -176,7 +176,8 @@ def bench_one(
     net = detector.features
     cloud = lidar_like_cloud(net.encoder.voxel_grid)
     row: dict[str, Any] = {"preset": preset, "encoder": encoder, "points": int(cloud.shape[0])}
-    row["anchors_per_cell"] = detector.anchor_head.num_anchors
+    row["head_type"] = head.type
+    row["anchors_per_cell"] = getattr(detector.anchor_head, "num_anchors", 0)  # 0: centre head
 
     def detect_one() -> Any:
         maps = detector.bev(detector.encode([cloud]))

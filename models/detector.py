@@ -55,6 +55,7 @@ from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from models.batch import CooperativeSample
+from models.center_head import CenterHead
 from models.detector_config import DetectorConfig, load_detector_config
 from models.early_fusion import merge_points_to_ego
 from models.encoders.feature_net import FeatureNet
@@ -73,7 +74,8 @@ from models.warp import Warped, warp_bev
 
 
 class CooperativeDetector(nn.Module):
-    """Feature net + optional refiner + fusion strategy + anchor head, from a DetectorConfig."""
+    """Feature net + optional refiner + fusion strategy + head (anchor or centre), from a
+    DetectorConfig."""
 
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
@@ -96,7 +98,10 @@ class CooperativeDetector(nn.Module):
             if config.refiner is not None
             else None
         )
-        self.anchor_head = AnchorHead(self.features.out_channels, config.grid, config.head)
+        # ``anchor_head`` holds either head (``head.type``): the name is what the shipped
+        # checkpoints' parameters and ``init_skip: [anchor_head.]`` refer to.
+        head_class = CenterHead if config.head.type == "center" else AnchorHead
+        self.anchor_head = head_class(self.features.out_channels, config.grid, config.head)
 
     @property
     def message_shape(self) -> tuple[int, int, int]:

@@ -8,6 +8,10 @@ The anchors are one size class (``anchor``: OPV2V's single car anchor, what the 
 checkpoints use) or several (``anchors``: a list of size classes such as car / van / truck,
 OpenPCDet's multi-anchor head), each with its yaws and optional matching thresholds. Every
 anchor scores the one class "vehicle"; see :mod:`models.anchors`.
+
+``HeadConfig.type`` picks the head: ``anchor`` (this module's :class:`AnchorHead`, the
+default every shipped checkpoint uses) or ``center`` (:class:`models.center_head.CenterHead`,
+CenterPoint's heatmap of centres). Both end in :func:`select_detections` (NMS, box voting).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -36,6 +40,7 @@ from models.anchors import (
 )
 from models.box_ops import decode_boxes
 from models.box_voting import vote_boxes
+from models.center_targets import CenterConfig
 from models.grid import GridSpec
 from models.losses import (
     apply_direction,
@@ -52,9 +57,13 @@ class HeadConfig:
     """Everything the head needs besides the grid and the input channels.
 
     ``anchors`` (several size classes) replaces ``anchor`` (one) when given; a config may set
-    one of the two, not both.
+    one of the two, not both. ``type: center`` selects the centre head instead, configured by
+    ``center``; it has no anchors, so it refuses ``anchor``, ``anchors`` and ``assign``. The
+    decoding keys (``score_threshold`` to ``max_detections``) serve both heads.
     """
 
+    type: Literal["anchor", "center"] = "anchor"
+    center: CenterConfig = field(default_factory=CenterConfig)
     anchor: AnchorConfig = field(default_factory=AnchorConfig)
     assign: AssignConfig = field(default_factory=AssignConfig)
     anchors: tuple[AnchorConfig, ...] = ()
@@ -80,6 +89,12 @@ class HeadConfig:
         """A section gives ``anchor`` (one class) or ``anchors`` (a list), not both."""
         if isinstance(data, dict) and data.get("anchors") and "anchor" in data:
             raise ValueError("give 'anchor' (one class) or 'anchors' (a list), not both")
+        if isinstance(data, dict) and data.get("type") == "center":
+            given = [k for k in ("anchor", "anchors", "assign") if k in data]
+            if given:
+                raise ValueError(f"type 'center' has no anchors; remove {given}")
+        elif isinstance(data, dict) and "center" in data:
+            raise ValueError("'center' configures type 'center'; set type: center or remove it")
         return data
 
     def __post_init__(self) -> None:
@@ -99,7 +114,15 @@ class HeadConfig:
         return validate(cls, data, where)
 
     def to_dict(self) -> dict[str, Any]:
+        """What :meth:`from_dict` reads back; an anchor head's dict is what it was before the
+        centre head existed (no ``type`` / ``center``), so its checkpoints store the same."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.type == "center":
+            for key in ("anchor", "anchors", "assign"):
+                del out[key]
+            out["center"] = self.center.to_dict()
+            return out
+        del out["type"], out["center"]
         out["anchor"] = self.anchor.to_dict()
         out["assign"] = {f.name: getattr(self.assign, f.name) for f in fields(self.assign)}
         out["anchors"] = [a.to_dict() for a in self.anchors]
@@ -111,7 +134,9 @@ class HeadConfig:
 @dataclass
 class HeadOutput:
     """Raw head predictions: ``cls_logits (B, A, H, W)``, ``box_preds (B, A*7, H, W)``,
-    ``dir_logits (B, A*2, H, W)`` or ``None`` without the direction classifier."""
+    ``dir_logits (B, A*2, H, W)`` or ``None`` without the direction classifier. The centre
+    head fills ``cls_logits (B, 1, H, W)`` (heatmap logits) and ``box_preds (B, 8, H, W)``
+    (box codes, :mod:`models.center_targets`); the ``flat_*`` views are the anchor head's."""
 
     cls_logits: torch.Tensor
     box_preds: torch.Tensor
@@ -287,12 +312,21 @@ class AnchorHead(nn.Module):
                 boxes[:, 6] = apply_direction(boxes[:, 6], bins, cfg.dir_offset)
             else:
                 boxes[:, 6] = torch.remainder(boxes[:, 6] + math.pi, 2.0 * math.pi) - math.pi
-            boxes_np = boxes.cpu().numpy().astype(np.float32)
-            scores_np = scores[idx].cpu().numpy().astype(np.float32)
-            keep = rotated_nms(boxes_np, scores_np, iou, post_max_size=cfg.max_detections)
-            kept = boxes_np[keep]
-            if cfg.vote_iou > 0.0 and len(keep):
-                kept = vote_boxes(kept, boxes_np, scores_np, cfg.vote_iou)
-                kept[:, 6] = np.remainder(kept[:, 6] + math.pi, 2.0 * math.pi) - math.pi
-            results.append(Detections(kept, scores_np[keep]))
+            results.append(select_detections(boxes, scores[idx], cfg, iou))
         return results
+
+
+def select_detections(
+    boxes: torch.Tensor, scores: torch.Tensor, config: HeadConfig, nms_iou: float
+) -> Detections:
+    """Candidate ``boxes (N, 7)`` and ``scores (N,)`` of one sample -> rotated NMS at
+    ``nms_iou``, at most ``max_detections``, then (``vote_iou`` > 0) box voting over the
+    candidates (:mod:`models.box_voting`); what every head's decode ends in."""
+    boxes_np = boxes.cpu().numpy().astype(np.float32)
+    scores_np = scores.cpu().numpy().astype(np.float32)
+    keep = rotated_nms(boxes_np, scores_np, nms_iou, post_max_size=config.max_detections)
+    kept = boxes_np[keep]
+    if config.vote_iou > 0.0 and len(keep):
+        kept = vote_boxes(kept, boxes_np, scores_np, config.vote_iou)
+        kept[:, 6] = np.remainder(kept[:, 6] + math.pi, 2.0 * math.pi) - math.pi
+    return Detections(kept, scores_np[keep])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -369,9 +370,26 @@ def test_size_head_configs_cover_all_three_worlds() -> None:
         assert len(cfg.model.head.anchor_set) == 3 and cfg.model.head.vote_iou > 0
         assert (cfg.data.train, cfg.data.val) == ("data/train3", "data/val3")
         assert "--scenario highway" in (root / "sizes" / f"{name}.yaml").read_text()
-    for name in ("single", "sizes"):
-        cfg = TrainConfig.from_yaml(root / "head_compare" / f"{name}.yaml")
+    compare = {
+        name: TrainConfig.from_yaml(root / "head_compare" / f"{name}.yaml")
+        for name in ("single", "sizes", "center", "center_axis")
+    }
+
+    def protocol(cfg: TrainConfig) -> dict[str, Any]:
+        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)} | {
+            "model": None,
+            "out": None,
+            "source": None,  # the file read and its raw mapping: bookkeeping
+            "raw": None,
+        }
+
+    for name, cfg in compare.items():
         assert cfg.init_skip == ("anchor_head.",) and cfg.threads == 1
+        assert str(cfg.init_from) == "runs/none_gen1.pt"  # the file the README rows used
+        # Only the model and the run folder differ: the same data, warm start, steps, seed.
+        assert protocol(cfg) == protocol(compare["sizes"]), name
+    assert compare["center"].model.head.type == "center"
+    assert compare["center_axis"].model.head.center.axis_yaw
 
 
 def test_stop_request_ends_training_after_the_epoch(tiny_data: Path, tmp_path: Path) -> None:
