@@ -20,11 +20,9 @@ to interleave. ``K = 0`` returns the input tensor itself; a sample whose ``gamma
 Two things about diffusers' DDIM worth knowing here. Its ``step`` goes back ``T // K`` from
 ``t`` while ``trailing`` spacing rounds ``T / K``: for K = 6, 7 (T = 1000) the last step lands on
 t = 0 instead of "t = -1" (alpha = 1), so the result is taken from the last step's
-``pred_original_sample`` (identical to ``prev_sample`` whenever the step does end at -1); for
-K = 3, 6, 7, 9 an intermediate step is one timestep off, which is harmless. And starting at the
-top timestep with epsilon prediction divides the first x0 estimate by ``sqrt(abar_T)`` (1/158
-for the linear schedule): ``start_fraction=0.5`` (DiffKD runs the second half of a 2K-step
-schedule) or ``prediction_type="sample"`` avoids that amplification.
+``pred_original_sample``; for K = 3, 6, 7, 9 an intermediate step is one timestep off
+(harmless). Epsilon prediction from the top timestep divides the first x0 estimate by
+``sqrt(abar_T)``: ``start_fraction=0.5`` or ``prediction_type="sample"`` avoids that.
 """
 
 from __future__ import annotations
@@ -44,10 +42,7 @@ if TYPE_CHECKING:  # diffusers is imported when a refiner is built, not by every
     from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
 MAX_STEPS = 10
-#: How the refined latent becomes a map: ``transposed`` (a transposed-conv decode of the
-#: latent correction added to the student) or ``gated`` (the correction broadcast over each
-#: latent cell's block, and every pillar of the student scaled by a gate read from that
-#: pillar's own feature and the refined latent: :meth:`FeatureRefiner.readout`).
+#: How the refined latent becomes a map (:meth:`FeatureRefiner.readout`).
 Readout = Literal["transposed", "gated"]
 BetaSchedule = Literal["linear", "scaled_linear", "squaredcos_cap_v2"]
 PredictionType = Literal["epsilon", "sample"]
