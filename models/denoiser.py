@@ -58,7 +58,8 @@ class LinearAutoencoder(nn.Module):
     The way back is a transposed conv (``block_decode=False``: one vector per cell of the
     block) or, with ``block_decode``, a 1x1 conv at the latent's resolution whose vector is
     broadcast over the block: the full-size map is then written once, by a broadcast add,
-    instead of through a pixel shuffle (a strided copy that took most of the refiner's time).
+    instead of through a pixel shuffle (a strided copy, the largest single op in a profile
+    of the refiner at K = 2).
     """
 
     def __init__(
@@ -95,8 +96,10 @@ class LinearAutoencoder(nn.Module):
         if self.stride == 1:
             return pointwise(self.decoder, z)
         if self.block_decode:
+            b, _, h, w = z.shape
             s = self.stride
-            return pointwise(self.decoder, z).repeat_interleave(s, 2).repeat_interleave(s, 3)
+            rows = widen(pointwise(self.decoder, z), s).expand(-1, -1, -1, s, -1)
+            return rows.reshape(b, self.channels, h * s, w * s)
         return unpatchify(self.decoder, z)  # type: ignore[arg-type]
 
     def add_decoded_delta(
@@ -152,8 +155,8 @@ def pointwise(conv: nn.Module, x: torch.Tensor, bias: bool = True) -> torch.Tens
 
 def fast_asinh(x: torch.Tensor) -> torch.Tensor:
     """``asinh(x)`` as ``sign(x) * log1p(|x| + x^2 / (1 + sqrt(x^2 + 1)))``: the same values
-    (float32 rounding), but vectorised; ``torch.asinh`` took 1 ms of the refiner's ~6 on the
-    CPU preset's 38,400-value latent."""
+    (float32 rounding), but vectorised; on the CPU preset's 38,400-value latent (one thread)
+    0.10 ms against ``torch.asinh``'s 0.28 ms."""
     a = x.abs()
     return torch.copysign(torch.log1p(a + a * a / (1.0 + torch.sqrt(a * a + 1.0))), x)
 

@@ -31,6 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from configkit import Int, config_dataclass, validate
+from models.denoiser import pointwise
 
 #: Per-neighbour cues, in this order, each scaled to about [0, 1] by :data:`CUE_SCALES`.
 CUE_NAMES = ("age_s", "stale", "pose_sigma")
@@ -157,7 +158,7 @@ class AGFOptions:
     hidden: Int = Field(32, ge=1)
     kernel: Int = Field(3, ge=1, description="odd")
     # Channels of the per-neighbour reliability descriptor (:class:`NeighbourReliability`);
-    # 0 = none (the module of the first agf.pt, whose checkpoints load unchanged).
+    # 0 = none (the module of earlier agf.pt / diffkd.pt files, which load unchanged).
     reliability: Int = Field(0, ge=0)
 
     def __post_init__(self) -> None:
@@ -192,16 +193,16 @@ class NeighbourReliability(nn.Module):
         ``(B, K, 1, H, W)``, ``cues`` ``(B, K, NUM_CUES)`` -> logits ``(B, K)``; a neighbour
         with no valid cell pools to zeros (its weight is zero anyway)."""
         b, k = nbrs.shape[:2]
-        own = self.project(ego).unsqueeze(1)  # (B, 1, R, H, W)
-        theirs = self.project(nbrs.flatten(0, 1)).view(b, k, -1, *nbrs.shape[-2:])
+        own = pointwise(self.project, ego).unsqueeze(1)  # (B, 1, R, H, W)
+        theirs = pointwise(self.project, nbrs.flatten(0, 1)).view(b, k, -1, *nbrs.shape[-2:])
         weight = valid.to(ego.dtype)
         count = weight.sum(dim=(3, 4)).clamp_min(1.0)  # (B, K, 1)
+        has_cell = valid.flatten(2).any(dim=2, keepdim=True)  # (B, K, 1)
         floor = torch.finfo(ego.dtype).min
 
         def pooled(x: torch.Tensor) -> torch.Tensor:
             mean = (x * weight).sum(dim=(3, 4)) / count
-            peak = x.masked_fill(~valid, floor).amax(dim=(3, 4))
-            peak = peak.where(valid.flatten(2).any(dim=2, keepdim=True), 0.0)
+            peak = x.masked_fill(~valid, floor).amax(dim=(3, 4)).where(has_cell, 0.0)
             return torch.cat([mean, peak], dim=2)
 
         stats = torch.cat([pooled(theirs), pooled(own.expand_as(theirs)), cues], dim=2)

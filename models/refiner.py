@@ -240,9 +240,6 @@ class FeatureRefiner(nn.Module):
             g = gamma
         x = torch.lerp(eps, z, g.view(-1, 1, 1, 1))  # g * z + (1 - g) * eps, one pass
         x0 = self._sample(x, z, k, generator, idx, b)
-        # Residual decode: the student map plus the decoded latent correction. The decoder is
-        # linear, so this equals decode(x0) where the autoencoder is exact, and keeps the
-        # student's own detail where it is not (a strided, narrow latent).
         base = student if idx is None else student[idx]
         refined = self.readout(base, z, x0)
         if idx is None:
