@@ -135,13 +135,13 @@ def widen(x: torch.Tensor, stride: int) -> torch.Tensor:
 
 
 def pointwise(conv: nn.Module, x: torch.Tensor, bias: bool = True) -> torch.Tensor:
-    """A 1x1 ``nn.Conv2d`` applied as one batched matmul (identity passes through;
-    ``bias=False``: its linear part only).
+    """A 1x1 ``nn.Conv2d`` applied as one batched matmul (any other module, or a conv with a
+    larger kernel or stride, is simply called; ``bias=False``: its linear part only).
 
     Same result as ``conv(x)``; on CPU oneDNN's 1x1 convolution is up to 20x slower than the
     plain GEMM for the refiner's shapes (16 -> 32 channels on 160 x 240), so the AE uses this.
     """
-    if not isinstance(conv, nn.Conv2d):
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != (1, 1) or conv.stride != (1, 1):
         return conv(x)
     b, c, h, w = x.shape
     weight = conv.weight.view(1, conv.out_channels, c).expand(b, -1, -1)
@@ -186,10 +186,10 @@ class FiLMBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, C, h, w)``; ``scale``/``shift`` ``(B, mid)`` from the timestep MLP."""
-        y = F.silu(self.reduce(x))
-        y = y * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]
+        y = F.silu(pointwise(self.reduce, x))
+        y = torch.addcmul(shift[:, :, None, None], y, 1.0 + scale[:, :, None, None])
         y = F.silu(self.conv(y))
-        return x + self.expand(y)
+        return x + pointwise(self.expand, y)
 
 
 class Denoiser(nn.Module):
@@ -233,7 +233,7 @@ class Denoiser(nn.Module):
     def embed_cond(self, cond: torch.Tensor) -> torch.Tensor:
         """The condition's share of the stem, ``(B, hidden, H/patch, W/patch)``."""
         self.check_size(cond)
-        return self.stem_cond(cond)
+        return pointwise(self.stem_cond, cond)
 
     def film(self, t: torch.Tensor) -> torch.Tensor:
         """Per-block FiLM ``(n, blocks, 2, mid)`` (scale, shift) of timesteps ``t`` ``(n,)``:
@@ -252,7 +252,7 @@ class Denoiser(nn.Module):
         ``film`` ``(1 or B, blocks, 2, mid)``: :meth:`film` of ``t``, when already computed."""
         self.check_size(x)
         b = x.shape[0]
-        h = self.stem_x(x) + cond_emb
+        h = pointwise(self.stem_x, x) + cond_emb
         if self.blocks:
             if film is None:
                 t = torch.as_tensor(t, device=x.device)
@@ -320,11 +320,10 @@ class NoiseAdapter(nn.Module):
     def statistics(self, student: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The MLP's input ``(B, rings + 3 L)`` from the student map ``(B, C, H, W)`` and its
         latent ``z`` ``(B, L, H/stride, W/stride)``."""
-        # any channel non-zero; a max and a min over channels take 0.3 ms on the CPU preset's
-        # map, abs().amax() 1.5 ms and aminmax() 1.8 ms
-        high, low = student.amax(dim=1, keepdim=True), student.amin(dim=1, keepdim=True)
-        occupied = (high > 0) | (low < 0)
-        occupied = occupied.to(z.dtype)
+        # Occupied: the channels sum to non-zero. For ReLU features (PointPillars) that is
+        # exactly "any channel non-zero"; signed features differ only where they cancel exactly.
+        # On the CPU preset's map the sum takes 0.07 ms, a max and a min 0.17-0.3 ms.
+        occupied = (student.sum(dim=1, keepdim=True) != 0).to(z.dtype)
         if self.stride > 1:
             occupied = F.avg_pool2d(occupied, self.stride)  # share of occupied pillars per cell
         b, latent, h, w = z.shape

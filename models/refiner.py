@@ -12,17 +12,17 @@ refined toward the clean teacher feature of the same shape::
 
 The noise schedule is diffusers' ``DDIMScheduler`` (``set_timesteps`` / ``add_noise`` /
 ``step``), kept apart from the networks (:mod:`models.denoiser`) so K is a runtime argument and
-the schedule is testable on its own. ``set_timesteps`` mutates a scheduler, so the refiner keeps
-one scheduler per K, configured once and never touched again: calls are deterministic and safe
-to interleave. ``K = 0`` returns the input tensor itself; a sample whose ``gamma`` reaches
-``skip_above`` is returned unchanged (adaptive steps) and only the others are computed.
+the schedule is testable on its own. The refiner keeps one scheduler per K, ``set_timesteps``
+once and never touched again (calls are deterministic and safe to interleave); at eta = 0 it
+applies each ``step`` as the multiply-add it is (:mod:`models.ddim`). ``K = 0`` returns the input
+tensor itself; a sample whose ``gamma`` reaches ``skip_above`` is returned unchanged (adaptive
+steps) and only the others are computed.
 
-Two things about diffusers' DDIM worth knowing here. Its ``step`` goes back ``T // K`` from
-``t`` while ``trailing`` spacing rounds ``T / K``: for K = 6, 7 (T = 1000) the last step lands on
-t = 0 instead of "t = -1" (alpha = 1), so the result is taken from the last step's
-``pred_original_sample``; for K = 3, 6, 7, 9 an intermediate step is one timestep off
-(harmless). Epsilon prediction from the top timestep divides the first x0 estimate by
-``sqrt(abar_T)``: ``start_fraction=0.5`` or ``prediction_type="sample"`` avoids that.
+diffusers' DDIM ``step`` goes back ``T // K`` from ``t`` while ``trailing`` spacing rounds
+``T / K``: for K = 6, 7 (T = 1000) the last step lands on t = 0 instead of "t = -1" (alpha = 1),
+so the result is the last step's ``pred_original_sample``; for K = 3, 6, 7, 9 an intermediate
+step is one timestep off (harmless). Epsilon prediction from the top timestep divides the first
+x0 estimate by ``sqrt(abar_T)``: ``start_fraction=0.5`` or ``prediction_type="sample"`` avoids it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from configkit import Bool, Float, Int, config_dataclass, validate
+from models.ddim import LinearStep, combine, linear_steps
 from models.denoiser import Denoiser, LinearAutoencoder, NoiseAdapter, pointwise, widen
 
 if TYPE_CHECKING:  # diffusers is imported when a refiner is built, not by every cosim command
@@ -180,6 +181,7 @@ class FeatureRefiner(nn.Module):
         # Training schedule: add_noise only; set_timesteps is never called on it.
         self.scheduler = make_scheduler(config)
         self._samplers: dict[int, DDIMScheduler] = {}
+        self._linear_steps: dict[int, list[LinearStep]] = {}
         self._noise_cache: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def sampler(self, steps: int) -> DDIMScheduler:
@@ -189,6 +191,7 @@ class FeatureRefiner(nn.Module):
             sched = make_scheduler(self.config)
             sched.set_timesteps(schedule_length(steps, self.config.start_fraction))
             self._samplers[steps] = sched
+            self._linear_steps[steps] = linear_steps(sched)
         return sched
 
     def _check_feature(self, x: torch.Tensor, what: str) -> None:
@@ -268,24 +271,20 @@ class FeatureRefiner(nn.Module):
 
     def _start_noise(
         self, z: torch.Tensor, generator: torch.Generator | None
-    ) -> tuple[torch.Tensor, torch.Generator]:
-        """Start noise shaped like ``z`` and the generator to continue with.
+    ) -> tuple[torch.Tensor, torch.Generator | None]:
+        """Start noise shaped like ``z`` and the generator that later draws continue (eta > 0).
 
-        Without a generator the draw comes from a fresh one seeded with ``config.seed``, which
-        is the same tensor every call; with ``eta == 0`` nothing else is drawn, so that tensor
-        is cached per (shape, device, dtype) instead of redrawn (1.5 ms on the CPU preset).
-        """
-        if generator is not None:
-            eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            return eps, generator
-        generator = torch.Generator(device=z.device).manual_seed(self.config.seed)
-        if self.config.eta > 0:
-            eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            return eps, generator
+        Without a generator the draw comes from a fresh one seeded with ``config.seed``: the same
+        tensor every call, so with ``eta == 0`` (nothing else drawn) it is cached per (shape,
+        device, dtype) instead of redrawn (1.5 ms on the CPU preset)."""
+        cached = generator is None and self.config.eta == 0
         key = (tuple(z.shape), str(z.device), z.dtype)
-        eps = self._noise_cache.get(key)
-        if eps is None:
-            eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        if cached and key in self._noise_cache:
+            return self._noise_cache[key], None
+        if generator is None:
+            generator = torch.Generator(device=z.device).manual_seed(self.config.seed)
+        eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        if cached:
             if len(self._noise_cache) >= 8:
                 self._noise_cache.clear()
             self._noise_cache[key] = eps
@@ -296,14 +295,18 @@ class FeatureRefiner(nn.Module):
         x: torch.Tensor,
         cond: torch.Tensor,
         k: int,
-        generator: torch.Generator,
+        generator: torch.Generator | None,
         idx: torch.Tensor | None,
         batch: int,
     ) -> torch.Tensor:
-        """Run the K-step DDIM loop from ``x`` conditioned on ``cond``; returns the clean latent."""
+        """Run the K-step DDIM loop from ``x`` conditioned on ``cond``; returns the clean latent.
+
+        The last step returns the x0 estimate: equal to ``prev_sample`` when it ends at t = -1
+        (alpha = 1), but diffusers' trailing spacing ends at t = 0 for some K (6, 7)."""
         sched = self.sampler(k)
         eta = float(self.config.eta)
         cond_emb = self.denoiser.embed_cond(cond)
+        linear = self._linear_steps[k][-k:] if eta == 0 else None
         timesteps = [int(t) for t in sched.timesteps[-k:]]
         films = None
         if self.denoiser.blocks:  # every step's timestep FiLM in one pass
@@ -311,15 +314,15 @@ class FeatureRefiner(nn.Module):
         for i, t in enumerate(timesteps):
             film = None if films is None else films[i : i + 1]
             model_output = self._output(self.denoiser.denoise(x, t, cond_emb, film), cond)
-            variance_noise = None
-            if eta > 0:
-                full = (batch, *x.shape[1:])
-                noise = torch.randn(full, generator=generator, device=x.device, dtype=x.dtype)
-                variance_noise = noise if idx is None else noise[idx]
+            last = i == len(timesteps) - 1
+            if linear is not None:  # eta = 0: the step as one multiply-add (models.ddim)
+                x = combine(x, model_output, linear[i].x0 if last else linear[i].prev)
+                continue
+            full = (batch, *x.shape[1:])
+            noise = torch.randn(full, generator=generator, device=x.device, dtype=x.dtype)
+            variance_noise = noise if idx is None else noise[idx]
             out = sched.step(model_output, t, x, eta=eta, variance_noise=variance_noise)
-            # Last step: the x0 estimate. Equal to prev_sample when the step ends at t = -1
-            # (alpha = 1); diffusers' trailing spacing ends at t = 0 instead for some K (6, 7).
-            x = out.pred_original_sample if i == len(timesteps) - 1 else out.prev_sample
+            x = out.pred_original_sample if last else out.prev_sample
         return x
 
     def diffusion_loss(
