@@ -25,8 +25,10 @@ class CooperativeSample:
     ``neighbour_pose_sigma``: float32 (K,) the pose-error level each neighbour reports (a cue
     for AGF; zeros when none); ``neighbour_age_s``: float32 (K,) how old each neighbour's data
     is (latency; zeros when fresh). ``corruption`` / ``severity``: the sensor corruption the ego's
-    points carry (``none`` / 0: clean). ``clean``: in Diff-KD training, the same sample as the
-    clean teacher sees it (uncorrupted points, true transforms), else None.
+    points carry (``none`` / 0: clean); ``neighbour_severity``: float32 (K,) the severity each
+    neighbour's points carry (0: clean; the AGF reliability score's training target).
+    ``clean``: in Diff-KD training, the same sample as the clean teacher sees it (uncorrupted
+    points, true transforms), else None.
     """
 
     ego_points: NDArray[np.float32]
@@ -42,6 +44,7 @@ class CooperativeSample:
     neighbour_age_s: NDArray[np.float32] | None = None
     corruption: str = "none"
     severity: int = 0
+    neighbour_severity: NDArray[np.float32] | None = None
     clean: CooperativeSample | None = None
 
     def __post_init__(self) -> None:
@@ -52,7 +55,7 @@ class CooperativeSample:
                 f"clouds but {transforms.shape[0]} transforms"
             )
         object.__setattr__(self, "neighbour_to_ego", transforms)
-        for name in ("neighbour_pose_sigma", "neighbour_age_s"):
+        for name in ("neighbour_pose_sigma", "neighbour_age_s", "neighbour_severity"):
             given = getattr(self, name)
             values = (
                 np.zeros(transforms.shape[0], np.float32)

@@ -295,9 +295,9 @@ class CooperativeDetector(nn.Module):
             cues[j, i] = torch.tensor(n.cues, dtype=ego.dtype)
         for j, n in enumerate(counts):
             nbr_maps[j, n:], stacked_masks[j, n:] = 0.0, 0.0
-        fused = self.fuse(ego, nbr_maps, stacked_masks, cues)
+        fused, scores = self.fusion.scored(ego, nbr_maps, stacked_masks, cues)
         coverage = stacked_masks[:, :, 0].sum(dim=1).to(torch.uint8).cpu()
-        return FusedMaps(fused, chosen, coverage)
+        return FusedMaps(fused, chosen, coverage, scores)
 
     # ---- training ------------------------------------------------------------------------
 

@@ -15,8 +15,11 @@ the refined map is fused and detected. One step's loss (:func:`distill_loss`)::
                                                        (in the ego's view: :func:`ego_view_mask`)
           + w_ae * autoencoder(teacher)                the linear channel compressor
           + w_adapter * bce(gamma, cleanliness)        the noise adapter reads corruption
+          + w_reliability * bce(score, cleanliness)    AGF's per-neighbour reliability logit
+                                                       reads each neighbour's corruption
 
-A model without a refiner (AGF alone) trains on the same pairs with the detection term only.
+A model without a refiner (AGF alone) trains on the same pairs with the detection term and,
+when its fusion scores neighbours, the reliability term.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -54,6 +58,9 @@ class DistillWeights:
     feature: Weight = 1.0
     autoencoder: Weight = 0.1
     adapter: Weight = 0.1
+    # AGF's reliability logit against each neighbour's cleanliness (0: the detection loss alone
+    # trains it, as before; that did not learn to shut out a fogged neighbour).
+    reliability: Weight = 0.0
 
 
 @dataclass
@@ -66,6 +73,7 @@ class DistillLoss:
     feature: torch.Tensor
     autoencoder: torch.Tensor
     adapter: torch.Tensor
+    reliability: torch.Tensor
     num_positive: int
 
     def row(self) -> dict[str, float]:
@@ -194,7 +202,12 @@ def distill_loss(
         "feature": zero,
         "autoencoder": zero,
         "adapter": zero,
+        "reliability": zero,
     }
+    if weights.reliability > 0 and passed.fused.reliability is not None:
+        terms["reliability"] = weights.reliability * reliability_loss(
+            passed.fused.reliability, passed.fused.chosen, samples
+        )
     refiner = student.refiner
     if refiner is not None:
         if teacher is None:
@@ -214,3 +227,21 @@ def distill_loss(
     detection = weights.detection * head_loss.total
     total = detection + sum(terms.values())
     return DistillLoss(total, detection, num_positive=head_loss.num_positive, **terms)
+
+
+def reliability_loss(
+    scores: torch.Tensor, chosen: Sequence[Any], samples: Sequence[CooperativeSample]
+) -> torch.Tensor:
+    """Mean BCE of the reliability logits ``(B, K)`` by slot against the cleanliness of each
+    chosen neighbour's points (:func:`models.pairs.cleanliness` of its severity); padding slots
+    are left out. Pose error is not in the target: its level reaches the score as a cue."""
+    target = torch.zeros_like(scores)
+    weight = torch.zeros_like(scores)
+    for j, (idx, sample) in enumerate(zip(chosen, samples, strict=True)):
+        severity = np.asarray(sample.neighbour_severity)[np.asarray(idx, np.int64)]
+        target[j, : len(idx)] = torch.tensor([cleanliness(int(v)) for v in severity])
+        weight[j, : len(idx)] = 1.0
+    if not bool(weight.any()):
+        return scores.new_zeros(())
+    loss = F.binary_cross_entropy_with_logits(scores, target, weight=weight, reduction="sum")
+    return loss / weight.sum()

@@ -66,6 +66,18 @@ class FusionStrategy(nn.Module):
         masks: torch.Tensor,
         cues: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The fused map ``(B, C, H, W)`` (shapes as :meth:`scored`)."""
+        return self.scored(ego, neighbours, masks, cues)[0]
+
+    def scored(
+        self,
+        ego: torch.Tensor,
+        neighbours: torch.Tensor,
+        masks: torch.Tensor,
+        cues: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fused map and the per-neighbour reliability logits ``(B, K)`` the strategy
+        computed on the way (None when it scores none), for a training target."""
         ego4 = ego.unsqueeze(0) if ego.dim() == 3 else ego
         b, c, h, w = ego4.shape
         if c != self.channels:
@@ -89,7 +101,13 @@ class FusionStrategy(nn.Module):
             raise ValueError(
                 f"fusion[{self.name}]: cues must be ({b}, {k}, {NUM_CUES}), got {tuple(cues.shape)}"
             )
-        return self.combine(ego4, neighbours, masks.to(ego4.dtype), cues.to(ego4))
+        return self.combine_scored(ego4, neighbours, masks.to(ego4.dtype), cues.to(ego4))
+
+    def combine_scored(
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`combine` and the reliability logits (a strategy that scores overrides it)."""
+        return self.combine(ego, neighbours, masks, cues), None
 
     def combine(
         self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
@@ -260,9 +278,14 @@ class AdaptiveGatedFusion(FusionStrategy):
     def combine(
         self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
     ) -> torch.Tensor:
+        return self.combine_scored(ego, neighbours, masks, cues)[0]
+
+    def combine_scored(
+        self, ego: torch.Tensor, neighbours: torch.Tensor, masks: torch.Tensor, cues: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, k, c, h, w = neighbours.shape
         if k == 0:
-            return ego
+            return ego, None
         valid = masks > 0.5  # (B, K, 1, H, W)
         any_valid = valid.any(dim=1)  # (B, 1, H, W)
         nbrs = neighbours.where(valid, 0.0)
@@ -283,7 +306,7 @@ class AdaptiveGatedFusion(FusionStrategy):
         count = valid.sum(dim=1).to(ego.dtype)
         reliability_map = None if score is None else (weights * score).sum(dim=1)
         gate = self.gate_map(ego, agg, cue_map, count, reliability_map).where(any_valid, 1.0)
-        return gate * ego + (1.0 - gate) * agg
+        return gate * ego + (1.0 - gate) * agg, None if score is None else score.view(b, k)
 
 
 FUSION_STRATEGIES: dict[str, type[FusionStrategy]] = {

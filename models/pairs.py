@@ -133,15 +133,17 @@ def make_pair(
         return corrupt(points, name, severity, np.random.default_rng(seq), context_of(agent_id))
 
     ego_hit = target in ("all", "ego") and severity > 0
+    neighbours_hit = target in ("all", "neighbours") and severity > 0
     return dataclasses.replace(
         sample,
         ego_points=hit(sample.ego_id, sample.ego_points, ego_hit),
         neighbour_points=tuple(
-            hit(a, p, target in ("all", "neighbours"))
+            hit(a, p, neighbours_hit)
             for a, p in zip(sample.neighbour_ids, sample.neighbour_points, strict=True)
         ),
         neighbour_to_ego=transforms,
         neighbour_pose_sigma=sigmas,
+        neighbour_severity=np.full(sample.num_neighbours, severity if neighbours_hit else 0),
         corruption=name if ego_hit else "none",
         severity=severity if ego_hit else 0,
         clean=sample,

@@ -53,12 +53,15 @@ def as_neighbour(item: NeighbourInput) -> NeighbourFeature:
 @dataclass(frozen=True)
 class FusedMaps:
     """What :meth:`CooperativeDetector.fuse_neighbours` returns: ``features`` ``(B, C, H, W)``,
-    per ego the indices of the neighbours it used (``chosen``) and how many of them cover each
-    cell (``coverage`` ``(B, H, W)`` uint8)."""
+    per ego the indices of the neighbours it used (``chosen``), how many of them cover each
+    cell (``coverage`` ``(B, H, W)`` uint8) and, from a fusion that scores its neighbours
+    (AGF with a reliability score), their logits ``(B, K)`` by slot (slot ``i`` of ego ``j``
+    is neighbour ``chosen[j][i]``; slots past ``len(chosen[j])`` are padding)."""
 
     features: torch.Tensor
     chosen: list[NDArray[np.int64]]
     coverage: torch.Tensor
+    reliability: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

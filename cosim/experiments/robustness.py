@@ -230,6 +230,7 @@ def _with_neighbours(
         neighbour_to_ego=stacked,
         neighbour_pose_sigma=np.full(len(ids), pose_sigma, np.float32),
         neighbour_age_s=np.full(len(ids), age_s, np.float32),
+        neighbour_severity=None,  # a training target only: the evaluation samples carry none
     )
 
 

@@ -22,6 +22,7 @@ STEP_FIELDS = [
     "feature",
     "autoencoder",
     "adapter",
+    "reliability",
     "max_severity",
 ]
 LOG_EVERY = 20  # steps.csv is appended every this many steps

@@ -257,3 +257,29 @@ def test_ego_view_mask_marks_the_cells_of_the_ego_points(tiny_data: Path) -> Non
     assert mask.shape == (2, 1, grid.ny, grid.nx)  # fuse_at encoder: the pillar grid
     assert {tuple(i) for i in mask[0, 0].nonzero().tolist()} == {(0, 0), (3, 7), (5, 2)}
     assert {tuple(i) for i in mask[1, 0].nonzero().tolist()} == {(0, 0), (3, 7)}
+
+
+def test_agf_reliability_target_trains_without_a_teacher(tiny_data: Path, tmp_path: Path) -> None:
+    """AGF alone with a reliability score and a ``distill`` section holding only weights: the
+    steps log the BCE of the fresh score (logit 0) against fogged neighbours' cleanliness 0.5,
+    i.e. ln 2 times the weight, beside the detection loss."""
+    model = {k: v for k, v in STUDENT.items() if k != "refiner"}
+    model["fusion_options"] = {"key_channels": 8, "hidden": 8, "reliability": 2}
+    corrupt = {
+        "corruptions": ["fog"],
+        "severities": [2],
+        "clean_fraction": 0.0,
+        "target": "neighbours",
+        "pose_error_levels": [0.0],
+        "curriculum": [2],
+    }
+    settings = {
+        "steps_per_epoch": 2,
+        "corrupt": corrupt,
+        "distill": {"weights": {"reliability": 0.5}},
+    }
+    train(TrainConfig.from_dict(base_config(tiny_data, tmp_path / "agf", model, **settings)))
+    with (tmp_path / "agf" / "steps.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[0]["reliability"]) == pytest.approx(0.5 * np.log(2.0), rel=1e-5)
+    assert float(rows[0]["detection"]) > 0 and float(rows[0]["diffusion"]) == 0.0

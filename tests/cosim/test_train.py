@@ -169,7 +169,11 @@ def test_repo_configs_load_and_override() -> None:
             teacher, _, _ = load_checkpoint(repo / cfg.distill.teacher)
             check_teacher(teacher, build_detector(cfg.model))
         assert (cfg.model.refiner is not None) == (name in distilled)
-        assert (cfg.distill is not None) == (name in distilled)
+        # a teacher exactly for the refiners; cpu_agf's distill section holds loss weights only
+        has_teacher = cfg.distill is not None and cfg.distill.teacher is not None
+        assert has_teacher == (name in distilled)
+        if name == "cpu_agf":
+            assert cfg.distill is not None and cfg.distill.weights.reliability > 0
         assert (cfg.corrupt is not None) == diffkd_family
         if cfg.corrupt is not None:
             assert cfg.corrupt.progressive == (name != "cpu_diffkd_flat")
