@@ -8,10 +8,11 @@ thread per vehicle and give the same detections (checked). The in-process execut
 vehicles one after another; the Ray executor runs one actor per vehicle (0.25 CPU each) in
 parallel, so on 2 cores it can be faster than in process despite its messaging.
 
-Without ``--checkpoint`` it uses the shipped ``models/checkpoints/attention.pt`` if present,
-else an untrained ``cpu_attention`` model (the timings do not depend on the weights much, the
-APs do; ``trained_model`` in the JSON says which). Frames/s exclude start-up (Ray, actors,
-model loading); ``steady_frames_per_s`` also leaves out the first tick (lazy initialisation).
+Without ``--checkpoint`` it uses the main job's shipped checkpoint
+(``models/checkpoints/diffkd.pt``) if present, else an untrained ``cpu_diffkd`` model (the
+timings do not depend on the weights much, the APs do; ``trained_model`` in the JSON says
+which). Frames/s exclude start-up (Ray, actors, model loading); ``steady_frames_per_s``
+also leaves out the first tick (lazy initialisation).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _checkpoint(path: str | None, folder: Path) -> tuple[str, bool]:
     if DEFAULT_CHECKPOINT.is_file():
         return str(DEFAULT_CHECKPOINT), True
     torch.manual_seed(0)
-    model = build_detector("cpu_attention")
+    model = build_detector("cpu_diffkd")
     return str(save_checkpoint(folder / "untrained.pt", model, model.config, {})), False
 
 

@@ -91,7 +91,7 @@ def run(
         typer.Option(
             help="detector checkpoint; its config decides the fusion and so the message: a BEV "
             "map (none, intermediate), points (early) or boxes (late) "
-            "[default: models/checkpoints/attention.pt]"
+            "[default: models/checkpoints/diffkd.pt]"
         ),
     ] = None,
     agents: Annotated[int | None, typer.Option(help="connected vehicles (synthetic)")] = None,

@@ -26,7 +26,7 @@ from scenarios.corruptions import CORRUPTION_NAMES
 from scenarios.safe_yaml import load_yaml_file, short_repr
 
 DEFAULT_SCENARIO = "intersection"
-DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "attention.pt"))
+DEFAULT_CHECKPOINT = Path(str(resources.files("models") / "checkpoints" / "diffkd.pt"))
 Executor = Literal["ray", "inprocess"]
 EXECUTORS: tuple[str, ...] = Executor.__args__
 Corruption = Literal[CORRUPTION_NAMES]  # type: ignore[valid-type]
