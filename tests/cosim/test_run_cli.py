@@ -287,3 +287,13 @@ def test_run_with_the_refiner_and_its_flag_errors(tmp_path: Path) -> None:
     assert bad.exit_code == 2
     words = " ".join(bad.output.split())
     assert "Invalid value for '--refine-steps': Input should be less than or equal to 10" in words
+
+
+def test_the_committed_default_run_config_is_the_default() -> None:
+    """configs/run/default.yaml says what `cosim run` does with no option (it drifted once)."""
+    repo = Path(__file__).resolve().parents[2]
+    written = RunConfig.from_yaml(repo / "configs" / "run" / "default.yaml").to_dict()
+    default = RunConfig().to_dict()
+    # the file names the shipped checkpoint relative to the repository, the code absolutely
+    assert Path(default.pop("checkpoint")).parts[-3:] == Path(written.pop("checkpoint")).parts
+    assert written == default
