@@ -180,19 +180,21 @@ class FeatureRefiner(nn.Module):
         )
         # Training schedule: add_noise only; set_timesteps is never called on it.
         self.scheduler = make_scheduler(config)
-        self._samplers: dict[int, DDIMScheduler] = {}
-        self._linear_steps: dict[int, list[LinearStep]] = {}
+        self._samplers: dict[int, tuple[DDIMScheduler, list[LinearStep]]] = {}
         self._noise_cache: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def sampler(self, steps: int) -> DDIMScheduler:
         """The scheduler for ``steps`` inference steps (``set_timesteps`` once, then cached)."""
-        sched = self._samplers.get(steps)
-        if sched is None:
+        return self._schedule(steps)[0]
+
+    def _schedule(self, steps: int) -> tuple[DDIMScheduler, list[LinearStep]]:
+        """The cached scheduler for ``steps`` and its last ``steps`` steps as multiply-adds."""
+        cached = self._samplers.get(steps)
+        if cached is None:
             sched = make_scheduler(self.config)
             sched.set_timesteps(schedule_length(steps, self.config.start_fraction))
-            self._samplers[steps] = sched
-            self._linear_steps[steps] = linear_steps(sched)
-        return sched
+            cached = self._samplers[steps] = (sched, linear_steps(sched)[-steps:])
+        return cached
 
     def _check_feature(self, x: torch.Tensor, what: str) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -303,11 +305,10 @@ class FeatureRefiner(nn.Module):
 
         The last step returns the x0 estimate: equal to ``prev_sample`` when it ends at t = -1
         (alpha = 1), but diffusers' trailing spacing ends at t = 0 for some K (6, 7)."""
-        sched = self.sampler(k)
+        sched, steps = self._schedule(k)
         eta = float(self.config.eta)
         cond_emb = self.denoiser.embed_cond(cond)
-        linear = self._linear_steps[k][-k:] if eta == 0 else None
-        timesteps = [int(t) for t in sched.timesteps[-k:]]
+        timesteps = [step.timestep for step in steps]
         films = None
         if self.denoiser.blocks:  # every step's timestep FiLM in one pass
             films = self.denoiser.film(torch.tensor(timesteps, device=x.device))
@@ -315,8 +316,8 @@ class FeatureRefiner(nn.Module):
             film = None if films is None else films[i : i + 1]
             model_output = self._output(self.denoiser.denoise(x, t, cond_emb, film), cond)
             last = i == len(timesteps) - 1
-            if linear is not None:  # eta = 0: the step as one multiply-add (models.ddim)
-                x = combine(x, model_output, linear[i].x0 if last else linear[i].prev)
+            if eta == 0:  # the step as one multiply-add (models.ddim)
+                x = combine(x, model_output, steps[i].x0 if last else steps[i].prev)
                 continue
             full = (batch, *x.shape[1:])
             noise = torch.randn(full, generator=generator, device=x.device, dtype=x.dtype)
