@@ -56,10 +56,11 @@ from torch import nn
 
 from models.batch import CooperativeSample
 from models.center_head import CenterHead
+from models.cues import NUM_CUES, PROFILE_SIZE, occupancy_profile
 from models.detector_config import DetectorConfig, load_detector_config
 from models.early_fusion import merge_points_to_ego
 from models.encoders.feature_net import FeatureNet
-from models.fusion import NUM_CUES, build_fusion
+from models.fusion import build_fusion
 from models.head import AnchorHead, Detections, HeadLoss, HeadOutput, Normaliser
 from models.received import (
     ForwardPass,
@@ -279,6 +280,11 @@ class CooperativeDetector(nn.Module):
             return FusedMaps(fused, chosen, torch.zeros(b, h, w, dtype=torch.uint8))
         flat = [n for p in picked for n in p]
         feats = [n.feature.to(ego) for n in flat]
+        slots = [(j, i) for j, n in enumerate(counts) for i in range(n)]
+        profiles = ego.new_zeros(b, k, PROFILE_SIZE)
+        if self.fusion.reads_profiles:  # of the maps as received, before any refinement
+            for (j, i), f, n in zip(slots, feats, flat, strict=True):
+                profiles[j, i] = occupancy_profile(f, n.sent_mask)
         if neighbour_steps is not None and self.refiner is not None:
             feats = list(self.refiner(torch.stack(feats), neighbour_steps).feature)
         # One warp per map, written into its ego's slot (padding slots zero: a zero mask adds
@@ -288,14 +294,13 @@ class CooperativeDetector(nn.Module):
         nbr_maps = ego.new_empty(b, k, c, h, w)
         stacked_masks = ego.new_empty(b, k, 1, h, w)
         cues = ego.new_zeros(b, k, NUM_CUES)
-        slots = [(j, i) for j, n in enumerate(counts) for i in range(n)]
         for (j, i), f, n in zip(slots, feats, flat, strict=True):
             part = self.warp(f.unsqueeze(0), n.neighbour_to_ego[None], n.sent_mask)
             nbr_maps[j, i], stacked_masks[j, i] = part.features[0], part.mask[0]
             cues[j, i] = torch.tensor(n.cues, dtype=ego.dtype)
         for j, n in enumerate(counts):
             nbr_maps[j, n:], stacked_masks[j, n:] = 0.0, 0.0
-        fused, scores = self.fusion.scored(ego, nbr_maps, stacked_masks, cues)
+        fused, scores = self.fusion.scored(ego, nbr_maps, stacked_masks, cues, profiles)
         coverage = stacked_masks[:, :, 0].sum(dim=1).to(torch.uint8).cpu()
         return FusedMaps(fused, chosen, coverage, scores)
 

@@ -7,7 +7,7 @@ A config reads as the model's topology in a few lines of YAML (``models/configs/
     features: cpu             # a FEATURE_PRESETS name, or a FeatureConfig dict (see below)
     head: {score_threshold: 0.2, nms_iou: 0.15}
     fusion: max               # none | late | early | any key of models.fusion.FUSION_STRATEGIES
-    fusion_options: {}        # the strategy's hyperparameters (agf: key_channels, hidden, kernel)
+    fusion_options: {}        # the strategy's hyperparameters (agf: models.fusion.AGFOptions)
     refiner: null             # PKD diffusion refiner (models.refiner.RefinerConfig), or null
     fuse_at: encoder          # encoder (BEV pseudo-image, before the 2D backbone) | backbone
     message_range: null       # [x_min, y_min, x_max, y_max] m a sender encodes and sends

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from models.fusion import cue_vector
+from models.cues import cue_vector
 from models.head import Detections
 from models.refiner import RefineOutput
 
@@ -20,7 +20,7 @@ class NeighbourFeature:
     neighbour's own grid, ``neighbour_to_ego`` 4x4 (from the *reported* poses), optionally
     ``sent_mask`` ``(H, W)`` bool in the neighbour's grid, True where the cell was sent
     (sparsified messages; cells not sent are no data), and the cues the ego knows about the
-    message (:data:`models.fusion.CUE_NAMES`): its ``age_s`` at fusion time, whether it is
+    message (:data:`models.cues.CUE_NAMES`): its ``age_s`` at fusion time, whether it is
     ``stale`` (sent before this tick, so warped with an old pose) and the sender's reported
     ``pose_sigma`` (pose-error level, m and degrees)."""
 

@@ -2,8 +2,9 @@
 
 Scores every chosen neighbour of every 6th of the first 60 ``data/robust`` samples (seed 0),
 clean and with fog / crosstalk / beam loss at severity 2 on the neighbours only, and prints the
-score's mean / min / max logit per condition and the learnt factor that carries it into the
-gate, as JSON (docs/results.md, "Fifth generation"):
+score's mean / min / max logit and mean sigmoid (the trust a shut-out AGF scales the
+neighbours' share by) per condition, and for an older score the learnt factor that carries it
+into the gate, as JSON (docs/results.md, "Fifth generation"):
 
     python scripts/reliability_scores.py models/checkpoints/agf.pt
 """
@@ -35,7 +36,12 @@ def main(
     if getattr(model.fusion, "reliability", None) is None:
         raise typer.BadParameter(f"{checkpoint}: its fusion has no reliability score")
     store = FrameStore(data)
-    out: dict[str, object] = {"gate_factor": float(model.fusion.reliability_gate.detach())}
+    # A shut-out score scales the neighbours' share by its sigmoid (the trust); an older score
+    # enters the gate's logit times a learnt factor instead.
+    shut_out = bool(model.fusion.options.shut_out)
+    out: dict[str, object] = {"shut_out": shut_out}
+    if not shut_out:
+        out["gate_factor"] = float(model.fusion.reliability_gate.detach())
     for name in ("none", "fog", "crosstalk", "beam_missing"):
         cond = Condition("clean", "none", 0.0) if name == "none" else Condition("sensor", name, 2)
         runs = condition_samples(store, model.grid, cond, frames=15, seed=0, target="neighbours")
@@ -52,6 +58,7 @@ def main(
             "mean": float(np.mean(values)),
             "min": float(np.min(values)),
             "max": float(np.max(values)),
+            "mean_trust": float(np.mean(1.0 / (1.0 + np.exp(-np.asarray(values))))),
             "neighbours": len(values),
         }
     print(json.dumps(out, indent=1))

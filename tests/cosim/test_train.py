@@ -406,3 +406,19 @@ def test_stop_request_ends_training_after_the_epoch(tiny_data: Path, tmp_path: P
     assert read_checkpoint(tmp_path / "stop" / "last.pt")["epoch"] == 2
     summary = json.loads((tmp_path / "stop" / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["epochs_done"] == 2
+
+
+def test_trust_experiment_configs_chain() -> None:
+    """configs/train/trust: AGF with a trust, then the trust alone, then the refiner, each
+    warm-started from the stage before, all on the same AGF options."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "train" / "trust"
+    agf, score, diffkd = (
+        TrainConfig.from_yaml(root / f"{n}.yaml") for n in ("agf", "agf_score", "diffkd")
+    )
+    assert agf.init_from == "models/checkpoints/base/sizes_early.pt"
+    assert score.init_from == f"{agf.out}/best.pt" and score.train_only == ("fusion.reliability.",)
+    assert diffkd.init_from == diffkd.distill.teacher == f"{score.out}/best.pt"
+    assert diffkd.train_only == ("refiner.",)
+    options = agf.model.fusion_options
+    assert options["shut_out"] and options["profile"] and options["drop_below"] == 0.5
+    assert score.model.fusion_options == diffkd.model.fusion_options == options

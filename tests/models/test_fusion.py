@@ -6,16 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from models.cues import CUE_NAMES, cue_vector
 from models.early_fusion import merge_points_to_ego
 from models.fusion import (
-    CUE_NAMES,
     FUSION_STRATEGIES,
     AdaptiveGatedFusion,
     AGFOptions,
     AttentionFusion,
     MaxFusion,
     build_fusion,
-    cue_vector,
 )
 from scenarios.geometry import yaw_pose
 
