@@ -60,7 +60,7 @@ def occupancy_profile(feature: torch.Tensor, sent_mask: torch.Tensor | None = No
     hold 0.3% and 0.1% of cells clean and exactly none fogged), beam loss thins the near band,
     crosstalk fills the outer ones. Occupied means the channels sum to non-zero (exact for
     ReLU pillar features). The log keeps an empty band distinct from a sparse one. About
-    1 ms for a CPU-preset message map (32 x 400 x 400, two threads).
+    1 ms for a CPU-preset message map (32 x 400 x 400, two threads; an ad hoc timing).
     """
     if feature.dim() != 3:
         raise ValueError(
