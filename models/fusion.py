@@ -199,8 +199,9 @@ class AGFOptions:
     # A 1 x 1 projection of the gate input to this many channels before its k x k convolution
     # (0: none). 16 cuts the gate's multiply-adds per cell from 19.6 k to 3.4 k on the CPU preset.
     gate_reduce: Int = Field(0, ge=0)
-    # A shut-out neighbour whose trust sigmoid(r) is below this is dropped (as if its message
-    # were lost; 0: never). Half-trusting a fogged neighbour keeps nearly all of its harm.
+    # A neighbour whose trust sigmoid(r) is below this is dropped (as if its message were lost;
+    # 0: never), with or without shut_out. Half-trusting a fogged neighbour keeps nearly all of
+    # its harm; without shut_out a trusted neighbour is fused exactly as it would be without it.
     drop_below: float = Field(0.0, ge=0.0, lt=1.0)
 
     def __post_init__(self) -> None:
@@ -208,8 +209,8 @@ class AGFOptions:
             raise ValueError(f"fusion[agf]: kernel must be odd, got {self.kernel}")
         if (self.profile or self.shut_out) and not self.reliability:
             raise ValueError("fusion[agf]: profile and shut_out need a reliability score (> 0)")
-        if self.drop_below and not self.shut_out:
-            raise ValueError("fusion[agf]: drop_below needs shut_out")
+        if self.drop_below and not self.reliability:
+            raise ValueError("fusion[agf]: drop_below needs a reliability score (> 0)")
 
 
 class AdaptiveGatedFusion(FusionStrategy):
@@ -224,6 +225,7 @@ class AdaptiveGatedFusion(FusionStrategy):
     added to its attention logits and either (``shut_out``) scales the neighbours' share by
     ``rho = sum_k weight_k sigmoid(r_k)``, or, weighted like the cues, enters the gate's logit
     times a learnt factor: a fogged or badly placed neighbour can be shut out as a whole.
+    With ``drop_below`` a neighbour whose ``sigmoid(r)`` is below it is dropped, as if lost.
     """
 
     name = "agf"
@@ -253,8 +255,8 @@ class AdaptiveGatedFusion(FusionStrategy):
                 opts.reliability,
                 opts.hidden,
                 profile_size=PROFILE_SIZE if opts.profile else 0,
-                # A shut-out score starts trusting (sigmoid(2) = 0.88), not halving everyone.
-                bias=2.0 if opts.shut_out else 0.0,
+                # A trust starts trusting (sigmoid(2) = 0.88), not halving or dropping everyone.
+                bias=2.0 if opts.shut_out or opts.drop_below else 0.0,
             )
             if not opts.shut_out:
                 self.reliability_gate = nn.Parameter(torch.zeros(()))

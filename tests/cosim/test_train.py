@@ -422,3 +422,19 @@ def test_trust_experiment_configs_chain() -> None:
     options = agf.model.fusion_options
     assert options["shut_out"] and options["profile"] and options["drop_below"] == 0.5
     assert score.model.fusion_options == diffkd.model.fusion_options == options
+
+
+def test_wide_trust_configs_keep_the_shipped_agf_but_its_score() -> None:
+    """configs/train/trust_wide: a fresh trust alone on the fifth-generation agf.pt (its
+    gate, no shut_out, drop below 0.5), the AGF options of the cpu_diffkd_trust_wide preset
+    its graft into diffkd.pt is built under."""
+    root = Path(__file__).resolve().parents[2] / "configs" / "train" / "trust_wide"
+    agf = TrainConfig.from_yaml(root / "agf.yaml")
+    assert agf.init_from == "models/checkpoints/agf.pt"
+    assert agf.init_skip == ("fusion.reliability",)
+    assert agf.train_only == ("fusion.reliability.",)
+    shipped = TrainConfig.from_yaml(root.parent / "cpu_agf.yaml").model.fusion_options
+    options = agf.model.fusion_options
+    assert {k: options[k] for k in shipped} == shipped
+    assert options["profile"] and not options.get("shut_out") and options["drop_below"] == 0.5
+    assert load_detector_config("cpu_diffkd_trust_wide").fusion_options == options

@@ -181,5 +181,38 @@ def test_drop_below_treats_a_distrusted_neighbour_as_lost() -> None:
     assert not torch.allclose(agf(ego, nbrs, masks, cues, profiles), expected)
     both = torch.stack([_profile(-1.0), _profile(-1.0)]).unsqueeze(0)
     assert torch.equal(dropping(ego, nbrs, masks, cues, both), ego)
-    with pytest.raises(ValueError, match="drop_below needs shut_out"):
-        build_fusion("agf", 4, {"reliability": 2, "drop_below": 0.5})
+    with pytest.raises(ValueError, match="drop_below needs a reliability score"):
+        build_fusion("agf", 4, {"drop_below": 0.5})
+
+
+def test_drop_below_without_shut_out_only_removes_the_distrusted_neighbour() -> None:
+    """Without shut_out the trust only filters: with both neighbours trusted (scores +/-0.5
+    shifted to +1, sigmoid 0.73) the output equals the same weights with no drop_below; with
+    one scored -1 (0.27) it equals that neighbour's mask zeroed, and the gate is not the ego's."""
+    torch.manual_seed(5)
+    opts = AGFOptions(key_channels=2, hidden=4, reliability=2, profile=True)
+    plain = AdaptiveGatedFusion(2, opts)
+    filtering = AdaptiveGatedFusion(2, dataclasses.replace(opts, drop_below=0.5))
+    with torch.no_grad():
+        mlp = plain.reliability.mlp
+        mlp[0].weight.zero_()
+        mlp[0].bias.zero_()
+        mlp[0].weight[0, 8 + 3 + PROFILE_RINGS - 1] = -1.0  # relu(-outer band entry)
+        mlp[2].weight.zero_()
+        mlp[2].weight[0, 0] = -2.0
+        mlp[2].bias.fill_(1.0)  # +1 for returns everywhere, -1 for none past the inner bands
+        plain.reliability_gate.fill_(0.3)
+    filtering.load_state_dict(plain.state_dict())
+    ego, nbrs = torch.randn(1, 2, 3, 3), torch.randn(1, 2, 2, 3, 3)
+    masks, cues = torch.ones(1, 2, 1, 3, 3), torch.rand(1, 2, 3)
+    trusted = torch.stack([_profile(0.0), _profile(0.0)]).unsqueeze(0)
+    torch.testing.assert_close(
+        filtering(ego, nbrs, masks, cues, trusted), plain(ego, nbrs, masks, cues, trusted)
+    )
+    one_fogged = torch.stack([_profile(0.0), _profile(-1.0)]).unsqueeze(0)
+    lost = masks.clone()
+    lost[0, 1] = 0.0
+    torch.testing.assert_close(
+        filtering(ego, nbrs, masks, cues, one_fogged), plain(ego, nbrs, lost, cues, one_fogged)
+    )
+    assert not torch.allclose(filtering(ego, nbrs, masks, cues, one_fogged), ego)
