@@ -9,7 +9,7 @@ and the noise adapter's gamma. A refiner that repairs moves the map toward the c
 (``refined_to_clean`` < ``student_to_clean``)::
 
     python scripts/refiner_diagnostics.py models/checkpoints/diffkd.pt \
-        --teacher models/checkpoints/agf.pt --data data/val3 --samples 24
+        --teacher models/checkpoints/base/agf_gen5.pt --data data/val3 --samples 24
 """
 
 from __future__ import annotations

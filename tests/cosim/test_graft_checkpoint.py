@@ -3,30 +3,17 @@ two files differ anywhere else."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
-import typer
 from typer.testing import CliRunner
 
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from models.detector import CooperativeDetector
 from models.detector_config import DetectorConfig
 from tests.agents.helpers import TINY_MODEL
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "graft_checkpoint.py"
-
-
-def _script_app() -> typer.Typer:
-    spec = importlib.util.spec_from_file_location("graft_checkpoint", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = typer.Typer()
-    app.command()(module.main)
-    return app
+from tests.script_app import script_app
 
 
 def _agf(name: str, options: dict[str, object], seed: int) -> CooperativeDetector:
@@ -49,7 +36,7 @@ def test_graft_takes_the_prefix_from_the_donor_and_the_rest_from_the_base(tmp_pa
     out = tmp_path / "out.pt"
     args = [str(tmp_path / "base.pt"), str(tmp_path / "donor.pt"), str(out)]
     args += ["--prefix", "fusion.reliability", "--as-model", str(preset)]
-    result = CliRunner().invoke(_script_app(), args)
+    result = CliRunner().invoke(script_app("graft_checkpoint"), args)
     assert result.exit_code == 0, result.output
     grafted, config, _ = load_checkpoint(out)
     assert config.fusion_options == donor.config.fusion_options
@@ -64,5 +51,5 @@ def test_graft_takes_the_prefix_from_the_donor_and_the_rest_from_the_base(tmp_pa
     with torch.no_grad():
         donor.fusion.gate[-1].bias.add_(1.0)  # now the donor differs outside the prefix
     save_checkpoint(tmp_path / "donor.pt", donor, donor.config, {})
-    result = CliRunner().invoke(_script_app(), args, env={"COLUMNS": "300"})
+    result = CliRunner().invoke(script_app("graft_checkpoint"), args, env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "fusion.gate.2.bias" in result.output

@@ -3,29 +3,16 @@ training provenance and a test report per split, under another preset when asked
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
 from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tests.agents.helpers import tiny_model
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "ship_checkpoint.py"
-
-
-def _script_app() -> typer.Typer:
-    spec = importlib.util.spec_from_file_location("ship_checkpoint", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = typer.Typer()
-    app.command()(module.main)
-    return app
+from tests.script_app import script_app
 
 
 def test_ship_a_run_under_another_preset(tiny_data: Path, tmp_path: Path) -> None:
@@ -39,7 +26,7 @@ def test_ship_a_run_under_another_preset(tiny_data: Path, tmp_path: Path) -> Non
     late_preset.write_text(json.dumps(late.config.to_dict()))  # YAML is a superset of JSON
     out = tmp_path / "shipped" / "late.pt"
     result = CliRunner().invoke(
-        _script_app(),
+        script_app("ship_checkpoint"),
         [
             str(run),
             str(out),
@@ -72,7 +59,7 @@ def test_an_unfinished_run_is_refused(tmp_path: Path) -> None:
     model = tiny_model("none")
     save_checkpoint(run / "best.pt", model, model.config, {})
     result = CliRunner().invoke(
-        _script_app(),
+        script_app("ship_checkpoint"),
         [str(run), str(tmp_path / "x.pt"), "--strategy", "none", "--test", str(tmp_path)],
         env={"COLUMNS": "300"},
     )
@@ -89,7 +76,7 @@ def test_ship_a_checkpoint_file(tiny_data: Path, tmp_path: Path) -> None:
     save_checkpoint(base, model, model.config, {}, None, 3, {"train_command": "cosim train a"})
     out = tmp_path / "none.pt"
     result = CliRunner().invoke(
-        _script_app(),
+        script_app("ship_checkpoint"),
         [str(base), str(out), "--strategy", "none", "--test", str(tiny_data), "--threads", "1"],
     )
     assert result.exit_code == 0, result.output

@@ -155,9 +155,9 @@ def test_repo_configs_load_and_override() -> None:
             assert len(cfg.model.head.anchors) == 3 and cfg.model.message_range is not None
         if name == "cpu_agf":
             assert cfg.init_from == "models/checkpoints/base/sizes_early.pt"
-        if name in distilled:  # a refiner trained on a frozen shipped student
-            student = "attention" if name == "cpu_attention_pkd" else "agf"
-            assert cfg.init_from == f"models/checkpoints/{student}.pt"
+        if name in distilled:  # a refiner trained on a frozen committed student
+            student = "attention.pt" if name == "cpu_attention_pkd" else "base/agf_gen5.pt"
+            assert cfg.init_from == f"models/checkpoints/{student}"
             assert cfg.train_only == ("refiner.",) and cfg.init_skip == ("refiner.",)
             warm_start(build_detector(cfg.model), str(repo / cfg.init_from), cfg.init_skip)
             # the teacher is the frozen student itself on clean data (clean intermediate
@@ -430,7 +430,7 @@ def test_wide_trust_configs_keep_the_shipped_agf_but_its_score() -> None:
     its graft into diffkd.pt is built under."""
     root = Path(__file__).resolve().parents[2] / "configs" / "train" / "trust_wide"
     agf = TrainConfig.from_yaml(root / "agf.yaml")
-    assert agf.init_from == "models/checkpoints/agf.pt"
+    assert agf.init_from == "models/checkpoints/base/agf_gen5.pt"
     assert agf.init_skip == ("fusion.reliability",)
     assert agf.train_only == ("fusion.reliability.",)
     shipped = TrainConfig.from_yaml(root.parent / "cpu_agf.yaml").model.fusion_options
