@@ -36,19 +36,18 @@ def cue_vector(age_s: float = 0.0, stale: bool = False, pose_sigma: float = 0.0)
 _band_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
 
-def _bands(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """``(h * w, PROFILE_RINGS)`` one-hot band of each cell: its distance from the window
-    centre (the sender) over the half-width, in equal steps, the corners in the last band."""
+def _band_index(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """``(h * w,)`` band of each cell (int64): its distance from the window centre (the
+    sender) over the half-width, in equal steps, the corners in the last band."""
     key = (h, w, str(device))
-    bands = _band_cache.get(key)
-    if bands is None:
+    index = _band_cache.get(key)
+    if index is None:
         ys = ((torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h - 0.5) * 2.0
         xs = ((torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w - 0.5) * 2.0
         radius = torch.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2).reshape(-1)
         index = (radius * PROFILE_RINGS).long().clamp_(max=PROFILE_RINGS - 1)
-        bands = torch.nn.functional.one_hot(index, PROFILE_RINGS).to(torch.float32)
-        _band_cache[key] = bands
-    return bands
+        _band_cache[key] = index
+    return index
 
 
 def occupancy_profile(feature: torch.Tensor, sent_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -59,8 +58,9 @@ def occupancy_profile(feature: torch.Tensor, sent_mask: torch.Tensor | None = No
     empties every band past ~40 m (on the robustness split at severity 2 the two outer bands
     hold 0.3% and 0.1% of cells clean and exactly none fogged), beam loss thins the near band,
     crosstalk fills the outer ones. Occupied means the channels sum to non-zero (exact for
-    ReLU pillar features). The log keeps an empty band distinct from a sparse one. About
-    1 ms for a CPU-preset message map (32 x 400 x 400, two threads; an ad hoc timing).
+    ReLU pillar features). The log keeps an empty band distinct from a sparse one. With a
+    sent mask only the sent cells are read: about 0.5 ms for a CPU-preset top-0.6% message
+    (960 of 400 x 400 cells, 32 channels), 5 ms for the dense map (one thread; ad hoc timings).
     """
     if feature.dim() != 3:
         raise ValueError(
@@ -68,15 +68,23 @@ def occupancy_profile(feature: torch.Tensor, sent_mask: torch.Tensor | None = No
         )
     c, h, w = feature.shape
     with torch.no_grad():
-        total = feature.sum(dim=0)
-        occupied = total != 0
+        flat = feature.reshape(c, -1)
+        band = _band_index(h, w, feature.device)
         if sent_mask is not None:
             sent = torch.as_tensor(sent_mask, device=feature.device).bool()
-            occupied, total = occupied & sent, total * sent
-        bands = _bands(h, w, feature.device)
-        counts = occupied.reshape(1, -1).to(torch.float32) @ bands
-        cells = bands.sum(dim=0) if sent_mask is None else sent.reshape(1, -1).float() @ bands
-        share = (counts / cells.clamp_min(1.0)).reshape(-1)
+            if tuple(sent.shape) != (h, w):
+                raise ValueError(
+                    f"occupancy_profile: sent_mask must be ({h}, {w}), got {tuple(sent.shape)}"
+                )
+            # Only the sent cells: a top-k message holds ~1% of the window, so the channel
+            # sum runs over those instead of every cell (tens of times fewer reads).
+            sent_cells = sent.reshape(-1).nonzero().squeeze(1)
+            flat, band = flat.index_select(1, sent_cells), band[sent_cells]
+        total = flat.sum(dim=0)
+        occupied = total != 0
+        counts = torch.bincount(band[occupied], minlength=PROFILE_RINGS).to(torch.float32)
+        cells = torch.bincount(band, minlength=PROFILE_RINGS).to(torch.float32)
+        share = counts / cells.clamp_min(1.0)
         log_share = torch.log(share.clamp_min(_SHARE_FLOOR)) / -math.log(_SHARE_FLOOR)
         # total is 0 off the occupied cells, so its sum is the sum over them.
         magnitude = total.sum() / (c * occupied.sum().clamp_min(1))
