@@ -302,7 +302,8 @@ class CooperativeDetector(nn.Module):
             nbr_maps[j, n:], stacked_masks[j, n:] = 0.0, 0.0
         fused, scores = self.fusion.scored(ego, nbr_maps, stacked_masks, cues, profiles)
         coverage = stacked_masks[:, :, 0].sum(dim=1).to(torch.uint8).cpu()
-        return FusedMaps(fused, chosen, coverage, scores)
+        inputs = (nbr_maps, stacked_masks, cues, profiles)
+        return FusedMaps(fused, chosen, coverage, scores, inputs)
 
     # ---- training ------------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class CooperativeDetector(nn.Module):
         ego_maps, neighbours = self.encode_samples(samples)
         refined = self.refine(ego_maps, refine_steps)
         ego = ego_maps if refined is None else refined.feature
-        return ForwardPass(ego_maps, refined, self.fuse_neighbours(ego, neighbours))
+        return ForwardPass(ego_maps, refined, self.fuse_neighbours(ego, neighbours), neighbours)
 
     def encode_samples(
         self, samples: Sequence[CooperativeSample]

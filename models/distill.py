@@ -15,8 +15,9 @@ the refined map is fused and detected. One step's loss (:func:`distill_loss`)::
                                                        (in the ego's view: :func:`ego_view_mask`)
           + w_ae * autoencoder(teacher)                the linear channel compressor
           + w_adapter * bce(gamma, cleanliness)        the noise adapter reads corruption
-          + w_reliability * bce(score, cleanliness)    AGF's per-neighbour reliability logit
-                                                       reads each neighbour's corruption
+          + w_reliability * bce(score, target)         AGF's per-neighbour reliability logit
+                                                       against each neighbour's cleanliness,
+                                                       or its measured harm (models.harm)
 
 A model without a refiner (AGF alone) trains on the same pairs with the detection term and,
 when its fusion scores neighbours, the reliability term.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,11 +35,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from pydantic import Field
 
 from configkit import Float, config_dataclass
 from models.batch import CooperativeSample
 from models.detector import CooperativeDetector
+from models.harm import harm_targets
 from models.head import Normaliser
 from models.pairs import cleanliness
 from models.refiner import masked_mse
@@ -47,6 +50,17 @@ from models.voxelize import voxel_indices
 Weight = Annotated[Float, Field(ge=0.0)]
 #: Where the feature and diffusion losses look (:func:`ego_view_mask`, or the whole map).
 DistillRegion = Literal["ego_view", "map"]
+#: What the reliability logit learns: the severity of a neighbour's corruption
+#: (:func:`models.pairs.cleanliness`) or what leaving it out does to the loss (:mod:`models.harm`).
+ReliabilityTarget = Literal["cleanliness", "harm"]
+
+
+@dataclass(frozen=True)
+class TrustTarget:
+    """Which reliability target a step uses and, for ``harm``, its ``temperature``."""
+
+    kind: ReliabilityTarget = "cleanliness"
+    temperature: float = 0.01
 
 
 @config_dataclass
@@ -188,11 +202,12 @@ def distill_loss(
     refine_steps: int | None = None,
     normaliser_of: Normaliser | None = None,
     region: DistillRegion = "ego_view",
+    trust: TrustTarget = TrustTarget(),
 ) -> DistillLoss:
     """One training step's loss (module docstring); ``teacher`` are :func:`teacher_maps` of
     ``samples`` (None: detection only, which a model without a refiner uses);
     ``normaliser_of`` divides the detection terms (:meth:`AnchorHead.loss`); ``region``
-    where the feature and diffusion terms compare maps."""
+    where the feature and diffusion terms compare maps; ``trust`` the reliability target."""
     passed = student.forward_pass(samples, refine_steps)
     output = student.head(student.bev(passed.fused.features))
     head_loss = student.loss(samples, output, normaliser_of)
@@ -204,10 +219,15 @@ def distill_loss(
         "adapter": zero,
         "reliability": zero,
     }
-    if weights.reliability > 0 and passed.fused.reliability is not None:
-        terms["reliability"] = weights.reliability * reliability_loss(
-            passed.fused.reliability, passed.fused.chosen, samples
-        )
+    scores = passed.fused.reliability
+    if weights.reliability > 0 and scores is not None:
+        if trust.kind == "harm":
+            target, weight = harm_targets(student, passed, samples, trust.temperature)
+        else:
+            target, weight = cleanliness_targets(
+                scores, passed.fused.chosen, samples, student.select_neighbours
+            )
+        terms["reliability"] = weights.reliability * reliability_loss(scores, target, weight)
     refiner = student.refiner
     if refiner is not None:
         if teacher is None:
@@ -229,18 +249,33 @@ def distill_loss(
     return DistillLoss(total, detection, num_positive=head_loss.num_positive, **terms)
 
 
-def reliability_loss(
-    scores: torch.Tensor, chosen: Sequence[Any], samples: Sequence[CooperativeSample]
-) -> torch.Tensor:
-    """Mean BCE of the reliability logits ``(B, K)`` by slot against the cleanliness of each
-    chosen neighbour's points (:func:`models.pairs.cleanliness` of its severity); padding slots
-    are left out. Pose error is not in the target: its level reaches the score as a cue."""
-    target = torch.zeros_like(scores)
-    weight = torch.zeros_like(scores)
+def cleanliness_targets(
+    scores: torch.Tensor,
+    chosen: Sequence[Any],
+    samples: Sequence[CooperativeSample],
+    select: Callable[[NDArray[np.float64]], NDArray[np.int64]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per slot of the logits ``(B, K)``: the cleanliness of the chosen neighbour's points
+    (:func:`models.pairs.cleanliness` of its severity) and a weight, 0 for padding. ``chosen``
+    indexes the neighbours the encoder was offered, ``select(sample.neighbour_to_ego)`` of the
+    sample's (:meth:`CooperativeDetector.select_neighbours`: by range). Pose error is not in
+    the target: its level reaches the score as a cue."""
+    target = torch.zeros(scores.shape)
+    weight = torch.zeros(scores.shape)
     for j, (idx, sample) in enumerate(zip(chosen, samples, strict=True)):
-        severity = np.asarray(sample.neighbour_severity)[np.asarray(idx, np.int64)]
+        offered = select(sample.neighbour_to_ego)
+        severity = np.asarray(sample.neighbour_severity)[offered[np.asarray(idx, np.int64)]]
         target[j, : len(idx)] = torch.tensor([cleanliness(int(v)) for v in severity])
         weight[j, : len(idx)] = 1.0
+    return target, weight
+
+
+def reliability_loss(
+    scores: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """Mean BCE of the reliability logits ``(B, K)`` against ``target`` in [0, 1], over the
+    slots whose ``weight`` is non-zero (0 when there is none)."""
+    target, weight = target.to(scores), weight.to(scores)
     if not bool(weight.any()):
         return scores.new_zeros(())
     loss = F.binary_cross_entropy_with_logits(scores, target, weight=weight, reduction="sum")

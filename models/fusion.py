@@ -249,6 +249,8 @@ class AdaptiveGatedFusion(FusionStrategy):
             nn.Conv2d(opts.hidden, 1, 1),
         )
         self.reliability: NeighbourReliability | None = None
+        # True while models.harm scores neighbours: every trust the same, nothing dropped.
+        self.neutral_trust = False
         if opts.reliability:
             self.reliability = NeighbourReliability(
                 channels,
@@ -309,7 +311,7 @@ class AdaptiveGatedFusion(FusionStrategy):
         logits = (query * keys).sum(dim=2, keepdim=True) / math.sqrt(keys.shape[2])
         logits = logits + self.cue_bias(cues).view(b, k, 1, 1, 1)
         score = None
-        if self.reliability is not None:
+        if self.reliability is not None and not self.neutral_trust:
             score = self.reliability(ego, nbrs, valid, cues, profiles).view(b, k, 1, 1, 1)
             logits = logits + score
             if self.options.drop_below:

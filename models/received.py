@@ -62,6 +62,10 @@ class FusedMaps:
     chosen: list[NDArray[np.int64]]
     coverage: torch.Tensor
     reliability: torch.Tensor | None = None
+    #: What the fusion read: the warped neighbour maps ``(B, K, C, H, W)``, their masks
+    #: ``(B, K, 1, H, W)``, cues ``(B, K, NUM_CUES)`` and profiles ``(B, K, PROFILE_SIZE)``
+    #: (None when nothing was fused), for a second look at them (:mod:`models.harm`).
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,10 @@ class EgoDetections:
 @dataclass(frozen=True)
 class ForwardPass:
     """A batch's intermediate maps: the ego message maps as encoded, the refiner's output on
-    them (None without a refiner) and the fused maps the head reads."""
+    them (None without a refiner), the fused maps the head reads and, per ego, the neighbour
+    maps it was offered (before the choice by range)."""
 
     ego_maps: torch.Tensor
     refined: RefineOutput | None
     fused: FusedMaps
+    neighbours: list[list[NeighbourFeature]] = field(default_factory=list)

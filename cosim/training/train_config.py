@@ -28,7 +28,7 @@ from pydantic.json_schema import SkipJsonSchema
 from configkit import Float, Int, Section, Str, config_dataclass, validate
 from models.augment import Augmentation
 from models.detector_config import DetectorConfig, load_detector_config
-from models.distill import DistillRegion, DistillWeights, TeacherInput
+from models.distill import DistillRegion, DistillWeights, ReliabilityTarget, TeacherInput
 from models.pairs import PairConfig
 from models.refiner import MAX_STEPS
 from scenarios.safe_yaml import load_yaml_file
@@ -127,6 +127,11 @@ class DistillConfig:
     # or a feature-fusion teacher's fused map) or "ego" (the ego's clean points alone: with
     # the frozen student as teacher, the refiner learns to undo the corruption).
     teacher_input: TeacherInput = "all_agents"
+    # What AGF's trust (weights.reliability) learns: "cleanliness" (each neighbour's corruption
+    # severity) or "harm" (the frame's AP@0.5 with the neighbour minus without it, through a
+    # sigmoid of this temperature: models.harm; 1 + K extra head passes and decodes a sample).
+    reliability_target: ReliabilityTarget = "cleanliness"
+    harm_temperature: Float = Field(0.01, gt=0.0)
 
 
 @config_dataclass

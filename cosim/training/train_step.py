@@ -21,7 +21,7 @@ from cosim.training.train_log import LOG_EVERY, STEP_FIELDS, append_rows
 from cosim.training.train_schedule import steps_per_epoch
 from models.dataset import CooperativeDataset
 from models.detector import CooperativeDetector
-from models.distill import DistillWeights, distill_loss, teacher_maps
+from models.distill import DistillWeights, TrustTarget, distill_loss, teacher_maps
 from models.head import Normaliser
 
 
@@ -61,6 +61,9 @@ def step_loss(
         None if distill is None else distill.refine_steps,
         normaliser_of,
         "ego_view" if distill is None else distill.region,
+        TrustTarget()
+        if distill is None
+        else TrustTarget(distill.reliability_target, distill.harm_temperature),
     )
     return StepLoss(loss.total, loss.row(), loss.num_positive)
 

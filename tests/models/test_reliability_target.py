@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from models.batch import CooperativeSample
-from models.distill import reliability_loss
+from models.distill import cleanliness_targets, reliability_loss
 from models.fusion import AdaptiveGatedFusion, AGFOptions, AttentionFusion
 from models.pairs import PairConfig, cleanliness, make_pair
 from scenarios.corruptions import CorruptionContext
@@ -79,8 +79,15 @@ def test_reliability_loss_by_hand_skips_padding_slots() -> None:
         np.zeros((1, 4), np.float32), (), np.zeros((0, 4, 4)), np.zeros((0, 7))
     )
     scores = torch.tensor([[0.5, -1.0, 7.0], [9.0, 9.0, 9.0]])
+
+    def every(t: np.ndarray) -> np.ndarray:
+        return np.arange(len(t))
+
     # ego 0 chose neighbour 1 (clean) then 0 (severity 3); ego 1 chose none: 2 slots count
-    loss = reliability_loss(scores, [np.array([1, 0]), np.array([], np.int64)], [one, alone])
+    chosen = [np.array([1, 0]), np.array([], np.int64)]
+    target, weight = cleanliness_targets(scores, chosen, [one, alone], every)
+    assert weight.tolist() == [[1, 1, 0], [0, 0, 0]]
+    loss = reliability_loss(scores, target, weight)
 
     def bce(logit: float, target: float) -> float:
         p = 1.0 / (1.0 + math.exp(-logit))
@@ -88,7 +95,9 @@ def test_reliability_loss_by_hand_skips_padding_slots() -> None:
 
     want = (bce(0.5, cleanliness(0)) + bce(-1.0, cleanliness(3))) / 2
     assert float(loss) == pytest.approx(want, rel=1e-6)
-    none = reliability_loss(scores[1:], [np.array([], np.int64)], [alone])
+    none = reliability_loss(
+        scores[1:], *cleanliness_targets(scores[1:], chosen[1:], [alone], every)
+    )
     assert float(none) == 0.0
 
 
