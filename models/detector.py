@@ -330,7 +330,7 @@ class CooperativeDetector(nn.Module):
         ego_maps, neighbours = self.encode_samples(samples)
         refined = self.refine(ego_maps, refine_steps)
         ego = ego_maps if refined is None else refined.feature
-        return ForwardPass(ego_maps, refined, self.fuse_neighbours(ego, neighbours), neighbours)
+        return ForwardPass(ego_maps, refined, self.fuse_neighbours(ego, neighbours))
 
     def encode_samples(
         self, samples: Sequence[CooperativeSample]

@@ -51,7 +51,8 @@ Weight = Annotated[Float, Field(ge=0.0)]
 #: Where the feature and diffusion losses look (:func:`ego_view_mask`, or the whole map).
 DistillRegion = Literal["ego_view", "map"]
 #: What the reliability logit learns: the severity of a neighbour's corruption
-#: (:func:`models.pairs.cleanliness`) or what leaving it out does to the loss (:mod:`models.harm`).
+#: (:func:`models.pairs.cleanliness`) or what leaving it out does to the frame's AP
+#: (:mod:`models.harm`).
 ReliabilityTarget = Literal["cleanliness", "harm"]
 
 

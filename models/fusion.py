@@ -50,6 +50,9 @@ class FusionStrategy(nn.Module):
         if channels < 1:
             raise ValueError(f"fusion: channels must be >= 1, got {channels}")
         self.channels = channels
+        # While True a strategy that scores its neighbours ignores the scores: every neighbour
+        # trusted alike, none dropped (models.harm measures what each one adds that way).
+        self.neutral_trust = False
 
     def forward(
         self,
@@ -249,8 +252,6 @@ class AdaptiveGatedFusion(FusionStrategy):
             nn.Conv2d(opts.hidden, 1, 1),
         )
         self.reliability: NeighbourReliability | None = None
-        # True while models.harm scores neighbours: every trust the same, nothing dropped.
-        self.neutral_trust = False
         if opts.reliability:
             self.reliability = NeighbourReliability(
                 channels,

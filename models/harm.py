@@ -27,6 +27,7 @@ import torch
 from models.batch import CooperativeSample
 from models.fusion import FusionStrategy
 from models.head import HeadOutput
+from models.inference import inference_mode
 from models.metrics import evaluate_detections
 from models.received import ForwardPass
 
@@ -36,30 +37,14 @@ if TYPE_CHECKING:
 
 @contextmanager
 def neutral_trust(fusion: FusionStrategy) -> Iterator[None]:
-    """Inside: the fusion's per-neighbour trust scores nothing (AGF with a reliability score;
-    other strategies are untouched), so no neighbour is favoured or dropped."""
-    before = getattr(fusion, "neutral_trust", None)
-    if before is None:
-        yield
-        return
-    fusion.neutral_trust = True  # type: ignore[attr-defined]
+    """Inside: the fusion's per-neighbour trust scores nothing (a strategy without one is
+    unchanged), so no neighbour is favoured or dropped."""
+    before = fusion.neutral_trust
+    fusion.neutral_trust = True
     try:
         yield
     finally:
-        fusion.neutral_trust = before  # type: ignore[attr-defined]
-
-
-@contextmanager
-def inference_modes(student: CooperativeDetector) -> Iterator[None]:
-    """Inside: every module in eval mode (BatchNorm on its running statistics, none updated);
-    afterwards each module's own mode again (training may keep frozen parts in eval)."""
-    modes = [(m, m.training) for m in student.modules()]
-    student.eval()
-    try:
-        yield
-    finally:
-        for module, mode in modes:
-            module.training = mode
+        fusion.neutral_trust = before
 
 
 def _row(output: HeadOutput, i: int) -> HeadOutput:
@@ -70,12 +55,12 @@ def _row(output: HeadOutput, i: int) -> HeadOutput:
 
 @dataclass(frozen=True)
 class NeighbourGains:
-    """What each of an ego's ``count`` neighbours adds, ``(count,)`` each: the fall of the
-    detection loss and the rise of the frame's AP@0.5 (NaN without ground truth) when it is
-    fused beside the others rather than left out."""
+    """What each of an ego's ``count`` neighbours adds, ``(count,)`` each: the rise of the
+    frame's AP@0.5 (NaN without ground truth) and, when asked for, the fall of the detection
+    loss, when it is fused beside the others rather than left out."""
 
-    loss: torch.Tensor
     ap: torch.Tensor
+    loss: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -85,18 +70,19 @@ def neighbour_gains(
     inputs: tuple[torch.Tensor, ...],
     count: int,
     sample: CooperativeSample,
+    with_loss: bool = False,
 ) -> NeighbourGains:
     """The gains of one ego map ``(C, H, W)``'s first ``count`` neighbour slots: fused with
     all of them, then with each left out in turn (its mask zeroed: a zero mask contributes
     nothing), trust neutral, in one batch. ``inputs``: that ego's warped maps ``(K, C, H, W)``,
     masks ``(K, 1, H, W)``, cues and profiles, as the fusion read them
-    (:attr:`FusedMaps.inputs`), so nothing is warped again."""
+    (:attr:`FusedMaps.inputs`), so nothing is warped again. ``with_loss``: the loss gain too."""
     maps, masks, cues, profiles = (x[:count].unsqueeze(0) for x in inputs)
     n = count + 1
     masks = masks.repeat(n, 1, 1, 1, 1)
     left_out = torch.arange(count, device=masks.device)
     masks[left_out + 1, left_out] = 0.0
-    with neutral_trust(student.fusion), inference_modes(student):
+    with neutral_trust(student.fusion), inference_mode(student):
         fused, _ = student.fusion.scored(
             ego.unsqueeze(0).expand(n, -1, -1, -1),
             maps.expand(n, -1, -1, -1, -1),
@@ -105,17 +91,19 @@ def neighbour_gains(
             profiles.expand(n, -1, -1),
         )
         output = student.head(student.bev(fused))
-    targets = student.anchor_head.assign([sample.gt_boxes])  # the same for every variant
-    losses = torch.stack(
-        [student.anchor_head.loss(_row(output, i), targets).total for i in range(n)]
-    ).float()
     aps = torch.tensor(
         [
             evaluate_detections([(d.boxes, d.scores, sample.gt_boxes)], (0.5,))[0.5]
             for d in student.detect(output)
         ]
     )
-    return NeighbourGains(losses[1:] - losses[0], aps[0] - aps[1:])
+    if not with_loss:
+        return NeighbourGains(aps[0] - aps[1:])
+    targets = student.anchor_head.assign([sample.gt_boxes])  # the same for every variant
+    losses = torch.stack(
+        [student.anchor_head.loss(_row(output, i), targets).total for i in range(n)]
+    ).float()
+    return NeighbourGains(aps[0] - aps[1:], losses[1:] - losses[0])
 
 
 @torch.no_grad()

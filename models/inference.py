@@ -28,14 +28,16 @@ from models.voxelize import PointsLike
 
 @contextlib.contextmanager
 def inference_mode(model: CooperativeDetector) -> Iterator[None]:
-    """``model`` in eval mode and no grad for the duration; its previous mode is restored."""
-    was_training = model.training
+    """``model`` in eval mode and no grad for the duration; afterwards each module's own
+    previous mode again (training keeps a frozen part's BatchNorm in eval: not undone)."""
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
             yield
     finally:
-        model.train(was_training)
+        for module, mode in modes:
+            module.training = mode
 
 
 def detect_features(

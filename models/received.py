@@ -86,10 +86,8 @@ class EgoDetections:
 @dataclass(frozen=True)
 class ForwardPass:
     """A batch's intermediate maps: the ego message maps as encoded, the refiner's output on
-    them (None without a refiner), the fused maps the head reads and, per ego, the neighbour
-    maps it was offered (before the choice by range)."""
+    them (None without a refiner) and the fused maps the head reads."""
 
     ego_maps: torch.Tensor
     refined: RefineOutput | None
     fused: FusedMaps
-    neighbours: list[list[NeighbourFeature]] = field(default_factory=list)

@@ -56,7 +56,10 @@ def main(
                 if count == 0 or fused.inputs is None or len(sample.gt_boxes) == 0:
                     continue
                 row = tuple(x[0] for x in fused.inputs)
-                gains = neighbour_gains(model, passed.ego_maps[0], row, count, sample)
+                gains = neighbour_gains(
+                    model, passed.ego_maps[0], row, count, sample, with_loss=True
+                )
+            assert gains.loss is not None
             loss += gains.loss.tolist()
             ap += gains.ap.tolist()
         a, lo = np.asarray(ap), np.asarray(loss)

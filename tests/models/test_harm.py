@@ -22,8 +22,9 @@ from models.distill import (
     reliability_loss,
 )
 from models.fusion import AdaptiveGatedFusion, AGFOptions
-from models.harm import harm_targets, inference_modes, neighbour_gains, neutral_trust
+from models.harm import harm_targets, neighbour_gains, neutral_trust
 from models.head import Detections
+from models.inference import inference_mode
 from models.metrics import evaluate_detections
 from models.pairs import cleanliness
 from scenarios.geometry import yaw_pose
@@ -75,10 +76,11 @@ def test_leaving_a_slot_out_is_fusing_without_that_neighbour(model: CooperativeD
     sample = _sample(3)
     with torch.no_grad():
         passed = model.forward_pass([sample])
-    offered = passed.neighbours[0]
+    offered = model.encode_samples([sample])[1][0]
     assert len(passed.fused.chosen[0]) == 3
     row = tuple(x[0] for x in passed.fused.inputs)
-    gains = neighbour_gains(model, passed.ego_maps[0], row, 3, sample)
+    gains = neighbour_gains(model, passed.ego_maps[0], row, 3, sample, with_loss=True)
+    assert gains.loss is not None
     assert gains.loss.shape == gains.ap.shape == (3,)
     ego = passed.ego_maps[0]
     all_loss, all_ap = _with(model, ego, offered, sample)
@@ -151,11 +153,11 @@ def test_neutral_trust_is_the_fusion_with_every_score_equal() -> None:
     assert agf.neutral_trust is False
 
 
-def test_inference_modes_restores_each_modules_own_mode(model: CooperativeDetector) -> None:
+def test_inference_mode_restores_each_modules_own_mode(model: CooperativeDetector) -> None:
     model.train()
     frozen = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     frozen.eval()  # as train_only keeps a frozen part's statistics
-    with inference_modes(model):
+    with inference_mode(model):
         assert not any(m.training for m in model.modules())
     assert model.training and not frozen.training
     model.eval()
