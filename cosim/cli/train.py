@@ -45,6 +45,10 @@ def train_command(
         Path | None, typer.Option("--out", help="Run folder (default: config's out).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Override epochs.")] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="Override threads (torch CPU threads per process)."),
+    ] = None,
     train_data: Annotated[
         Path | None, typer.Option("--train-data", help="Training dataset folder (data.train).")
     ] = None,
@@ -106,6 +110,8 @@ def train_command(
         changes["out"] = str(out)
     if epochs is not None:
         changes["epochs"] = epochs
+    if threads is not None:
+        changes["threads"] = threads
     if train_data is not None:
         changes["data_train"] = str(train_data)
     if val_data is not None:

@@ -294,9 +294,11 @@ def test_cli_train_then_eval(tiny_data: Path, tmp_path: Path) -> None:
     res = runner.invoke(cli(), [*args, "--val-data", str(tiny_data)])
     assert res.exit_code == 0, res.output
     assert (run_dir / "best.pt").is_file() and "best val" in res.output
-    res = runner.invoke(cli(), [*args, "--epochs", "2", "--resume", "--val-data", str(tiny_data)])
+    resume = [*args, "--epochs", "2", "--resume", "--threads", "1", "--val-data", str(tiny_data)]
+    res = runner.invoke(cli(), resume)
     assert res.exit_code == 0, res.output
     assert read_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["threads"] == 1
 
     report_path = tmp_path / "eval" / "report.json"
     res = runner.invoke(
